@@ -1,0 +1,3 @@
+from ticketx.cli import main
+
+main()

@@ -1,0 +1,265 @@
+"""The `ticketx` command: parse options -> build a spec -> call the library -> render.
+
+No science here. Known errors become one red line and an exit code (1 runtime, 2 usage);
+set TICKETX_DEBUG=1 or pass --debug for the traceback. Human output goes to stderr, machine
+output (paths, JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ticketx.errors import TicketxError, UsageError
+
+app = typer.Typer(
+    name="ticketx",
+    help="Lottery-ticket transfer studies: find tickets by iterative magnitude pruning, transfer them, compare to baselines.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+_DEBUG = {"on": bool(os.environ.get("TICKETX_DEBUG"))}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (or set TICKETX_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        _DEBUG["on"] = True
+
+
+# ---- options shared by every command that trains (one definition, used everywhere) ----
+Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
+Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam [default: the model's paper].")]
+Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")]
+Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum.")]
+Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD).")]
+WeightDecay = Annotated[Optional[float], typer.Option("--weight-decay", help="L2 weight decay.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
+Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (same as --length Nep).")]
+Length = Annotated[Optional[str], typer.Option("--length", help="Training length: '160ep' or '30000it'.")]
+Milestones = Annotated[Optional[str], typer.Option("--milestones", help="LR drops, e.g. '80ep,120ep' ('' for none).")]
+Gamma = Annotated[Optional[float], typer.Option("--gamma", help="LR multiplier at each milestone.")]
+Warmup = Annotated[Optional[str], typer.Option("--warmup", help="Linear LR warmup length, e.g. '5ep' or '10000it'.")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, as the papers), bf16 or fp16 autocast.")]
+EvalEvery = Annotated[Optional[str], typer.Option("--eval-every", help="Measure test accuracy every N steps, e.g. '1ep'.")]
+ValSplit = Annotated[Optional[float], typer.Option("--val-split", help="Fraction of train held out as validation.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")]
+InitSeed = Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")]
+DataSeed = Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible runs (where PyTorch allows).")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size [default: the model's native size].")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live [default: $TICKETX_DATA or the user cache].")]
+
+
+def train_overrides(**kw: Any) -> dict[str, Any]:
+    """TrainSpec overrides from CLI values (None = not given)."""
+    epochs, length = kw.pop("epochs", None), kw.pop("length", None)
+    if epochs is not None and length is not None:
+        raise UsageError("give either --epochs or --length, not both")
+    if epochs is not None:
+        if epochs <= 0:
+            raise UsageError(f"--epochs must be positive, got {epochs:g}")
+        kw["length"] = f"{epochs:g}ep"
+    elif length is not None:
+        kw["length"] = length
+    if kw.get("milestones") is not None and kw["milestones"].strip() == "":
+        kw["milestones"] = []
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _spec(factory: Any, what: str) -> Any:
+    from pydantic import ValidationError
+
+    from ticketx.spec import describe_validation_error
+
+    try:
+        return factory()
+    except ValidationError as err:
+        raise UsageError(f"invalid {what} option: {describe_validation_error(err)}") from None
+
+
+@app.command()
+def find(
+    data: Data,
+    model: Model,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")] = Path("ticket.pt"),
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Pruning rounds after the dense round [default 10].")] = None,
+    prune_rate: Annotated[Optional[float], typer.Option("--prune-rate", help="Fraction of remaining weights pruned per round [default 0.2].")] = None,
+    head_rate: Annotated[Optional[float], typer.Option("--head-rate", help="Rate for the output layer [default: --prune-rate; F&C 2019 used half].")] = None,
+    scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise [default: the model's paper].")] = None,
+    keep_dense: Annotated[Optional[str], typer.Option("--keep-dense", help="Comma-separated tensors never pruned, e.g. 'conv1.weight'.")] = None,
+    rewind: Annotated[Optional[str], typer.Option("--rewind", help="Rewind point: 0 (init), '1ep', '500it'.")] = None,
+    optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
+    weight_decay: WeightDecay = None, batch_size: BatchSize = None, epochs: Epochs = None, length: Length = None,
+    milestones: Milestones = None, gamma: Gamma = None, warmup: Warmup = None, precision: Precision = None,
+    eval_every: EvalEvery = None, val_split: ValSplit = None,
+    seed: Seed = 0, init_seed: InitSeed = None, data_seed: DataSeed = None, device: Device = "auto",
+    deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
+) -> None:
+    """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
+    from ticketx.data import parse_data
+    from ticketx.find import find as run_find
+    from ticketx.models import model_info
+    from ticketx.spec import FindSpec, resolve_prune, resolve_train
+    from ticketx.ui import RichReporter, console
+
+    parse_data(data)
+    model_info(model)
+    over = train_overrides(
+        optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+        batch_size=batch_size, epochs=epochs, length=length, milestones=milestones, gamma=gamma, warmup=warmup,
+        precision=precision, eval_every=eval_every, val_split=val_split,
+    )
+    tspec = _spec(lambda: resolve_train(model, over), "training")
+    pspec = _spec(lambda: resolve_prune(model, {"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
+                                                "scope": scope, "keep_dense": keep_dense, "rewind": rewind}), "pruning")
+    spec = _spec(lambda: FindSpec(data=data, model=model, image_size=image_size, train=tspec, prune=pspec, seed=seed,
+                                  init_seed=init_seed, data_seed=data_seed, deterministic=deterministic), "find")
+    with RichReporter() as rep:
+        ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
+    last = ticket.rounds[-1]
+    console.print(f"[green]ticket written:[/] {out}  ({len(ticket.rounds) - 1} rounds, final density "
+                  f"{100 * last['density']:.2f}%, test acc {100 * last['test_acc']:.2f}%)")
+    typer.echo(str(out))
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Ticket file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON on stdout.")] = False,
+) -> None:
+    """Show a ticket's metadata and per-layer density for every round."""
+    import json
+
+    from rich.table import Table
+
+    from ticketx import masks as M
+    from ticketx import ticket as T
+    from ticketx.report import layer_table, round_table
+    from ticketx.ui import console
+
+    t = T.load(path)
+    if as_json:
+        meta = {k: v for k, v in t.meta.items() if k != "rounds"}
+        meta["rounds"] = [{k: v for k, v in r.items() if k != "history"} for r in t.rounds]
+        typer.echo(json.dumps(meta, indent=2, default=str))
+        return
+    m = t.meta
+    info = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("model", m["model"]), ("data", f"{m['data']}  ({m['num_classes']} classes, {m['channels']}x{m['image_size']}x{m['image_size']})"),
+        ("optimizer", _train_line(m["train"])), ("pruning", _prune_line(m["prune"])),
+        ("rewind point", f"step {m['rewind_step']} ({m['prune']['rewind']}) of {m['total_steps']}"),
+        ("seeds", f"init {m['init_seed']}, data {m['data_seed']}" + ("  (deterministic)" if m.get("deterministic") else "")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())),
+        ("format", f"ticketx-ticket v{path and t.meta.get('format_version', 1)}"), ("created", m.get("created", "?")),
+    ]:
+        info.add_row(f"[bold]{label}", str(value))
+    console.print(info)
+    console.print(round_table(t.rounds, title="rounds"))
+    per_round = [M.layer_densities(t.mask(r)) for r in range(t.num_rounds + 1)]
+    console.print(layer_table(t.names, t.shapes, per_round))
+
+
+def _train_line(tr: dict[str, Any]) -> str:
+    s = f"{tr['optimizer']} lr {tr['lr']:g}"
+    if tr["optimizer"] == "sgd":
+        s += f" momentum {tr['momentum']:g}" + (" nesterov" if tr.get("nesterov") else "")
+    s += f", wd {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['length']}"
+    if tr.get("milestones"):
+        s += f", lr x{tr['gamma']:g} at {','.join(tr['milestones'])}"
+    if tr.get("warmup", "0") != "0":
+        s += f", warmup {tr['warmup']}"
+    return s + f", {tr.get('precision', 'fp32')}"
+
+
+def _prune_line(p: dict[str, Any]) -> str:
+    s = f"{p['scope']} magnitude, {100 * p['rate']:g}% of remaining per round"
+    if p.get("head_rate") is not None:
+        s += f", output layer {100 * p['head_rate']:g}%"
+    if p.get("keep_dense"):
+        s += f", dense: {','.join(p['keep_dense'])}"
+    return s
+
+
+@app.command()
+def datasets(data_dir: DataDir = None) -> None:
+    """List the data sets ticketx knows, and whether each is present locally."""
+    from rich.table import Table
+
+    from ticketx.data import dataset_rows
+    from ticketx.ui import console
+
+    table = Table(title="data sets (subsets: NAME[0-4] or NAME[0,5,7]; your images: imagefolder:PATH)", title_justify="left")
+    for col in ("name", "classes", "image size", "channels", "present", "description"):
+        table.add_column(col)
+    for row in dataset_rows(data_dir):
+        table.add_row(row["name"], str(row["classes"]), str(row["image_size"]), str(row["channels"]),
+                      "[green]yes[/]" if row["present"] else "no", row.get("description", ""))
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the models ticketx knows (plus any timm model as timm:NAME)."""
+    from rich.table import Table
+
+    from ticketx.models import model_rows
+    from ticketx.ui import console
+
+    rows = model_rows()
+    table = Table(title="models (any timm model: timm:NAME)", title_justify="left")
+    for col in rows[0]:
+        table.add_column(col.replace("_", " "))
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one line and an exit code."""
+    from ticketx.ui import console
+
+    try:
+        app(standalone_mode=False)
+    except TicketxError as err:
+        if _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        if err.hint:
+            console.print(f"[dim]hint: {err.hint}[/]", soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted.[/] Finished stages are saved; rerun the same command to resume.")
+        sys.exit(130)
+    except Exception as err:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            console.print("[yellow]aborted.[/]")
+            sys.exit(130)
+        if isinstance(err, click.ClickException):
+            if _DEBUG["on"]:
+                raise
+            console.print(f"[bold red]error:[/] {err.format_message()}", soft_wrap=True)
+            sys.exit(err.exit_code)
+        if _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err}", soft_wrap=True)
+        console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
+        sys.exit(1)

@@ -1,0 +1,181 @@
+"""Iterative magnitude pruning (IMP) with rewinding: the ticket search.
+
+Round 0 trains the dense network from its initialisation and records the weights at the rewind
+point. Each later round prunes a fraction of the remaining weights by magnitude (from the
+previous round's trained weights), resets the survivors to the rewind weights, and retrains
+from the rewind step to the end of training (Frankle & Carbin 2019; late resetting: Frankle et
+al. 2020, Morcos et al. 2019).
+
+Every stage is idempotent and keyed by its artifact in a work folder next to the ticket
+(`<out>.work/`): a round with its `result.pt` is never trained again, a round in progress
+resumes from its last epoch checkpoint, so rerunning the same command continues where a crash
+stopped it. The ticket is written atomically at the end and the work folder removed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ticketx import masks as M
+from ticketx import pruning, store
+from ticketx import ticket as T
+from ticketx.data import ImageData, load_data, split_validation
+from ticketx.errors import TicketxError, UsageError
+from ticketx.models import build_model, head_name, model_info, prunable_names
+from ticketx.spec import FindSpec
+from ticketx.steps import to_iterations
+from ticketx.train import Plan, resolve_device, set_deterministic, state_copy, train
+from ticketx.ui import Reporter
+
+
+def prepare_data(data: str, model: str, image_size: int | None, channels: int | None, data_dir: Any) -> ImageData:
+    """Load a data set adapted to the model's input size (data-side shape adaptation)."""
+    info = model_info(model)
+    return load_data(data, data_dir, image_size=image_size or info.image_size, channels=channels)
+
+
+def work_dir_for(out: Path) -> Path:
+    return out.parent / (out.name + ".work")
+
+
+def find(
+    spec: FindSpec,
+    out: str | Path,
+    *,
+    data_dir: Any = None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    force: bool = False,
+) -> T.Ticket:
+    """Run (or resume, or skip when already done) a ticket search and write the ticket to `out`."""
+    reporter = reporter or Reporter()
+    out = Path(out)
+    key = store.fingerprint(spec.science())
+    if out.exists() and not force:
+        try:
+            existing = T.load(out)
+        except TicketxError:
+            existing = None
+        if existing is not None and existing.meta.get("fingerprint") == key:
+            reporter.log(f"[green]{out} is already done with these settings; nothing to train[/]")
+            return existing
+        raise UsageError(f"{out} already exists and was not made by this search", "pass --force to replace it, or choose another --out")
+    work = work_dir_for(out)
+    spec_file = work / "spec.json"
+    if spec_file.exists() and store.read_json(spec_file).get("fingerprint") != key:
+        raise UsageError(
+            f"{work} holds an unfinished search with other settings",
+            f"rerun that search to finish it, or delete {work} to start this one",
+        )
+    dev = resolve_device(device)
+    set_deterministic(spec.deterministic)
+    data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
+    init_seed, data_seed = spec.seeds
+    val = None
+    if spec.train.val_split > 0:
+        data, val = split_validation(data, spec.train.val_split, data_seed)
+    torch.manual_seed(init_seed)
+    model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
+    names = prunable_names(model)
+    head = head_name(model)
+    missing = [n for n in spec.prune.keep_dense if n not in names]
+    if missing:
+        raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
+    init_state = state_copy(model)
+    plan = Plan.make(spec.train, len(data.train_y))
+    rewind_step = to_iterations(spec.prune.rewind, plan.iterations_per_epoch)
+    if rewind_step >= plan.total:
+        raise UsageError(f"rewind point {spec.prune.rewind} ({rewind_step} steps) is not before the end of training ({plan.total} steps)")
+    store.write_json(spec_file, {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
+
+    from ticketx.report import round_table
+
+    weights_of = lambda: {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}  # noqa: E731
+    mask = M.ones_like({n: p for n, p in model.named_parameters() if n in names})
+    masks: list[M.Mask] = []
+    records: list[dict[str, Any]] = []
+    rewind_state: dict[str, torch.Tensor] | None = None
+    final: dict[str, torch.Tensor] = {}
+    for r in range(spec.prune.rounds + 1):
+        rdir = work / f"round_{r:02d}"
+        if r > 0:
+            mask_file = rdir / "mask.pt"
+            if mask_file.exists():
+                mask = store.load_torch(mask_file, "mask")
+            else:
+                mask = pruning.magnitude(
+                    final, mask, spec.prune.rate, scope=spec.prune.scope, head=head,
+                    head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
+                )
+                store.save_torch(mask_file, mask)
+            masks.append(mask)
+            for name in M.collapsed(mask):
+                reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
+        done = rdir / "result.pt"
+        if done.exists():
+            saved = store.load_torch(done, "round result")
+            record, final = saved["record"], saved["weights"]
+            if r == 0:
+                rewind_state = store.load_torch(work / "rewind.pt", "rewind weights")
+        else:
+            model.load_state_dict(init_state if r == 0 else rewind_state)
+            result = train(
+                model, data, spec.train, mask=mask if r > 0 else None, device=dev, data_seed=data_seed,
+                start_step=0 if r == 0 else rewind_step, snapshot_steps=(rewind_step,) if r == 0 else (),
+                checkpoint=rdir / "checkpoint.pt", checkpoint_key=key, val=val, reporter=reporter,
+                label=f"round {r}/{spec.prune.rounds}",
+            )
+            if r == 0:
+                rewind_state = result.snapshots[rewind_step]
+                store.save_torch(work / "rewind.pt", rewind_state)
+            final = weights_of()
+            record = {
+                "round": r,
+                "density": M.density(mask),
+                "layer_density": M.layer_densities(mask),
+                "collapsed": M.collapsed(mask),
+                "test_acc": result.test_acc,
+                "val_acc": result.val_acc,
+                "seconds": result.seconds,
+                "steps": result.steps,
+                "history": result.history,
+            }
+            store.save_torch(done, {"record": record, "weights": final})
+            (rdir / "checkpoint.pt").unlink(missing_ok=True)
+        records.append(record)
+        reporter.log(round_table(records, title=f"{spec.model} on {data.name}: round {r}/{spec.prune.rounds}"))
+
+    assert rewind_state is not None
+    meta = {
+        "kind": "ticket",
+        "model": spec.model,
+        "data": data.name,
+        "classes": list(data.classes),
+        "num_classes": data.num_classes,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "head": head,
+        "train": spec.train.model_dump(),
+        "prune": spec.prune.model_dump(),
+        "seed": spec.seed,
+        "init_seed": init_seed,
+        "data_seed": data_seed,
+        "deterministic": spec.deterministic,
+        "rewind_step": rewind_step,
+        "iterations_per_epoch": plan.iterations_per_epoch,
+        "total_steps": plan.total,
+        "rounds": records,
+        "fingerprint": key,
+        "spec": spec.model_dump(),
+        "device": str(dev),
+        "versions": store.versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    ticket = T.make(meta, masks, rewind_state)
+    T.save(ticket, out)
+    store.remove_tree(work)
+    return ticket

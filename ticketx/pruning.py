@@ -1,0 +1,137 @@
+"""Pruning: pure functions (weights, mask, rates) -> new mask.
+
+Magnitude pruning removes a fraction of the weights that are still *remaining* each round
+(Frankle & Carbin 2019), either per layer ('layerwise') or with one threshold across all layers
+('global'). Exactly k = round(rate * remaining) weights are removed per pruning group; ties in
+magnitude are broken deterministically by position (lower flat index in the concatenation
+goes first), so the same weights always give the same mask.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from ticketx.errors import UsageError
+from ticketx.masks import Mask
+
+STRATEGIES: dict[str, Callable[..., Mask]] = {}
+
+
+def register(name: str) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        STRATEGIES[name] = fn
+        return fn
+
+    return deco
+
+
+def num_to_prune(remaining: int, rate: float) -> int:
+    """k for one pruning group: round(rate * remaining), never more than remaining."""
+    return min(remaining, int(round(rate * remaining)))
+
+
+def prune_lowest(scores: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:
+    """Return a copy of the flat bool `keep` with the k lowest-scoring kept entries removed.
+
+    A stable sort on the kept scores breaks ties by position, so exactly k go and the choice is
+    deterministic.
+    """
+    keep = keep.clone()
+    if k <= 0:
+        return keep
+    idx = torch.nonzero(keep, as_tuple=False).reshape(-1)
+    order = torch.sort(scores[idx].to(torch.float64), stable=True).indices
+    keep[idx[order[:k]]] = False
+    return keep
+
+
+def _groups(
+    names: list[str], scope: str, head: str | None, head_rate: float | None, rate: float, keep_dense: set[str]
+) -> list[tuple[list[str], float]]:
+    """Pruning groups as (tensor names, rate). The head has its own group when it has its own rate."""
+    own_head = head is not None and head_rate is not None and head in names and head not in keep_dense
+    body = [n for n in names if n not in keep_dense and not (own_head and n == head)]
+    groups = [([n], rate) for n in body] if scope == "layerwise" else ([(body, rate)] if body else [])
+    if own_head:
+        groups.append(([head], float(head_rate)))
+    return groups
+
+
+@register("magnitude")
+def magnitude(
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    rate: float,
+    *,
+    scope: str = "global",
+    head: str | None = None,
+    head_rate: float | None = None,
+    keep_dense: tuple[str, ...] | list[str] = (),
+    generator: torch.Generator | None = None,
+) -> Mask:
+    """Prune `rate` of the remaining weights with the smallest |w|; returns a new mask."""
+    return _prune(lambda n: weights[n].detach().abs().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense)
+
+
+@register("random")
+def random(
+    weights: Mapping[str, torch.Tensor] | None,
+    mask: Mapping[str, torch.Tensor],
+    rate: float,
+    *,
+    scope: str = "global",
+    head: str | None = None,
+    head_rate: float | None = None,
+    keep_dense: tuple[str, ...] | list[str] = (),
+    generator: torch.Generator | None = None,
+) -> Mask:
+    """Prune `rate` of the remaining weights uniformly at random (the random-pruning control)."""
+    gen = generator or torch.Generator().manual_seed(0)
+    return _prune(lambda n: torch.rand(mask[n].numel(), generator=gen), mask, rate, scope, head, head_rate, keep_dense)
+
+
+def _prune(
+    score: Callable[[str], torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    rate: float,
+    scope: str,
+    head: str | None,
+    head_rate: float | None,
+    keep_dense,
+) -> Mask:
+    if not 0 <= rate < 1:
+        raise UsageError(f"pruning rate must be in [0, 1), got {rate}")
+    if scope not in ("global", "layerwise"):
+        raise UsageError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+    names = list(mask)
+    unknown = [n for n in keep_dense if n not in mask]
+    if unknown:
+        raise UsageError(f"--keep-dense names unknown tensors: {', '.join(unknown)} (prunable: {', '.join(names)})")
+    new: Mask = {n: m.clone().cpu() for n, m in mask.items()}
+    for group, group_rate in _groups(names, scope, head, head_rate, rate, set(keep_dense)):
+        keep = torch.cat([mask[n].reshape(-1).cpu() for n in group])
+        scores = torch.cat([score(n) for n in group])
+        keep = prune_lowest(scores, keep, num_to_prune(int(keep.sum()), group_rate))
+        for n, part in zip(group, torch.split(keep, [mask[n].numel() for n in group])):
+            new[n] = part.reshape(mask[n].shape)
+    return new
+
+
+def random_like(
+    mask: Mapping[str, torch.Tensor], generator: torch.Generator, *, exact_layers: bool = True
+) -> Mask:
+    """A random mask with exactly the same number of kept weights in every tensor as `mask`.
+
+    The 'random ticket' baseline (Frankle & Carbin 2019; Morcos et al. 2019): same per-layer
+    density, positions drawn uniformly.
+    """
+    out: Mask = {}
+    for name, m in mask.items():
+        k = int(m.sum())
+        flat = torch.zeros(m.numel(), dtype=torch.bool)
+        if k:
+            flat[torch.randperm(m.numel(), generator=generator)[:k]] = True
+        out[name] = flat.reshape(m.shape)
+    return out

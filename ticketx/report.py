@@ -1,0 +1,46 @@
+"""Tables (Rich), CSV and plots. matplotlib is imported only inside plotting functions."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.table import Table
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def round_table(records: list[Mapping[str, Any]], title: str = "") -> Table:
+    """Round, density, accuracy and time: one row per finished round of a ticket search."""
+    table = Table(title=title or None, title_justify="left")
+    table.add_column("round", justify="right")
+    table.add_column("% weights remaining", justify="right")
+    table.add_column("test acc %", justify="right")
+    has_val = any(r.get("val_acc") is not None for r in records)
+    if has_val:
+        table.add_column("val acc %", justify="right")
+    table.add_column("time", justify="right")
+    for r in records:
+        row = [str(r["round"]), f"{100 * r['density']:.2f}", pct(r.get("test_acc"))]
+        if has_val:
+            row.append(pct(r.get("val_acc")))
+        row.append(f"{r.get('seconds', 0):.1f}s")
+        table.add_row(*row)
+    return table
+
+
+def layer_table(names: list[str], shapes: Mapping[str, tuple[int, ...]], per_round: list[Mapping[str, float]]) -> Table:
+    """Per-layer density for every round (columns are rounds)."""
+    table = Table(title="density per layer (fraction of weights kept)", title_justify="left")
+    table.add_column("tensor")
+    table.add_column("shape")
+    table.add_column("weights", justify="right")
+    for r in range(len(per_round)):
+        table.add_column(f"r{r}", justify="right")
+    for n in names:
+        size = 1
+        for d in shapes[n]:
+            size *= d
+        table.add_row(n, "x".join(map(str, shapes[n])), f"{size:,}", *[f"{d[n]:.4f}" for d in per_round])
+    return table

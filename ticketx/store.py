@@ -1,0 +1,148 @@
+"""Files on disk: atomic writes, safe loads, fingerprints of configurations.
+
+Every file ticketx writes goes to a temporary name in the same folder, is fsynced, and is then
+renamed over its final name (os.replace is atomic on POSIX), so a crash never leaves a
+half-written file under a final name and never destroys the previous good copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ticketx.errors import TicketxError
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _os_error(path: Path, err: OSError) -> TicketxError:
+    if err.errno == errno.ENOSPC:
+        return TicketxError(f"cannot write {path}: no space left on device", "free some space and rerun; finished files are intact")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return TicketxError(f"cannot write {path}: permission denied", "choose a writable folder with --out")
+    return TicketxError(f"cannot write {path}: {err.strerror or err}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success fsync it and rename it over `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _os_error(path, err) from err
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise _os_error(path, err) from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save through an atomic temporary file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike, what: str = "file", mmap: bool = False) -> Any:
+    """torch.load with weights_only=True: never executes code from the file.
+
+    Every failure (missing, truncated, corrupted, foreign, or a pickle that asks for code)
+    becomes one TicketxError naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TicketxError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise TicketxError(f"{what} {path} is a folder, not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
+        why = lines[0].replace("WeightsUnpickler error: ", "") if lines else "it asks for objects other than tensors"
+        why = why.split(" was not an allowed global")[0]
+        raise TicketxError(
+            f"refusing to load {path}: it is not a plain tensor file ({why[:160]})",
+            "ticketx only opens files with torch.load(weights_only=True); a file that asks for code is never run",
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError, AttributeError, TypeError) as err:
+        raise TicketxError(f"cannot read {what} {path}: truncated, corrupted or not a ticketx file ({type(err).__name__})") from err
+
+
+def plain(obj: Any) -> Any:
+    """obj as plain JSON types (dict, list, str, int, float, bool, None): always weights_only-loadable."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def fingerprint(obj: Any, n: int = 12) -> str:
+    """Stable short hash of a JSON-able configuration (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import ticketx
+
+    out = {"ticketx": ticketx.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    with contextlib.suppress(Exception):
+        import torchvision
+
+        out["torchvision"] = str(torchvision.__version__)
+    return out
+
+
+def read_json(path: str | os.PathLike, default: Callable[[], Any] | None = None) -> Any:
+    path = Path(path)
+    if not path.exists() and default is not None:
+        return default()
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise TicketxError(f"cannot read {path}: {err}") from err

@@ -1,0 +1,180 @@
+"""The ticket file: every round's mask (bit-packed), the rewind weights, and the metadata.
+
+Layout (a plain dict of tensors and JSON-able values, so it loads with
+`torch.load(path, weights_only=True)` and opening a ticket never executes code):
+
+    format          "ticketx-ticket"
+    format_version  1
+    meta            dict: model, data set, classes, image size, channels, training and pruning
+                    settings, seeds, versions, and per-round density/accuracy (`rounds`)
+    names           prunable tensor names, in packing order
+    shapes          their shapes
+    masks           uint8 [B]: the masks of rounds 1..R, nested-encoded (below)
+    mask_bits       [R] ints: bits stored for each round
+    rewind          state dict at the rewind point (every retraining starts from it)
+
+Round 0 is the dense network (density 1.0) and has no stored mask.
+
+Nested encoding: masks only shrink, so round r stores one bit only for each weight still alive
+in round r-1 (round 1 stores one per prunable weight). A search of R rounds at rate 0.2 stores
+P * (1 + 0.8 + ... + 0.8^(R-1)) bits: at most one bit per prunable weight per round, and under
+1/8 of the bytes of the same masks as bool tensors (1/32 of int32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ticketx import masks as M
+from ticketx import store
+from ticketx.errors import TicketxError, UsageError
+
+FORMAT = "ticketx-ticket"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Ticket:
+    meta: dict[str, Any]
+    names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    packed: torch.Tensor  # uint8 [B], nested encoding
+    bits: list[int]  # bits per stored round
+    rewind: dict[str, torch.Tensor]
+
+    @property
+    def num_rounds(self) -> int:
+        """Pruned rounds stored (round 0, dense, is implicit)."""
+        return len(self.bits)
+
+    @property
+    def num_weights(self) -> int:
+        return sum(int(torch.Size(s).numel()) for s in self.shapes.values())
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return self.meta["rounds"]
+
+    def mask(self, round_: int) -> M.Mask:
+        """The mask of round `round_` (0 = dense)."""
+        if not 0 <= round_ <= self.num_rounds:
+            raise UsageError(f"round {round_} is not in this ticket (rounds 0..{self.num_rounds})")
+        flat = decode(self.packed, self.bits[:round_], self.num_weights)
+        sizes = [int(torch.Size(s).numel()) for s in self.shapes.values()]
+        return {n: part.reshape(s).clone() for (n, s), part in zip(self.shapes.items(), torch.split(flat, sizes))}
+
+    def round_for_density(self, density: float) -> int:
+        """The round whose overall density is closest to `density`."""
+        return min(range(len(self.rounds)), key=lambda r: (abs(self.rounds[r]["density"] - density), r))
+
+
+def encode(flat_masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+    """Nested bit-packing of shrinking flat masks: round r keeps bits only where round r-1 was kept."""
+    if not flat_masks:
+        return torch.zeros(0, dtype=torch.uint8), []
+    alive = torch.ones_like(flat_masks[0], dtype=torch.bool)
+    parts, bits = [], []
+    for m in flat_masks:
+        if bool((m & ~alive).any()):
+            raise ValueError("masks must only shrink from round to round")
+        kept = m[alive]
+        parts.append(M.pack_bits(kept))
+        bits.append(int(kept.numel()))
+        alive = m
+    return torch.cat(parts), bits
+
+
+def decode(packed: torch.Tensor, bits: list[int], num_weights: int) -> torch.Tensor:
+    """The flat mask after len(bits) rounds (all ones for zero rounds)."""
+    alive = torch.ones(num_weights, dtype=torch.bool)
+    offset = 0
+    for n in bits:
+        nbytes = (n + 7) // 8
+        cur = torch.zeros(num_weights, dtype=torch.bool)
+        cur[alive] = M.unpack_bits(packed[offset:offset + nbytes], n)
+        alive, offset = cur, offset + nbytes
+    return alive
+
+
+def make(meta: dict[str, Any], masks_by_round: list[M.Mask], rewind: dict[str, torch.Tensor]) -> Ticket:
+    """Build a Ticket from masks of rounds 1..R (in order) and the rewind state."""
+    names = list(masks_by_round[0]) if masks_by_round else []
+    shapes = {n: tuple(masks_by_round[0][n].shape) for n in names}
+    flat = [torch.cat([m[n].reshape(-1).cpu().bool() for n in names]) for m in masks_by_round]
+    packed, bits = encode(flat)
+    return Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind)
+
+
+def save(ticket: Ticket, path: str | Path) -> None:
+    """Write atomically (temp file + fsync + rename)."""
+    store.save_torch(path, {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": store.plain(ticket.meta),
+        "names": ticket.names,
+        "shapes": {n: list(s) for n, s in ticket.shapes.items()},
+        "masks": ticket.packed.contiguous(),
+        "mask_bits": list(ticket.bits),
+        "rewind": {k: v.contiguous() for k, v in ticket.rewind.items()},
+    })
+
+
+def load(path: str | Path) -> Ticket:
+    """Load and validate a ticket; every problem is one TicketxError naming the file."""
+    path = Path(path)
+    obj = store.load_torch(path, "ticket")
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise TicketxError(f"{path} is not a ticketx ticket (no '{FORMAT}' header)")
+    version = obj.get("format_version")
+    if not isinstance(version, int):
+        raise TicketxError(f"{path}: ticket has no valid format version")
+    if version > FORMAT_VERSION:
+        raise TicketxError(
+            f"{path} is a ticket of format version {version}; this ticketx reads up to version {FORMAT_VERSION}",
+            "upgrade ticketx",
+        )
+    try:
+        names = list(obj["names"])
+        shapes = {n: tuple(int(d) for d in obj["shapes"][n]) for n in names}
+        packed, rewind, meta = obj["masks"], obj["rewind"], obj["meta"]
+        bits = [int(b) for b in obj["mask_bits"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise TicketxError(f"{path}: ticket is missing or has a malformed field ({err})") from err
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise TicketxError(f"{path}: ticket masks are malformed")
+    total = sum(int(torch.Size(s).numel()) for s in shapes.values())
+    if sum((b + 7) // 8 for b in bits) != packed.numel() or (bits and bits[0] != total):
+        raise TicketxError(f"{path}: ticket masks are corrupted ({packed.numel()} bytes for rounds of {bits} bits, {total} weights)")
+    if not isinstance(rewind, dict) or not all(isinstance(v, torch.Tensor) for v in rewind.values()):
+        raise TicketxError(f"{path}: ticket rewind weights are malformed")
+    bad = [n for n in names if n not in rewind or tuple(rewind[n].shape) != shapes[n]]
+    if bad:
+        raise TicketxError(f"{path}: mask and rewind weights disagree for: {', '.join(bad)}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("rounds"), list) or len(meta["rounds"]) != len(bits) + 1:
+        raise TicketxError(f"{path}: ticket metadata is malformed (rounds)")
+    ticket = Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind)
+    for r, n in enumerate(bits[1:], start=1):  # each round stores one bit per weight alive before it
+        if n != int(decode(packed, bits[:r], total).sum()):
+            raise TicketxError(f"{path}: ticket masks are corrupted (round {r + 1})")
+    return ticket
+
+
+def check_model(ticket: Ticket, model: torch.nn.Module, *, ignore: tuple[str, ...] = (), where: str = "ticket") -> None:
+    """Reject a ticket whose tensors do not match `model`, listing every mismatch."""
+    state = model.state_dict()
+    problems = []
+    for n, t in ticket.rewind.items():
+        if n in ignore:
+            continue
+        if n not in state:
+            problems.append(f"{n}: not in the model")
+        elif tuple(state[n].shape) != tuple(t.shape):
+            problems.append(f"{n}: ticket {tuple(t.shape)} vs model {tuple(state[n].shape)}")
+    problems += [f"{n}: missing from the {where}" for n in state if n not in ticket.rewind and n not in ignore]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise TicketxError(f"{where} does not match model {ticket.meta.get('model')!r}: {shown}")

@@ -1,0 +1,331 @@
+"""The training loop: masked SGD/Adam on tensor-resident data, checkpointed every epoch.
+
+Masks are enforced after every optimizer step with one fused multiply over all pruned tensors,
+so pruned weights stay exactly zero under momentum, weight decay and Adam's moments. The loop
+never synchronises with the host inside a step except at logging intervals, and every source of
+randomness is derived from (seed, epoch), so a run resumed from a checkpoint continues exactly as
+the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ticketx import store
+from ticketx.errors import TicketxError, UsageError
+from ticketx.spec import TrainSpec
+from ticketx.steps import to_iterations
+
+if TYPE_CHECKING:
+    from ticketx.data import Batches, ImageData
+
+LOG_EVERY = 25  # iterations between host reads of the running loss (a device sync)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if name in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"invalid device {name!r}: use auto, cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def set_deterministic(on: bool) -> None:
+    """Bit-reproducible runs where PyTorch allows it (always on CPU; CUDA needs cuBLAS workspace config)."""
+    if on:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def seed_for(*parts: int) -> int:
+    """Derive an independent 63-bit seed from integers (stable across runs and machines)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+@dataclass
+class Schedule:
+    """Learning rate at each absolute step: linear warmup from 0, then step decay at milestones."""
+
+    lr: float
+    warmup: int
+    milestones: tuple[int, ...]
+    gamma: float
+
+    def __call__(self, step: int) -> float:
+        lr = self.lr * self.gamma ** sum(step >= m for m in self.milestones)
+        if self.warmup and step < self.warmup:
+            lr *= (step + 1) / self.warmup
+        return lr
+
+
+@dataclass
+class Plan:
+    """A TrainSpec turned into iteration counts for one data set."""
+
+    iterations_per_epoch: int
+    total: int
+    eval_every: int
+    schedule: Schedule
+
+    @classmethod
+    def make(cls, spec: TrainSpec, num_train: int) -> "Plan":
+        ipe = max(1, num_train // min(spec.batch_size, num_train))
+        total = max(1, to_iterations(spec.length, ipe))
+        sched = Schedule(
+            spec.lr,
+            to_iterations(spec.warmup, ipe),
+            tuple(to_iterations(m, ipe) for m in spec.milestones),
+            spec.gamma,
+        )
+        return cls(ipe, total, max(1, to_iterations(spec.eval_every, ipe)), sched)
+
+
+def make_optimizer(params: Sequence[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or Adam with coupled L2 weight decay, as in the papers."""
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0,
+            weight_decay=spec.weight_decay, foreach=True,
+        )
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
+
+
+class MaskEnforcer:
+    """Keeps pruned weights at exactly zero: one `_foreach_mul_` after each optimizer step.
+
+    Masks are stored once on the device in the parameters' dtype; fully dense tensors are left
+    out, so a dense run pays nothing.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor] | None) -> None:
+        params = dict(model.named_parameters())
+        self.params: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        for name, m in (mask or {}).items():
+            if bool(m.all()):
+                continue
+            p = params[name]
+            self.params.append(p)
+            self.masks.append(m.to(device=p.device, dtype=p.dtype))
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: "Batches", precision: str = "fp32") -> float:
+    """Top-1 accuracy over all batches (one host read at the end)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
+    n = 0
+    for x, y in batches.epoch():
+        with autocast(batches.device, precision):
+            out = model(x)
+        correct += (out.argmax(dim=1) == y).sum()
+        n += y.numel()
+    model.train(was_training)
+    return float(correct.item()) / max(1, n)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class TrainResult:
+    test_acc: float
+    val_acc: float | None
+    history: list[dict[str, Any]]
+    snapshots: dict[int, dict[str, torch.Tensor]]
+    seconds: float
+    steps: int
+    images_per_second: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state (parameters and buffers)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    data: "ImageData",
+    spec: TrainSpec,
+    *,
+    mask: Mapping[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    data_seed: int = 0,
+    start_step: int = 0,
+    snapshot_steps: Sequence[int] = (),
+    checkpoint: Path | None = None,
+    checkpoint_key: str = "",
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    reporter: Any = None,
+    label: str = "train",
+    channels_last: bool | None = None,
+) -> TrainResult:
+    """Train `model` (in place) from absolute step `start_step` to the end of `spec.length`.
+
+    The learning-rate schedule is indexed by the absolute step, so a rewound network retrained
+    from step k sees the same schedule as the original run from step k onwards (open_lth).
+    `snapshot_steps` are absolute steps whose weights are returned (the rewind point).
+    With `checkpoint`, state is saved atomically at every epoch end and restored on start.
+    """
+    from ticketx.data import Batches
+    from ticketx.ui import Reporter
+
+    reporter = reporter or Reporter()
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
+    plan = Plan.make(spec, len(data.train_y))
+    if start_step >= plan.total:
+        raise UsageError(f"the rewind point (step {start_step}) is not before the end of training ({plan.total} steps)")
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last is None:
+        channels_last = has_conv and device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if mask:
+        from ticketx.masks import apply
+
+        apply(model, mask)
+    train_batches = Batches(
+        data.train_x, data.train_y, batch_size=spec.batch_size, mean=data.mean, std=data.std, train=True,
+        crop_padding=data.crop_padding, flip=data.flip, device=device, channels_last=channels_last,
+    )
+    test_batches = Batches(
+        data.test_x, data.test_y, batch_size=1024, mean=data.mean, std=data.std, train=False, device=device,
+        channels_last=channels_last,
+    )
+    val_batches = None
+    if val is not None and len(val[1]):
+        val_batches = Batches(val[0], val[1], batch_size=1024, mean=data.mean, std=data.std, train=False,
+                              device=device, channels_last=channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, spec)
+    enforce = MaskEnforcer(model, mask)
+    scaler = torch.amp.GradScaler(device.type) if spec.precision == "fp16" else None
+
+    step = start_step
+    history: list[dict[str, Any]] = []
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    if step in snapshot_steps:
+        snapshots[step] = state_copy(model)
+    elapsed = 0.0
+    if checkpoint is not None and checkpoint.exists():
+        ck = store.load_torch(checkpoint, "checkpoint")
+        if ck.get("key") == checkpoint_key and ck.get("start_step") == start_step:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            step, history, elapsed = ck["step"], ck["history"], ck["elapsed"]
+            snapshots = {int(k): v for k, v in ck["snapshots"].items()}
+            reporter.log(f"[dim]{label}: resumed from checkpoint at step {step}/{plan.total}[/]")
+
+    task = reporter.start(label, plan.total)
+    reporter.update(task, step)
+    ipe = plan.iterations_per_epoch
+    model.train()
+    t0 = time.perf_counter()
+    images = 0
+    loss_sum = torch.zeros((), device=device)
+    loss_n = 0
+    last_loss = float("nan")
+    while step < plan.total:
+        epoch = step // ipe
+        # Data order and augmentation depend only on (data_seed, epoch): resumable and the
+        # same in every round of a ticket search (open_lth uses one data order per level).
+        gen = torch.Generator().manual_seed(seed_for(data_seed, epoch))
+        torch.manual_seed(seed_for(data_seed, epoch, 1))  # dropout and other stochastic layers
+        epoch_end = min((epoch + 1) * ipe, plan.total)
+        batches = itertools.islice(train_batches.epoch(gen), step - epoch * ipe, None)
+        for x, y in batches:
+            if step >= epoch_end:
+                break
+            lr = plan.schedule(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            with autocast(device, spec.precision):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            enforce()
+            step += 1
+            images += y.shape[0]
+            loss_sum += loss.detach().float()
+            loss_n += 1
+            if step % LOG_EVERY == 0:
+                last_loss = float(loss_sum.item()) / loss_n
+                if not math.isfinite(last_loss):
+                    raise TicketxError(f"{label}: training diverged (loss {last_loss}) at step {step}", "lower --lr or add --warmup")
+                loss_sum.zero_()
+                loss_n = 0
+                reporter.update(task, step, loss=last_loss)
+            if step in snapshot_steps:
+                snapshots[step] = state_copy(model)
+            if step % plan.eval_every == 0 or step == plan.total:
+                if loss_n:
+                    last_loss = float(loss_sum.item()) / loss_n
+                    loss_sum.zero_()
+                    loss_n = 0
+                record = {"step": step, "epoch": round(step / ipe, 4), "loss": last_loss,
+                          "test_acc": evaluate(model, test_batches, spec.precision)}
+                if val_batches is not None:
+                    record["val_acc"] = evaluate(model, val_batches, spec.precision)
+                history.append(record)
+                reporter.update(task, step, loss=last_loss, acc=record["test_acc"])
+        if checkpoint is not None and step < plan.total:
+            store.save_torch(checkpoint, {
+                "key": checkpoint_key, "start_step": start_step, "step": step,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "history": history, "elapsed": elapsed + time.perf_counter() - t0,
+                "snapshots": {str(k): v for k, v in snapshots.items()},
+            })
+    seconds = elapsed + time.perf_counter() - t0
+    reporter.finish(task)
+    final = history[-1]
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return TrainResult(
+        test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=history, snapshots=snapshots,
+        seconds=seconds, steps=step - start_step, images_per_second=images / max(1e-9, time.perf_counter() - t0),
+    )
