@@ -137,6 +137,77 @@ def find(
 
 
 @app.command()
+def transfer(
+    ticket: Annotated[Path, typer.Argument(help="Ticket file written by `ticketx find`.")],
+    to: Annotated[str, typer.Option("--to", help="Target data set, e.g. svhn, 'cifar10[5-9]', imagefolder:PATH.")],
+    round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' [default: the last].")] = None,
+    density: Annotated[Optional[float], typer.Option("--density", help="Transfer the round whose density is closest to this (0-1].")] = None,
+    rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every round (or a list like --round).")] = None,
+    baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated: random-mask,random-reinit,dense (or 'none').")] = "random-mask,random-reinit,dense",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
+    against: Annotated[Optional[Path], typer.Option("--against", help="A ticket found on the target itself, retrained at the same round.")] = None,
+    reset_head: Annotated[bool, typer.Option("--reset-head", help="Replace the output layer even when the number of classes matches.")] = False,
+    head_dense: Annotated[bool, typer.Option("--head-dense", help="Leave a new output layer dense instead of pruning it to the ticket's head density.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: runs/transfer/<ticket>-to-<target>].")] = None,
+    optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
+    weight_decay: WeightDecay = None, batch_size: BatchSize = None, epochs: Epochs = None, length: Length = None,
+    milestones: Milestones = None, gamma: Gamma = None, warmup: Warmup = None, precision: Precision = None,
+    eval_every: EvalEvery = None, val_split: ValSplit = None,
+    device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+) -> None:
+    """Retrain a ticket on a target data set against random-mask, random-reinit and dense baselines."""
+    import re
+
+    from ticketx import ticket as T
+    from ticketx.data import parse_data
+    from ticketx.report import transfer_table
+    from ticketx.spec import TransferSpec
+    from ticketx.transfer import check_compatible, target_train_spec
+    from ticketx.transfer import transfer as run_transfer
+    from ticketx.ui import RichReporter, console
+
+    target = parse_data(to)
+    chosen = [x for x in (round_, density, rounds) if x is not None]
+    if len(chosen) > 1:
+        raise UsageError("give only one of --round, --density and --rounds")
+    all_rounds = rounds is not None and rounds.strip().lower() == "all"
+    listed = round_ if round_ is not None else (rounds if rounds is not None and not all_rounds else None)
+    round_list = None
+    if listed is not None:
+        if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", listed):
+            raise UsageError(f"--round expects round numbers like '3' or '1,3,5', got {listed!r}")
+        round_list = [int(x) for x in listed.split(",")]
+    if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", seeds):
+        raise UsageError(f"--seeds expects integers like '0,1,2', got {seeds!r}")
+    if not ticket.exists():
+        raise UsageError(f"ticket not found: {ticket}")
+    if against is not None and not against.exists():
+        raise UsageError(f"--against ticket not found: {against}")
+    t = T.load(ticket)
+    check_compatible(t, model, image_size)
+    over = train_overrides(
+        optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+        batch_size=batch_size, epochs=epochs, length=length, milestones=milestones, gamma=gamma, warmup=warmup,
+        precision=precision, eval_every=eval_every, val_split=val_split,
+    )
+    tspec = _spec(lambda: target_train_spec(t, over), "training")
+    spec = _spec(lambda: TransferSpec(
+        target=target.name, rounds=round_list, density=density, all_rounds=all_rounds, train=tspec,
+        baselines=baselines, seeds=[int(x) for x in seeds.split(",")], head="reset" if reset_head else "auto",
+        head_dense=head_dense, against=str(against) if against else None, deterministic=deterministic,
+    ), "transfer")
+    if out is None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name).strip("_")
+        out = Path("runs") / "transfer" / f"{ticket.stem}-to-{safe}"
+    with RichReporter() as rep:
+        result = run_transfer(ticket, spec, out, data_dir=data_dir, device=device, reporter=rep)
+    console.print(transfer_table(result))
+    console.print(f"[green]results:[/] {out / 'result.json'}")
+    typer.echo(str(out / "result.json"))
+
+
+@app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="Ticket file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON on stdout.")] = False,

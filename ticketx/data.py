@@ -679,12 +679,17 @@ def _load_base(path: Path) -> _Base | None:
     try:
         # mmap: a large cache costs no memory until its pages are read.
         obj = store.load_torch(path, what="data cache", mmap=True)
-        base = _Base(**{f.name: obj[f.name] for f in dataclasses.fields(_Base)})
-    except (TicketxError, KeyError, TypeError) as err:
+    except TicketxError as err:
         log.warning("ignoring unreadable data cache %s: %s", path, err)
         return None
+    names = [f.name for f in dataclasses.fields(_Base)]
+    if not isinstance(obj, dict) or not all(k in obj for k in names):
+        return None
+    base = _Base(**{k: obj[k] for k in names})
+    tensors = (base.train_x, base.train_y, base.test_x, base.test_y)
     ok = (
         isinstance(base.classes, list)
+        and all(isinstance(t, torch.Tensor) for t in tensors)
         and base.train_x.dtype == torch.uint8
         and base.test_x.dtype == torch.uint8
         and len(base.train_x) == len(base.train_y)
@@ -716,7 +721,8 @@ def _need_fetch(info: DatasetInfo, folder: Path, download: bool) -> bool:
     """Whether torchvision must fetch (or extract); raises the offline message when it may not."""
     if _present(folder, info.files):
         return False
-    # A downloaded archive is checked (md5) and extracted by torchvision without any network.
+    # A downloaded archive is checked (md5) and extracted by torchvision without any network;
+    # only an archive that fails its checksum would make torchvision try to fetch it again.
     if info.archives and _present(folder, info.archives):
         return True
     if not download:
@@ -729,10 +735,10 @@ _T = TypeVar("_T")
 
 def _read_torchvision(info: DatasetInfo, folder: Path, download: bool, read: Callable[[bool], _T]) -> _T:
     fetch = _need_fetch(info, folder, download)
-    if fetch:
-        folder.mkdir(parents=True, exist_ok=True)
-        log.info("fetching %s into %s", info.name, folder)
     try:
+        if fetch:
+            log.info("fetching %s into %s", info.name, folder)
+            folder.mkdir(parents=True, exist_ok=True)
         return read(fetch)
     except TicketxError:
         raise

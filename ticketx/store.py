@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ticketx.errors import TicketxError
+from ticketx.errors import TicketxError, UsageError
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,6 +42,12 @@ def _os_error(path: Path, err: OSError) -> TicketxError:
     return TicketxError(f"cannot write {path}: {err.strerror or err}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success fsync it and rename it over `path`."""
@@ -53,6 +60,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _os_error(path, err) from err
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes 0600 files: give the final file the usual mode (0666 minus umask) so
+        # tickets on a shared cluster folder are as readable as any other file there.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -81,8 +91,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """torch.save through an atomic temporary file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a Python file object, a full disk surfaces as OSError(ENOSPC) (a clear
+        # error below); torch.save(obj, filename) would raise an opaque RuntimeError.
+        torch.save(obj, fh)
 
 
 def load_torch(path: str | os.PathLike, what: str = "file", mmap: bool = False) -> Any:
@@ -92,10 +104,10 @@ def load_torch(path: str | os.PathLike, what: str = "file", mmap: bool = False) 
     becomes one TicketxError naming the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise TicketxError(f"{what} not found: {path}")
+    if not path.exists():  # a path the user typed wrong: bad input (exit 2)
+        raise UsageError(f"{what} not found: {path}")
     if path.is_dir():
-        raise TicketxError(f"{what} {path} is a folder, not a file")
+        raise UsageError(f"{what} {path} is a folder, not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -119,6 +131,35 @@ def fingerprint(obj: Any, n: int = 12) -> str:
     """Stable short hash of a JSON-able configuration (keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early (before any work) when a file could not be written at `path`.
+
+    Probes the nearest existing folder with a temporary file, creating nothing that stays.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name, e.g. {path / 'ticket.pt'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ticketx-probe.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise _os_error(path, err) from err
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete temporary files left next to `path` by an atomic write that was killed (SIGKILL)."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def remove_tree(path: str | os.PathLike) -> None:

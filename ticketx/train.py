@@ -51,7 +51,13 @@ def set_deterministic(on: bool) -> None:
         import os
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # torch.use_deterministic_algorithms also imports torch._inductor (~2.5 s); the
+        # switch it flips for eager mode is this one.
+        setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if setter is not None:
+            setter(True, warn_only=True)
+        else:  # pragma: no cover - other torch versions
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
 

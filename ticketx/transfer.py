@@ -161,12 +161,12 @@ def transfer(
         raise UsageError(f"--against ticket is a {own.meta['model']} at {own.meta['image_size']} px; "
                          f"the ticket is a {ticket.meta['model']} at {ticket.meta['image_size']} px")
     tspec = spec.train or TrainSpec(**ticket.meta["train"])
+    rounds = choose_rounds(ticket, spec)  # checked before any data is loaded
     dev = resolve_device(device)
     set_deterministic(spec.deterministic)
     data = load_data(spec.target, data_dir, image_size=ticket.meta["image_size"], channels=ticket.meta["channels"])
     if own is not None and own.meta["num_classes"] != data.num_classes:
         raise UsageError(f"--against ticket has {own.meta['num_classes']} classes; the target {data.name} has {data.num_classes}")
-    rounds = choose_rounds(ticket, spec)
     kinds = ["ticket", *spec.baselines] + (["against"] if own is not None else [])
     runs: list[dict[str, Any]] = []
     total = len(rounds) * len(kinds) * len(spec.seeds)

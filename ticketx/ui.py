@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = 140  # logs and pipes: Rich's 80-column default squeezes the result tables
 
 
 class Reporter:

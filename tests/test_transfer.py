@@ -1,0 +1,171 @@
+"""Transfer: the transferred network is exactly mask * rewind weights; baselines match densities."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ticketx import masks as M
+from ticketx import ticket as T
+from ticketx.errors import TicketxError, UsageError
+from ticketx.models import head_name
+from ticketx.spec import TrainSpec, TransferSpec
+from ticketx.transfer import check_compatible, prepare, target_train_spec, transfer
+
+
+def test_ticket_network_is_mask_times_rewind_bit_for_bit(digits_ticket):
+    t = T.load(digits_ticket)
+    for classes in (5, 7):  # same number of classes (head kept) and different (head reset)
+        prep = prepare("ticket", t, 2, classes, seed=0)
+        mask = t.mask(2)
+        head = head_name(prep.model)
+        params = dict(prep.model.named_parameters())
+        state = prep.model.state_dict()
+        for name, rewind in t.rewind.items():
+            if classes != 5 and name.startswith(head.rsplit(".", 1)[0] + "."):
+                continue
+            expected = rewind * mask[name] if name in mask else rewind
+            assert torch.equal(state[name], expected), name
+        if classes == 5:
+            assert not prep.head_reset
+            assert torch.equal(params[head], t.rewind[head] * mask[head])
+        else:
+            assert prep.head_reset and params[head].shape[0] == 7
+            # new head pruned at random to the ticket's head density
+            d_ticket = float(mask[head].float().mean())
+            assert abs(float(prep.mask[head].float().mean()) - d_ticket) < 0.01
+            assert torch.count_nonzero(params[head][~prep.mask[head]]) == 0
+
+
+def test_baselines_have_ticket_per_layer_density(digits_ticket):
+    t = T.load(digits_ticket)
+    ticket = prepare("ticket", t, 2, 5, seed=0)
+    rm = prepare("random-mask", t, 2, 5, seed=0)
+    ri = prepare("random-reinit", t, 2, 5, seed=0)
+    dense = prepare("dense", t, 2, 5, seed=0)
+    for name, m in ticket.mask.items():
+        assert int(rm.mask[name].sum()) == int(m.sum())
+        assert torch.equal(ri.mask[name], m)
+    assert not all(torch.equal(rm.mask[n], ticket.mask[n]) for n in ticket.mask)
+    # random-mask keeps the rewind weights; random-reinit has fresh ones
+    p_rm, p_ri = dict(rm.model.named_parameters()), dict(ri.model.named_parameters())
+    name = t.names[0]
+    assert torch.equal(p_rm[name], t.rewind[name] * rm.mask[name])
+    assert not torch.equal(p_ri[name], t.rewind[name] * ticket.mask[name])
+    assert dense.mask is None
+    assert torch.equal(dict(dense.model.named_parameters())[name], t.rewind[name])
+
+
+def test_seeds_change_random_choices_not_the_ticket(digits_ticket):
+    t = T.load(digits_ticket)
+    a, b = prepare("random-mask", t, 2, 5, seed=0), prepare("random-mask", t, 2, 5, seed=1)
+    assert not torch.equal(a.mask[t.names[0]], b.mask[t.names[0]])
+    ta, tb = prepare("ticket", t, 2, 5, seed=0), prepare("ticket", t, 2, 5, seed=1)
+    assert all(torch.equal(ta.mask[n], tb.mask[n]) for n in t.names)
+
+
+def test_incompatible_request_lists_what_differs(digits_ticket):
+    t = T.load(digits_ticket)
+    with pytest.raises(UsageError) as err:
+        check_compatible(t, "conv4", 32)
+    assert "model" in str(err.value) and "image size" in str(err.value) and "lenet_300_100" in str(err.value)
+
+
+def test_mismatched_tensors_rejected(digits_ticket, tmp_path):
+    raw = torch.load(digits_ticket, weights_only=True)
+    name = raw["names"][0]
+    raw["rewind"][name] = torch.zeros(3, 3)
+    raw["shapes"][name] = [3, 3]
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(TicketxError):
+        T.load(tmp_path / "bad.pt")
+
+
+def test_sgd_to_adam_switches_lr_unless_given(digits_ticket):
+    t = T.load(digits_ticket)
+    assert t.meta["train"]["optimizer"] == "adam"
+    sgd = target_train_spec(t, {"optimizer": "sgd"})
+    assert sgd.optimizer == "sgd" and sgd.lr == 0.1
+    assert target_train_spec(t, {"optimizer": "sgd", "lr": 0.05}).lr == 0.05
+    assert target_train_spec(t, {}).lr == t.meta["train"]["lr"]
+
+
+def test_transfer_to_grayscale_to_rgb_and_other_classes(tmp_path):
+    """A ticket on 3-channel inputs transfers to a grayscale target (replicated to 3 channels)."""
+    from conftest import tiny_find_spec
+
+    from ticketx.find import find
+
+    src = tmp_path / "rgb.pt"
+    find(tiny_find_spec(channels=3, prune=dict(rounds=1)), src, device="cpu")
+    assert T.load(src).meta["channels"] == 3
+    spec = TransferSpec(target="digits[3-9]", baselines=["dense"], train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    result = transfer(src, spec, tmp_path / "out", device="cpu")
+    assert {r["label"] for r in result["runs"]} == {"ticket", "dense"}
+    assert all(r["head_reset"] for r in result["runs"])
+    assert result["target_classes"] == [str(c) for c in range(3, 10)]
+
+
+def test_transfer_is_idempotent_and_writes_json(digits_ticket, tmp_path, monkeypatch):
+    spec = TransferSpec(target="digits[5-9]", rounds=[1, 2], seeds=[0, 1], train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    result = transfer(digits_ticket, spec, tmp_path, device="cpu")
+    assert len(result["runs"]) == 2 * 4 * 2
+    data = json.loads((tmp_path / "result.json").read_text())
+    row = data["summary"][1]
+    assert row["round"] == 2 and set(row) >= {"ticket", "random-mask", "random-reinit", "dense", "margin_over_random_mask"}
+    assert row["ticket"]["n"] == 2 and 0 <= row["ticket"]["mean"] <= 1
+    assert abs(row["density"] - 0.64) < 0.01
+    assert data["versions"]["torch"] and data["config"]["train"]["optimizer"] == "adam"
+
+    import ticketx.transfer as tr
+
+    monkeypatch.setattr(tr, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = transfer(digits_ticket, spec, tmp_path, device="cpu")
+    assert [r["test_acc"] for r in again["runs"]] == [r["test_acc"] for r in result["runs"]]
+
+
+def test_against_own_ticket(digits_ticket, tmp_path):
+    from conftest import tiny_find_spec
+
+    from ticketx.find import find
+
+    own = tmp_path / "own.pt"
+    find(tiny_find_spec(data="digits[5-9]"), own, device="cpu")
+    spec = TransferSpec(target="digits[5-9]", baselines=[], against=str(own), train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    result = transfer(digits_ticket, spec, tmp_path / "out", device="cpu")
+    assert [r["label"] for r in result["runs"]] == ["ticket", "against"]
+    assert result["summary"][0]["against"]["n"] == 1
+
+
+def test_cli_transfer_end_to_end(digits_ticket, tmp_path, cli):
+    code, out, err = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--round", "2", "--epochs", "1",
+                         "--baselines", "random-mask,random-reinit,dense", "--out", tmp_path / "t")
+    assert code == 0, err
+    assert out.strip().endswith("result.json")
+    assert "random mask" in err and "random reinit" in err and "dense" in err and "margin" in err
+    result = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert {r["label"] for r in result["runs"]} == {"ticket", "random-mask", "random-reinit", "dense"}
+
+
+def test_cli_transfer_sgd_from_adam(digits_ticket, tmp_path, cli):
+    code, out, err = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--optimizer", "sgd", "--epochs", "1",
+                         "--baselines", "none", "--out", tmp_path / "t")
+    assert code == 0, err
+    result = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert result["config"]["train"]["optimizer"] == "sgd" and result["source"]["optimizer"] == "adam"
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["--round", "9"], "round 9"),
+    (["--round", "1", "--density", "0.5"], "only one of"),
+    (["--baselines", "random"], "baselines"),
+    (["--model", "vgg19"], "does not fit"),
+    (["--seeds", "a,b"], "--seeds"),
+])
+def test_cli_transfer_bad_input(digits_ticket, tmp_path, cli, args, phrase):
+    code, out, err = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--epochs", "1", "--out", tmp_path / "t", *args)
+    assert code == 2, err
+    assert phrase in err and "Traceback" not in err
+    assert not (tmp_path / "t" / "result.json").exists()
