@@ -58,7 +58,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for weight init and data
 InitSeed = Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")]
 DataSeed = Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
-Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible runs (where PyTorch allows).")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see train.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size [default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live [default: $TICKETX_DATA or the user cache].")]
 
@@ -76,6 +76,10 @@ def train_overrides(**kw: Any) -> dict[str, Any]:
         kw["length"] = length
     if kw.get("milestones") is not None and kw["milestones"].strip() == "":
         kw["milestones"] = []
+    if kw.get("optimizer") is not None and kw["optimizer"] not in ("sgd", "adam"):
+        from ticketx.errors import did_you_mean
+
+        raise UsageError("--optimizer: " + did_you_mean(kw["optimizer"], ("sgd", "adam"), "optimizer"))
     return {k: v for k, v in kw.items() if v is not None}
 
 
@@ -185,6 +189,7 @@ def transfer(
     if against is not None and not against.exists():
         raise UsageError(f"--against ticket not found: {against}")
     t = T.load(ticket)
+    T.check_meta(t, ticket)
     check_compatible(t, model, image_size)
     over = train_overrides(
         optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
@@ -200,6 +205,19 @@ def transfer(
     if out is None:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name).strip("_")
         out = Path("runs") / "transfer" / f"{ticket.stem}-to-{safe}"
+    # Everything checkable without the target data, before loading it (no work, no files).
+    from ticketx import store
+    from ticketx.train import resolve_device
+    from ticketx.transfer import choose_rounds
+
+    choose_rounds(t, spec)
+    resolve_device(device)
+    T.check_architecture(t)
+    if against is not None:
+        own = T.load(against)
+        T.check_meta(own, against)
+        T.check_architecture(own)
+    store.check_writable(out / "result.json")
     with RichReporter() as rep:
         result = run_transfer(ticket, spec, out, data_dir=data_dir, device=device, reporter=rep)
     console.print(transfer_table(result))
@@ -223,6 +241,7 @@ def inspect(
     from ticketx.ui import console
 
     t = T.load(path)
+    T.check_meta(t, path)
     if as_json:
         meta = {k: v for k, v in t.meta.items() if k != "rounds"}
         meta["rounds"] = [{k: v for k, v in r.items() if k != "history"} for r in t.rounds]
@@ -277,9 +296,11 @@ def datasets(data_dir: DataDir = None) -> None:
     table = Table(title="data sets (subsets: NAME[0-4] or NAME[0,5,7]; your images: imagefolder:PATH)", title_justify="left")
     for col in ("name", "classes", "image size", "channels", "present", "description"):
         table.add_column(col)
+    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
     for row in dataset_rows(data_dir):
-        table.add_row(row["name"], str(row["classes"]), str(row["image_size"]), str(row["channels"]),
-                      "[green]yes[/]" if row["present"] else "no", row.get("description", ""))
+        present = "-" if row["present"] is None else ("[green]yes[/]" if row["present"] else "no")
+        table.add_row(row["name"], dash(row["classes"]), dash(row["image_size"]), dash(row["channels"]),
+                      present, row.get("description", ""))
     console.print(table)
 
 
@@ -300,37 +321,177 @@ def models() -> None:
     console.print(table)
 
 
-def main() -> None:
-    """Entry point: run the app, turning known errors into one line and an exit code."""
+# Exit codes: 1 runtime, 2 usage, 128 + signal number when interrupted (130 Ctrl-C, 143 SIGTERM).
+_STOP = {"signal": 0}
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM (cluster pre-emption, `kill`): stop exactly like Ctrl-C, through KeyboardInterrupt.
+
+    The exception unwinds through every atomic write (their temporary files are deleted), so
+    only whole files remain and rerunning the command resumes from the last epoch checkpoint.
+    """
+    _STOP["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, exit requests, aborts) of click and of the copy of click that typer vendors."""
+    import typer
+
+    usage: list[type] = []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    try:
+        from typer._click.exceptions import ClickException
+
+        usage.append(ClickException)
+    except ImportError:  # pragma: no cover - typer versions that use click itself
+        pass
+    try:
+        import click
+
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+# ---- studies: one YAML file runs a grid of searches and transfers (ticketx.study) ----
+study_app = typer.Typer(
+    help="Studies: one YAML file runs a grid of ticket searches and transfers; resumable; transfer matrix, CSV and plots.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+app.add_typer(study_app, name="study")
+
+StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML), e.g. studies/quickstart.yaml.")]
+StudyOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/<study name>].")]
+HeatDensity = Annotated[Optional[float], typer.Option("--density", help="Heatmap at the round closest to this density (0-1] \\[default: the lowest].")]
+
+
+@study_app.command("run")
+def study_run(
+    study: StudyFile,
+    out: StudyOut = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N \\[default: the study's, else auto].")] = None,
+    data_dir: DataDir = None,
+    density: HeatDensity = None,
+) -> None:
+    """Run every cell of a study not done yet (rerun the same command to resume), then report."""
+    from ticketx.study import count, load_study, report, run_study
+    from ticketx.ui import RichReporter, console
+
+    s = load_study(study)
+    out = out or Path("runs") / s.name
+    c = count(s.cells)
+    console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells -> {out}")
+    with RichReporter() as rep:
+        run_study(s, out, device=device, data_dir=data_dir, reporter=rep)
+    report(out, density=density)
+    typer.echo(str(out))
+
+
+@study_app.command("validate")
+def study_validate(study: StudyFile) -> None:
+    """Check a study file without training: schema, names, ranges; print its cells by kind."""
+    import json
+
+    from ticketx.study import count, load_study
     from ticketx.ui import console
 
+    s = load_study(study)
+    c = count(s.cells)
+    console.print(f"[green]{study}: valid.[/] study [bold]{s.name}[/]: {c['search']} search cells, "
+                  f"{c['transfer']} transfer cells, {c['networks']} networks to train")
+    typer.echo(json.dumps(c))
+
+
+@study_app.command("report")
+def study_report(
+    study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
+    out: StudyOut = None,
+    density: HeatDensity = None,
+) -> None:
+    """Tables, results.csv and plots from a study's finished cells (also while it is running)."""
+    from ticketx.study import load_study, provenance, report
+
+    if study.is_dir():
+        report(study, density=density)
+        typer.echo(str(study / "results.csv"))
+        return
+    s = load_study(study)
+    folder = out or Path("runs") / s.name
+    report(folder, density=density, prov=provenance(s))
+    typer.echo(str(folder / "results.csv"))
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one line and an exit code."""
+    import signal
+
+    from rich.markup import escape
+
+    from ticketx.ui import console
+
+    def fail(message: str, hint: str | None, code: int) -> None:
+        # Messages quote user input ('digits[a]', paths): escape it so Rich prints it verbatim.
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        if hint:
+            console.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
+        sys.exit(code)
+
+    def interrupted() -> None:
+        signum = _STOP["signal"] or signal.SIGINT
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        console.print(f"[yellow]{what}:[/] finished stages and the last epoch checkpoint are saved; "
+                      "rerun the same command to resume.", soft_wrap=True)
+        sys.exit(128 + int(signum))
+
+    _STOP["signal"] = 0
+    _DEBUG["on"] = os.environ.get("TICKETX_DEBUG", "") not in ("", "0")  # --debug sets it again
+    previous = None
     try:
-        app(standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM, _on_signal)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
+    usage, exits, aborts = _click_errors()
+    try:
+        rv = app(standalone_mode=False)
     except TicketxError as err:
         if _DEBUG["on"]:
             raise
-        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
-        if err.hint:
-            console.print(f"[dim]hint: {err.hint}[/]", soft_wrap=True)
-        sys.exit(err.exit_code)
+        fail(str(err), err.hint, err.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted.[/] Finished stages are saved; rerun the same command to resume.")
-        sys.exit(130)
-    except Exception as err:  # click usage errors and unexpected failures
-        import click
-
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            console.print("[yellow]aborted.[/]")
-            sys.exit(130)
-        if isinstance(err, click.ClickException):
-            if _DEBUG["on"]:
-                raise
-            console.print(f"[bold red]error:[/] {err.format_message()}", soft_wrap=True)
-            sys.exit(err.exit_code)
+        interrupted()
+    except exits as err:
+        sys.exit(err.exit_code)
+    except aborts:
+        interrupted()
+    except usage as err:
         if _DEBUG["on"]:
             raise
-        console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err}", soft_wrap=True)
+        message = err.format_message()
+        if not message:  # no_args_is_help: the help was printed
+            sys.exit(err.exit_code)
+        ctx = getattr(err, "ctx", None)
+        hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+        fail(message, hint, err.exit_code)
+    except Exception as err:  # unexpected failures
+        if _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))}", soft_wrap=True)
         console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
+    # and returns the code instead of raising.
+    if rv == 130:
+        interrupted()
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

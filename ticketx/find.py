@@ -42,6 +42,24 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / (out.name + ".work")
 
 
+def _precheck(spec: FindSpec) -> None:
+    """Reject a rewind point past the end of training and unknown --keep-dense tensors early."""
+    rewind, length = spec.prune.rewind, spec.train.length
+    if rewind != "0" and rewind[-2:] == length[-2:] and float(rewind[:-2]) >= float(length[:-2]):
+        raise UsageError(f"rewind point {rewind} is not before the end of training ({length})")
+    if spec.prune.keep_dense:
+        info = model_info(spec.model)
+        try:
+            with torch.device("meta"):  # names only: no memory, no random numbers drawn
+                names = prunable_names(build_model(spec.model, 10, spec.channels or info.channels,
+                                                   spec.image_size or info.image_size))
+        except Exception:  # noqa: BLE001 - the same check runs again once the data is loaded
+            return
+        missing = [n for n in spec.prune.keep_dense if n not in names]
+        if missing:
+            raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
+
+
 def find(
     spec: FindSpec,
     out: str | Path,
@@ -55,23 +73,30 @@ def find(
     reporter = reporter or Reporter()
     out = Path(out)
     key = store.fingerprint(spec.science())
+    work = work_dir_for(out)
+    spec_file = work / "spec.json"
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a ticket file name, e.g. {out / 'ticket.pt'}")
     if out.exists() and not force:
         try:
             existing = T.load(out)
         except TicketxError:
             existing = None
         if existing is not None and existing.meta.get("fingerprint") == key:
+            # A run killed after writing the ticket but before removing its work folder.
+            if spec_file.exists() and store.read_json(spec_file, dict).get("fingerprint") == key:
+                store.remove_tree(work)
             reporter.log(f"[green]{out} is already done with these settings; nothing to train[/]")
             return existing
         raise UsageError(f"{out} already exists and was not made by this search", "pass --force to replace it, or choose another --out")
-    work = work_dir_for(out)
-    spec_file = work / "spec.json"
     if spec_file.exists() and store.read_json(spec_file).get("fingerprint") != key:
         raise UsageError(
             f"{work} holds an unfinished search with other settings",
             f"rerun that search to finish it, or delete {work} to start this one",
         )
     dev = resolve_device(device)
+    _precheck(spec)  # every option that can be checked without the data, before loading it
+    store.check_writable(out)
     set_deterministic(spec.deterministic)
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, data_seed = spec.seeds
@@ -90,6 +115,7 @@ def find(
     rewind_step = to_iterations(spec.prune.rewind, plan.iterations_per_epoch)
     if rewind_step >= plan.total:
         raise UsageError(f"rewind point {spec.prune.rewind} ({rewind_step} steps) is not before the end of training ({plan.total} steps)")
+    store.remove_stale_temps(out)  # left by a run killed while writing the ticket
     store.write_json(spec_file, {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
 
     from ticketx.report import round_table

@@ -85,3 +85,225 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
                 cells.append("-")
         table.add_row(*cells)
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# Studies: tidy rows (one per trained network, see ticketx.study.COLUMNS) -> CSV, matrices, plots.
+
+# Column labels of the transfer matrix for the baselines and the own ticket.
+_BASELINE_NAMES = {"random-mask": "random mask", "random-reinit": "random reinit", "dense": "dense"}
+_TICKETS = ("ticket", "own-ticket")
+
+
+def csv_text(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
+    """CSV with a header; floats at full precision."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std, n); std 0 for one value."""
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std, n = _stats(values)
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def _study_groups(rows: list[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """Transfer rows by (model, optimizer they were retrained with)."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] == "transfer":
+            groups.setdefault((r["model"], r["transfer_optimizer"]), []).append(r)
+    return groups
+
+
+def _columns(group: list[Mapping[str, Any]], order: Mapping[str, list[str]]) -> list[tuple[str, str, Any]]:
+    """Matrix columns as (header, kind, selector): each source ticket, the own ticket, each baseline."""
+    srcs = {(r["source"], r["search_optimizer"]) for r in group if r["label"] in _TICKETS}
+    several = len({s[1] for s in srcs}) > 1
+    rank = {s: i for i, s in enumerate(order.get("sources", []))}
+    # Listed sources first (study order); a target's own ticket is a column of its own below.
+    listed = sorted((s for s in srcs if s[0] in rank), key=lambda s: (rank[s[0]], s[1]))
+    cols: list[tuple[str, str, Any]] = [(f"{s} ({o})" if several else s, "source", (s, o)) for s, o in listed]
+    if any(r["label"] == "own-ticket" for r in group):
+        cols.append(("own ticket", "own", None))
+    for b, name in _BASELINE_NAMES.items():
+        if any(r["label"] == b for r in group):
+            cols.append((name, "baseline", b))
+    return cols
+
+
+def _values(group: list[Mapping[str, Any]], target: str, round_: int, col: tuple[str, str, Any]) -> list[float]:
+    _, kind, sel = col
+    at = [r for r in group if r["target"] == target]
+    if kind == "source":
+        return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] in _TICKETS
+                and (r["source"], r["search_optimizer"]) == sel]
+    if kind == "own":
+        return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] == "own-ticket"]
+    if sel == "dense":  # unpruned: the same network whatever the round
+        return [r["test_acc"] for r in at if r["label"] == "dense"]
+    return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] == sel]
+
+
+def _rounds(group: list[Mapping[str, Any]]) -> dict[int, float]:
+    """Round -> mean density of the tickets retrained at that round."""
+    by: dict[int, list[float]] = {}
+    for r in group:
+        if r["label"] in _TICKETS:
+            by.setdefault(r["round"], []).append(r["density"])
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}
+
+
+def _targets(group: list[Mapping[str, Any]], order: Mapping[str, list[str]]) -> list[str]:
+    present = {r["target"] for r in group}
+    return [t for t in order.get("targets", []) if t in present] + sorted(present - set(order.get("targets", [])))
+
+
+def study_matrices(rows: list[Mapping[str, Any]], order: Mapping[str, list[str]], title: str = "") -> list[Table]:
+    """One transfer matrix per density: rows are targets, columns sources, own ticket, baselines."""
+    from rich.markup import escape
+
+    tables = []
+    for (model, opt), group in _study_groups(rows).items():
+        cols = _columns(group, order)
+        targets = _targets(group, order)
+        for round_, density in _rounds(group).items():
+            t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(model)}, retrained with {opt}: round {round_}, "
+                            f"{100 * density:.2f}% weights remaining",
+                      title_justify="left", caption_justify="left",
+                      caption="test accuracy %, mean ± std over seeds (search x transfer); baselines pooled over "
+                              "sources; dense = unpruned from the same rewind weights")
+            t.add_column("target \\ ticket from", style="bold")
+            for header, kind, _ in cols:
+                t.add_column(escape(header), justify="right", style="dim" if kind == "baseline" else None)
+            for target in targets:
+                t.add_row(escape(target), *[_fmt(_values(group, target, round_, c)) for c in cols])
+            tables.append(t)
+    return tables
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text.replace("[", "").replace("]", "")).strip("-") or "x"
+
+
+def _save(fig: Any, path: Any) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ticketx import store
+
+    FigureCanvasAgg(fig)
+    with store.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def study_plots(rows: list[Mapping[str, Any]], order: Mapping[str, list[str]], folder: Any,
+                density: float | None = None) -> list[Any]:
+    """PNG plots: accuracy vs % weights remaining per target, and a heatmap of each transfer matrix.
+
+    The heatmap is at the round whose density is closest to `density` (default: the lowest present).
+    matplotlib is imported here only, with the Agg canvas (no display, no global pyplot state).
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    folder = Path(folder)
+    written: list[Path] = []
+    for (model, opt), group in _study_groups(rows).items():
+        cols = _columns(group, order)
+        rounds = _rounds(group)
+        if not rounds:
+            continue
+        targets = _targets(group, order)
+        for target in targets:
+            fig = Figure(figsize=(7, 4.5))
+            ax = fig.add_subplot()
+            xs_all = [100 * d for d in rounds.values()]
+            for i, col in enumerate(cols):
+                header, kind, sel = col
+                if sel == "dense":
+                    vals = _values(group, target, 0, col)
+                    if vals:
+                        m, s, _ = _stats(vals)
+                        ax.axhline(100 * m, color="black", linestyle=":", label=f"{header} (100%)")
+                        ax.axhspan(100 * (m - s), 100 * (m + s), color="black", alpha=0.08)
+                    continue
+                pts = [(100 * d, _stats(v)) for r, d in rounds.items() if (v := _values(group, target, r, col))]
+                if not pts:
+                    continue
+                x = np.array([p[0] for p in pts])
+                mean = np.array([100 * p[1][0] for p in pts])
+                std = np.array([100 * p[1][1] for p in pts])
+                style = "--" if kind == "baseline" else "-"
+                label = header if kind != "source" else f"ticket from {header}"
+                line, = ax.plot(x, mean, style, marker="o", markersize=3, label=label)
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.set_xscale("log")
+            lo, hi = min(xs_all), 100.0
+            ax.set_xlim(hi * 1.05, lo / 1.15)  # decreasing to the right, as in the papers
+            # Ticks at the densities actually trained (at most ~10 of them), not at powers of ten.
+            ticks = sorted({100.0, *xs_all}, reverse=True)
+            ticks = ticks[:: max(1, -(-len(ticks) // 10))]
+            ax.set_xticks(ticks)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("% weights remaining")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{model}: tickets transferred to {target} (retrained with {opt})", fontsize=10)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8, loc="lower left")
+            path = folder / f"accuracy-{_slug(model)}-{opt}-{_slug(target)}.png"
+            _save(fig, path)
+            written.append(path)
+
+        if density is None:
+            round_ = max(rounds, key=lambda r: (-rounds[r], r))
+        else:
+            round_ = min(rounds, key=lambda r: (abs(rounds[r] - density), r))
+        grid = np.full((len(targets), len(cols)), np.nan)
+        spread = np.zeros_like(grid)
+        for i, target in enumerate(targets):
+            for j, col in enumerate(cols):
+                vals = _values(group, target, round_, col)
+                if vals:
+                    m, s, _ = _stats(vals)
+                    grid[i, j], spread[i, j] = 100 * m, 100 * s
+        fig = Figure(figsize=(1.6 + 1.3 * len(cols), 1.4 + 0.6 * len(targets)))
+        ax = fig.add_subplot()
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(cols)), [c[0] for c in cols], rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(targets)), targets, fontsize=8)
+        finite = grid[np.isfinite(grid)]
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+        for i in range(len(targets)):
+            for j in range(len(cols)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.1f}\n±{spread[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if grid[i, j] < mid else "black")
+        ax.set_xlabel("ticket from / baseline")
+        ax.set_ylabel("target")
+        ax.set_title(f"{model} ({opt}): test accuracy %, {100 * rounds[round_]:.2f}% weights remaining (round {round_})",
+                     fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+        path = folder / f"matrix-{_slug(model)}-{opt}-r{round_:02d}.png"
+        _save(fig, path)
+        written.append(path)
+    return written

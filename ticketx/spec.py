@@ -48,11 +48,12 @@ class TrainSpec(_Strict):
             raise ValueError("expected a list of steps, e.g. [80ep, 120ep]")
         return [check_step(s) for s in v]
 
-    @field_validator("length")
+    @field_validator("length", "eval_every")
     @classmethod
-    def _positive_length(cls, v: str) -> str:
+    def _positive_length(cls, v: str, info: Any) -> str:
         if v == "0" or float(v[:-2]) <= 0:
-            raise ValueError("training length must be positive, e.g. '160ep' or '30000it'")
+            what = "training length" if info.field_name == "length" else "the evaluation interval"
+            raise ValueError(f"{what} must be positive, e.g. '160ep' or '30000it'")
         return v
 
 
@@ -137,6 +138,8 @@ def describe_validation_error(err: Any, source: str = "") -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     msg = first.get("msg", "invalid value")
+    if first.get("type") == "value_error":  # our validators' own words, without pydantic's prefix
+        msg = msg.removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"
     prefix = f"{source}: " if source else ""

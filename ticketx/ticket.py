@@ -163,6 +163,47 @@ def load(path: str | Path) -> Ticket:
     return ticket
 
 
+# What `find` writes into every ticket's metadata, and its JSON type: what inspect and transfer read.
+META_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": str, "data": str, "num_classes": int, "image_size": int, "channels": int, "train": dict,
+    "prune": dict, "init_seed": int, "data_seed": int, "rewind_step": int, "total_steps": int,
+}
+
+
+def check_meta(ticket: Ticket, path: str | Path = "ticket") -> None:
+    """Reject a ticket whose metadata lacks what `find` writes (a crafted or damaged file), naming the keys.
+
+    Separate from `load`, which accepts any well-formed ticket (library use, tests).
+    """
+    m = ticket.meta
+    bad = [k for k, typ in META_KEYS.items() if not isinstance(m.get(k), typ) or isinstance(m.get(k), bool)]
+    if not bad:
+        bad += [f"train.{k}" for k in ("optimizer", "lr", "length") if k not in m["train"]]
+        bad += [f"prune.{k}" for k in ("rate", "scope", "rewind") if k not in m["prune"]]
+    for r, rec in enumerate(m["rounds"]):
+        if not isinstance(rec, dict) or not isinstance(rec.get("density"), (int, float)) or not 0 <= rec["density"] <= 1:
+            bad.append(f"rounds[{r}].density")
+    if bad:
+        raise TicketxError(f"{path}: ticket metadata is missing or malformed: {', '.join(bad)}")
+
+
+def check_architecture(ticket: Ticket) -> None:
+    """Reject a ticket whose tensors do not fit the model it names, before any data is loaded.
+
+    The model is built on the meta device: shapes only, no memory, no random numbers drawn.
+    """
+    from ticketx.models import build_model
+
+    m = ticket.meta
+    try:
+        args = (str(m["model"]), int(m["num_classes"]), int(m["channels"]), int(m["image_size"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise TicketxError(f"ticket metadata is malformed (model, num_classes, channels, image_size): {err}") from err
+    with torch.device("meta"):
+        model = build_model(*args)
+    check_model(ticket, model)
+
+
 def check_model(ticket: Ticket, model: torch.nn.Module, *, ignore: tuple[str, ...] = (), where: str = "ticket") -> None:
     """Reject a ticket whose tensors do not match `model`, listing every mismatch."""
     state = model.state_dict()

@@ -46,7 +46,20 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def set_deterministic(on: bool) -> None:
-    """Bit-reproducible runs where PyTorch allows it (always on CPU; CUDA needs cuBLAS workspace config)."""
+    """Bit-reproducible runs where PyTorch allows it.
+
+    CPU: two runs with the same seeds give bit-identical tickets (masks, rewind weights,
+    accuracies) on the same machine, torch version and thread count (tests/test_reliability.py).
+    Another CPU type or thread count may round differently (other BLAS kernels).
+
+    CUDA cannot always guarantee it:
+    - ops without a deterministic CUDA kernel (e.g. the backward of adaptive/avg pooling,
+      index_add_/scatter_add_, some interpolation backwards used by timm models) only *warn*
+      here (warn_only=True) and stay nondeterministic, since refusing would stop those models;
+    - cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set before its first use in the
+      process: set here if unset, which is too late when CUDA ran earlier in the same process;
+    - results differ across GPU models, driver/CUDA/cuDNN versions and precisions (bf16/fp16).
+    """
     if on:
         import os
 
@@ -249,6 +262,7 @@ def train(
     if step in snapshot_steps:
         snapshots[step] = state_copy(model)
     elapsed = 0.0
+    running = (0.0, 0, float("nan"))  # (loss sum, steps in it, last logged loss) carried across epochs
     if checkpoint is not None and checkpoint.exists():
         ck = store.load_torch(checkpoint, "checkpoint")
         if ck.get("key") == checkpoint_key and ck.get("start_step") == start_step:
@@ -258,6 +272,7 @@ def train(
                 scaler.load_state_dict(ck["scaler"])
             step, history, elapsed = ck["step"], ck["history"], ck["elapsed"]
             snapshots = {int(k): v for k, v in ck["snapshots"].items()}
+            running = tuple(ck.get("running", running))  # so a resumed run logs the same losses
             reporter.log(f"[dim]{label}: resumed from checkpoint at step {step}/{plan.total}[/]")
 
     task = reporter.start(label, plan.total)
@@ -266,9 +281,9 @@ def train(
     model.train()
     t0 = time.perf_counter()
     images = 0
-    loss_sum = torch.zeros((), device=device)
-    loss_n = 0
-    last_loss = float("nan")
+    loss_sum = torch.full((), float(running[0]), device=device)
+    loss_n = int(running[1])
+    last_loss = float(running[2])
     while step < plan.total:
         epoch = step // ipe
         # Data order and augmentation depend only on (data_seed, epoch): resumable and the
@@ -325,6 +340,7 @@ def train(
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "history": history, "elapsed": elapsed + time.perf_counter() - t0,
                 "snapshots": {str(k): v for k, v in snapshots.items()},
+                "running": [float(loss_sum.item()), loss_n, last_loss],
             })
     seconds = elapsed + time.perf_counter() - t0
     reporter.finish(task)

@@ -29,7 +29,7 @@ from torch import nn
 from ticketx import masks as M
 from ticketx import pruning, store
 from ticketx import ticket as T
-from ticketx.data import ImageData, load_data
+from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name
 from ticketx.spec import TrainSpec, TransferSpec
@@ -150,8 +150,13 @@ def transfer(
     reporter: Reporter | None = None,
     model: str | None = None,
     image_size: int | None = None,
+    runs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run every (round, kind, seed) network not done yet; write and return `<out>/result.json`."""
+    """Run every (round, kind, seed) network not done yet; write and return `<out>/result.json`.
+
+    `runs_dir` (default `<out>/runs`) may be shared by several transfers (a study does): runs are
+    keyed by their configuration, so a network two transfers have in common is trained once.
+    """
     reporter = reporter or Reporter()
     out = Path(out)
     ticket = T.load(ticket_path)
@@ -178,7 +183,7 @@ def transfer(
                 runs.append(run_one(
                     kind="ticket" if kind == "against" else kind, label=kind, ticket=source, round_=src_round,
                     data=data, tspec=tspec, seed=seed, spec=spec, out=out, device=dev, reporter=reporter,
-                    index=len(runs) + 1, total=total,
+                    index=len(runs) + 1, total=total, runs_dir=Path(runs_dir) if runs_dir is not None else None,
                 ))
     result = {
         "kind": "transfer",
@@ -218,6 +223,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_one(
     *, kind: str, label: str, ticket: T.Ticket, round_: int, data: ImageData, tspec: TrainSpec, seed: int,
     spec: TransferSpec, out: Path, device: torch.device, reporter: Reporter, index: int = 1, total: int = 1,
+    runs_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train one network on the target (or return its stored result)."""
     key_obj = {
@@ -225,17 +231,20 @@ def run_one(
         "train": tspec.model_dump(), "head": spec.head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
     }
     key = store.fingerprint(key_obj)
-    run_dir = out / "runs" / f"{label}-r{round_:02d}-s{seed}-{key}"
+    run_dir = (runs_dir or out / "runs") / f"{label}-r{round_:02d}-s{seed}-{key}"
     done = run_dir / "result.json"
     if done.exists():
         saved = store.read_json(done)
         if saved.get("key") == key:
             return saved
     prep = prepare(kind, ticket, round_, data.num_classes, seed, head=spec.head, head_dense=spec.head_dense)
+    val = None
+    if tspec.val_split > 0:  # held out of the target's train set; the test set chooses nothing
+        data, val = split_validation(data, tspec.val_split, seed)
     density = M.density(prep.mask) if prep.mask is not None else 1.0
     result = train(
         prep.model, data, tspec, mask=prep.mask, device=device, data_seed=seed_for(seed, round_),
-        checkpoint=run_dir / "checkpoint.pt", checkpoint_key=key, reporter=reporter,
+        checkpoint=run_dir / "checkpoint.pt", checkpoint_key=key, reporter=reporter, val=val,
         label=f"[{index}/{total}] {label} r{round_} s{seed}",
     )
     record = {

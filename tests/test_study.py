@@ -1,0 +1,372 @@
+"""Studies: YAML -> validated cells -> run, skip, resume -> matrix, CSV, plots (studies/ci.yaml, seconds on a CPU)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ticketx import study as S
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = REPO / "studies"
+CI = STUDIES / "ci.yaml"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets: one CPU thread is much faster than two on shared cores (and deterministic)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Counter:
+    """Stands in for `train` in find.py and transfer.py: counts calls, fails at call `fail_at`."""
+
+    def __init__(self, monkeypatch, fail_at: int | None = None, forbid: bool = False) -> None:
+        import ticketx.find
+        import ticketx.transfer
+        import ticketx.train
+
+        self.real = ticketx.train.train
+        self.calls = {"find": 0, "transfer": 0}
+        self.fail_at, self.forbid = fail_at, forbid
+        for mod in ("find", "transfer"):
+            monkeypatch.setattr(f"ticketx.{mod}.train", self._wrap(mod))
+
+    def _wrap(self, where: str):
+        def train(*args, **kwargs):
+            if self.forbid:
+                raise AssertionError(f"{where} trained a network")
+            self.calls[where] += 1
+            if self.fail_at is not None and sum(self.calls.values()) == self.fail_at:
+                raise KeyboardInterrupt  # as Ctrl-C / SIGTERM would, in the middle of the study
+            return self.real(*args, **kwargs)
+
+        return train
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _key(rows) -> set[tuple]:
+    """What must match between two runs of the same study: which networks, and their accuracy."""
+    return {(r["run_id"], r["label"], str(r["round"]), str(r["seed"]), round(float(r["test_acc"]), 9)) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    """studies/ci.yaml run once, uninterrupted (the reference the other tests compare with)."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("ci") / "out"
+    S.run_study(S.load_study(CI), out)
+    S.report(out)
+    return out
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "out"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    text = CI.read_text()
+    assert old in text, old
+    path = tmp_path / "ci.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+# ---- end to end through the CLI --------------------------------------------------------------
+
+
+def test_ci_study_end_to_end_and_rerun_trains_nothing(cli, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("study", "run", CI, "--out", out)
+    assert code == 0, stderr
+    assert stdout.strip() == str(out)
+    # the matrix: targets as rows, each source, the own ticket and the baselines as columns
+    assert re.search(r"round 1, 80\.\d\d% weights remaining", stderr)
+    for header in ("target \\ ticket from", "digits[0-4]", "digits[0-2]", "own ticket", "random mask", "dense"):
+        assert header in stderr
+    assert "complete" in stderr
+
+    rows = _rows(out / "results.csv")
+    assert list(rows[0]) == S.COLUMNS
+    # 3 searches x 2 rounds; per source: ticket + random-mask (+ dense) ; the own ticket once
+    assert len(rows) == 6 + 2 * 3 + 1
+    labels = [r["label"] for r in rows]
+    assert labels.count("search") == 6
+    assert labels.count("ticket") == 2 and labels.count("own-ticket") == 1
+    assert labels.count("random-mask") == 2 and labels.count("dense") == 2
+    assert len({r["run_id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert 0.0 <= float(r["test_acc"]) <= 1.0
+        assert "ticketx=" in r["versions"] and r["study"] == "ci"
+    ticket = next(r for r in rows if r["label"] == "ticket" and r["source"] == "digits[0-4]")
+    assert (ticket["target"], ticket["source_classes"], ticket["target_classes"]) == ("digits[5-9]", "0-4", "5-9")
+    assert (ticket["search_optimizer"], ticket["transfer_optimizer"], ticket["round"]) == ("adam", "adam", "1")
+    assert abs(float(ticket["density"]) - 0.8) < 0.01
+    assert next(r for r in rows if r["label"] == "dense")["density"] == "1.0"
+
+    plots = sorted((out / "plots").glob("*.png"))
+    assert [p.name for p in plots] == ["accuracy-lenet-300-100-adam-digits5-9.png", "matrix-lenet-300-100-adam-r01.png"]
+    for p in plots:
+        data = p.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000
+    prov = S.load_provenance(out)
+    assert prov["counts"] == {"search": 3, "transfer": 2, "networks": 13}
+    assert "versions" in prov and prov["text"] == CI.read_text()
+    assert all((out / "cells" / c["id"] / "done.json").exists() for c in prov["cells"])
+
+    # Rerun: every cell is done, so nothing may train, and the results are the same.
+    Counter(monkeypatch, forbid=True)
+    code, _, stderr = cli("study", "run", CI, "--out", out)
+    assert code == 0, stderr
+    assert "5 of 5 cells already done" in stderr
+    assert _rows(out / "results.csv") == rows
+
+    # The report alone, from the folder or from the file.
+    code, stdout, stderr = cli("study", "report", out)
+    assert code == 0, stderr
+    assert "own ticket" in stderr and stdout.strip() == str(out / "results.csv")
+    code, _, stderr = cli("study", "report", CI, "--out", out, "--density", "0.5")
+    assert code == 0, stderr
+
+
+def test_validate_prints_cells_by_kind(cli):
+    code, stdout, stderr = cli("study", "validate", CI)
+    assert code == 0, stderr
+    assert '"search": 3' in stdout and '"transfer": 2' in stdout
+    assert "3 search cells, 2 transfer cells" in stderr
+
+
+def test_every_shipped_study_validates(cli):
+    files = sorted(STUDIES.glob("*.yaml"))
+    assert {"quickstart.yaml", "ci.yaml", "morcos2019_vgg19.yaml", "morcos2019_resnet50.yaml",
+            "cifar10_to_svhn.yaml"} <= {f.name for f in files}
+    for f in files:
+        code, stdout, stderr = cli("study", "validate", f)
+        assert code == 0, f"{f.name}: {stderr}"
+        study = S.load_study(f)
+        assert study.name == f.stem
+        assert S.count(study.cells)["transfer"] > 0
+
+
+# ---- reruns, changes, interruptions ---------------------------------------------------------
+
+
+def test_changing_one_transfer_setting_reruns_only_the_cells_it_affects(ci_run, tmp_path, monkeypatch):
+    out = _copy(ci_run, tmp_path)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*/done.json")}
+    calls = Counter(monkeypatch)
+    S.run_study(S.load_study(_variant(tmp_path, "seeds: [0]", "seeds: [0, 1]")), out)
+    # Seed 1 only: per source a ticket, a random mask and a dense network, and the own ticket once.
+    assert calls.calls == {"find": 0, "transfer": 2 * 3 + 1}
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*/done.json")}
+    assert all(after[k] == v for k, v in before.items())  # finished cells untouched
+    assert len(after) == len(before) + 2
+
+    calls = Counter(monkeypatch)
+    S.run_study(S.load_study(_variant(tmp_path, "length: 1ep", "length: 1ep\n  weight_decay: 0.0001")), tmp_path / "x")
+    assert calls.calls["find"] > 0  # a training setting of both phases: everything is new
+
+    calls = Counter(monkeypatch)
+    S.run_study(S.load_study(_variant(tmp_path, "  own_ticket: true", "  own_ticket: true\n  train:\n    lr: 0.002")), out)
+    assert calls.calls == {"find": 0, "transfer": 2 * 3 + 1}  # transfer training only: no search reruns
+
+
+@pytest.mark.parametrize("fail_at", [2, 5, 9])  # during the first search, the own-ticket search, a transfer
+def test_interrupted_study_resumes_to_the_same_results(ci_run, tmp_path, monkeypatch, fail_at):
+    out = tmp_path / "out"
+    study = S.load_study(CI)
+    calls = Counter(monkeypatch, fail_at=fail_at)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_study(study, out)
+    assert calls.total == fail_at
+    monkeypatch.undo()
+    calls = Counter(monkeypatch)
+    S.run_study(study, out)
+    # the networks finished before the interruption are not trained again
+    assert calls.total == 13 - (fail_at - 1)
+    S.report(out, plots=False)
+    assert _key(_rows(out / "results.csv")) == _key(_rows(ci_run / "results.csv"))
+
+
+def test_report_of_a_partly_done_study(ci_run, tmp_path):
+    out = _copy(ci_run, tmp_path)
+    transfer = next((out / "cells").glob("transfer-*"))
+    (transfer / "done.json").unlink()  # as if that cell were still running
+    written = S.report(out)
+    assert written["cells_done"] == written["cells"] - 1
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 13 - 3  # that cell's ticket, random mask and dense are not reported
+    assert all(r["cell"] != transfer.name for r in rows)
+
+
+def test_a_source_that_is_also_a_target_is_its_own_ticket(tmp_path, monkeypatch):
+    text = CI.read_text().replace("  - digits[0-2]\n", "  - digits[5-9]\n").replace("[random-mask, dense]", "[]")
+    study = _study(tmp_path, text)
+    calls = Counter(monkeypatch)
+    S.run_study(study, tmp_path / "out")
+    # searches: digits[0-4], digits[5-9] (also the own ticket); transfers: one ticket each, nothing twice
+    assert calls.calls == {"find": 4, "transfer": 2}
+    _, rows = S.collect(tmp_path / "out")
+    got = {(r["source"], r["label"]) for r in rows if r["kind"] == "transfer"}
+    assert got == {("digits[0-4]", "ticket"), ("digits[5-9]", "own-ticket")}
+
+
+# ---- expansion ----------------------------------------------------------------------------
+
+
+def _study(tmp_path: Path, text: str) -> S.Study:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return S.load_study(path)
+
+
+BASE = """
+model: lenet_300_100
+train: {length: 2ep}
+search: {prune: {rounds: 3}}
+"""
+
+
+def test_expansion_keys_and_counts(tmp_path):
+    s = _study(tmp_path, BASE + """
+transfer: {rounds: [1, 3], seeds: [0, 1], optimizer: [same, sgd]}
+sources: [{data: digits, classes: 0-4, optimizer: [adam, sgd], seeds: [0]}, "digits[5-9]"]
+targets: ["digits[5-9]", {data: digits, classes: [0, 1, 2, 3, 4]}]
+""")
+    cells = s.cells
+    assert len({c.key for c in cells}) == len(cells) == len({c.id for c in cells})
+    search = [c for c in cells if c.kind == "search"]
+    transfer = [c for c in cells if c.kind == "transfer"]
+    # sources: digits[0-4] adam, digits[0-4] sgd, digits[5-9] (model default: adam); each target's
+    # own tickets (adam, sgd) are the same configurations: 2 data sets x 2 optimizers in all.
+    assert {(c.info["data"], c.info["optimizer"]) for c in search} == {
+        ("digits[0-4]", "adam"), ("digits[0-4]", "sgd"), ("digits[5-9]", "adam"), ("digits[5-9]", "sgd")}
+    assert len(search) == 4
+    assert cells[: len(search)] == search  # searches run first
+    # tickets x transfer optimizers ('same' and sgd): adam/sgd 2 + sgd/sgd 1 + digits[5-9] adam/sgd 2
+    assert len(transfer) == 5 * 2 * 2 * 2  # (ticket, transfer optimizer) x target x round x seed
+    tickets = {(c.info["data"], c.info["optimizer"]) for c in search if c.info["role"] == "source"}
+    for c in transfer:
+        # the own ticket is retrained next to each transferred one, unless it is itself a source:
+        # then the cell transferring it to its own data set trains it, once
+        assert (c.against is None) == ((c.info["target"], c.info["transfer_optimizer"]) in tickets)
+        assert ("dense" in c.transfer.baselines) == (c.info["round"] == 1)  # dense once per ticket/target/seed
+    sgd = S.train_spec(s, "lenet_300_100", "transfer", "sgd")
+    assert (sgd.optimizer, sgd.lr) == ("sgd", 0.1)  # switching optimizer without an lr: that optimizer's default
+    assert S.train_spec(s, "lenet_300_100", "search", "adam").lr == pytest.approx(1.2e-3)
+
+
+def test_keys_follow_the_configuration(tmp_path):
+    base = BASE + "sources: ['digits[0-4]']\ntargets: ['digits[5-9]']\n"
+    a = {c.key for c in _study(tmp_path, base).cells}
+    assert a == {c.key for c in _study(tmp_path, "# a comment\n" + base + "description: same science\n").cells}
+    b = {c.key for c in _study(tmp_path, base + "transfer: {train: {lr: 0.002}}\n").cells}
+    kinds = {c.key: c.kind for c in _study(tmp_path, base).cells}
+    assert {kinds[k] for k in a & b} == {"search"}  # a transfer setting changes only transfer cells
+    assert {c.key for c in _study(tmp_path, base + "cpu_threads: 1\ndevice: cpu\n").cells} == a  # speed, not science
+
+
+def test_per_optimizer_settings_and_channels(tmp_path):
+    s = _study(tmp_path, """
+model: vgg19
+train: {sgd: {lr: 0.05}, adam: {lr: 0.0002}}
+search: {train: {length: 3ep, adam: {length: 5ep}}, prune: {rounds: 2}}
+sources: [{data: cifar10, optimizer: [sgd, adam]}, fashion-mnist]
+targets: [svhn]
+""")
+    sgd = S.train_spec(s, "vgg19", "search", "sgd")
+    adam = S.train_spec(s, "vgg19", "search", "adam")
+    assert (sgd.lr, sgd.length, adam.lr, adam.length) == (0.05, "3ep", 0.0002, "5ep")
+    assert S.train_spec(s, "vgg19", "transfer", "sgd").length == "160ep"  # search overrides stay in the search
+    assert s.channels == 3  # fashion-mnist is grayscale: every ticket is made RGB so it fits every target
+
+
+# ---- bad files: one line naming file, line and key; before any training ---------------------
+
+GOOD = """name: bad
+model: lenet_300_100
+train:
+  length: 1ep
+search:
+  prune:
+    rounds: 2
+transfer:
+  seeds: [0]
+sources:
+  - data: digits
+    classes: 0-4
+    optimizer: adam
+targets:
+  - digits[5-9]
+"""
+
+BAD = [
+    ("typo in a key", ("    optimizer: adam", "    optimzer: adam"), 13, "sources[0].optimzer: unknown key; did you mean 'optimizer'?"),
+    ("typo at the top", ("train:", "trian:"), 3, "trian: unknown key; did you mean 'train'?"),
+    ("typo in train", ("  length: 1ep", "  lenght: 1ep"), 4, "train.lenght: unknown key; did you mean 'length'?"),
+    ("out of range", ("    rounds: 2", "    rounds: 0"), 7, "search.prune.rounds: Input should be greater than or equal to 1"),
+    ("bad optimizer", ("optimizer: adam", "optimizer: adamw"), 13, "sources[0].optimizer[0]: Input should be 'sgd' or 'adam'"),
+    ("bad type", ("  seeds: [0]", "  seeds: [zero]"), 9, "transfer.seeds[0]: Input should be a valid integer"),
+    ("bad step", ("  length: 1ep", "  length: 1 epoch"), 4, "train.length: invalid step '1 epoch'"),
+    ("unknown data set", ("  - digits[5-9]", "  - digitz[5-9]"), 15, "targets[0]: unknown data set 'digitz'; did you mean 'digits'?"),
+    ("unknown model", ("model: lenet_300_100", "model: lenet_300_10"), 2, "model: unknown model 'lenet_300_10'; did you mean 'lenet_300_100'?"),
+    ("classes out of range", ("classes: 0-4", "classes: 8-12"), 12, "sources[0].classes: class 10, 11, 12 out of range for digits"),
+    ("no targets", ("  - digits[5-9]\n", "  []\n"), 14, "targets: no cells: give at least one target"),
+    ("no seeds", ("  seeds: [0]", "  seeds: []"), 9, "transfer.seeds: no cells: give at least one seed"),
+    ("round past the search", ("  seeds: [0]", "  seeds: [0]\n  rounds: [1, 5]"), 10, "transfer.rounds: round 5 is past the last round"),
+    ("rewind after the end", ("    rounds: 2", "    rounds: 2\n    rewind: 3ep"), 8, "search.prune.rewind: rewind point 3ep is not before the end"),
+    ("duplicate key", ("  length: 1ep", "  length: 1ep\n  length: 2ep"), 5, "train.length: duplicate key"),
+    ("yaml syntax", ("  seeds: [0]", "  seeds: [0"), 10, "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize("name,edit,line,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_study_is_rejected_before_training(cli, tmp_path, monkeypatch, name, edit, line, message):
+    assert edit[0] in GOOD
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace(edit[0], edit[1], 1))
+    Counter(monkeypatch, forbid=True)
+    for command in ("validate", "run"):
+        code, stdout, stderr = cli("study", command, path, "--out", tmp_path / "out") if command == "run" \
+            else cli("study", command, path)
+        assert code == 2, stderr
+        first = stderr.strip().splitlines()[0]
+        assert first.startswith(f"error: {path}:{line}: "), first
+        assert message in " ".join(stderr.split()), stderr
+        assert "Traceback" not in stderr and stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_good_file_is_good(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    assert S.count(S.load_study(path).cells) == {"search": 2, "transfer": 2, "networks": 6 + 2 * 4 + 1}
+
+
+def test_missing_study_file_and_folder_without_study(cli, tmp_path):
+    code, _, stderr = cli("study", "validate", tmp_path / "nope.yaml")
+    assert code == 2 and "study file not found" in stderr
+    code, _, stderr = cli("study", "report", tmp_path)
+    assert code == 2 and "holds no study" in stderr
