@@ -40,7 +40,7 @@ def _root(
 # ---- options shared by every command that trains (one definition, used everywhere) ----
 Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
-Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam [default: the model's paper].")]
+Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam \\[default: the model's paper].")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")]
 Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum.")]
 Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD).")]
@@ -59,8 +59,8 @@ InitSeed = Annotated[Optional[int], typer.Option("--init-seed", help="Override t
 DataSeed = Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see train.set_deterministic).")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size [default: the model's native size].")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live [default: $TICKETX_DATA or the user cache].")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 
 
 def train_overrides(**kw: Any) -> dict[str, Any]:
@@ -99,10 +99,10 @@ def find(
     data: Data,
     model: Model,
     out: Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")] = Path("ticket.pt"),
-    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Pruning rounds after the dense round [default 10].")] = None,
-    prune_rate: Annotated[Optional[float], typer.Option("--prune-rate", help="Fraction of remaining weights pruned per round [default 0.2].")] = None,
-    head_rate: Annotated[Optional[float], typer.Option("--head-rate", help="Rate for the output layer [default: --prune-rate; F&C 2019 used half].")] = None,
-    scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise [default: the model's paper].")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Pruning rounds after the dense round \\[default 10].")] = None,
+    prune_rate: Annotated[Optional[float], typer.Option("--prune-rate", help="Fraction of remaining weights pruned per round \\[default 0.2].")] = None,
+    head_rate: Annotated[Optional[float], typer.Option("--head-rate", help="Rate for the output layer \\[default: --prune-rate; F&C 2019 used half].")] = None,
+    scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise \\[default: the model's paper].")] = None,
     keep_dense: Annotated[Optional[str], typer.Option("--keep-dense", help="Comma-separated tensors never pruned, e.g. 'conv1.weight'.")] = None,
     rewind: Annotated[Optional[str], typer.Option("--rewind", help="Rewind point: 0 (init), '1ep', '500it'.")] = None,
     optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
@@ -144,7 +144,7 @@ def find(
 def transfer(
     ticket: Annotated[Path, typer.Argument(help="Ticket file written by `ticketx find`.")],
     to: Annotated[str, typer.Option("--to", help="Target data set, e.g. svhn, 'cifar10[5-9]', imagefolder:PATH.")],
-    round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' [default: the last].")] = None,
+    round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' \\[default: the last].")] = None,
     density: Annotated[Optional[float], typer.Option("--density", help="Transfer the round whose density is closest to this (0-1].")] = None,
     rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every round (or a list like --round).")] = None,
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated: random-mask,random-reinit,dense (or 'none').")] = "random-mask,random-reinit,dense",
@@ -153,7 +153,7 @@ def transfer(
     reset_head: Annotated[bool, typer.Option("--reset-head", help="Replace the output layer even when the number of classes matches.")] = False,
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Leave a new output layer dense instead of pruning it to the ticket's head density.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [default: runs/transfer/<ticket>-to-<target>].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
     weight_decay: WeightDecay = None, batch_size: BatchSize = None, epochs: Epochs = None, length: Length = None,
     milestones: Milestones = None, gamma: Gamma = None, warmup: Warmup = None, precision: Precision = None,

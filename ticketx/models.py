@@ -662,11 +662,12 @@ def model_info(name: str) -> ModelInfo:
     if name.startswith(TIMM_PREFIX):
         return _timm_info(name)
     if name not in MODELS:
-        import timm
-
         hint = "timm models are named 'timm:<name>', e.g. 'timm:resnet18'"
-        if timm.is_model(name):
-            hint = f"{name!r} is a timm model: use 'timm:{name}'"
+        if not difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.5):
+            import timm  # slow (~3 s): only when the name is not a near-miss of a local model
+
+            if timm.is_model(name):
+                hint = f"{name!r} is a timm model: use 'timm:{name}'"
         raise UsageError(did_you_mean(name, list(MODELS), "model"), hint=hint)
     return copy.deepcopy(MODELS[name])
 

@@ -594,7 +594,12 @@ def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -
         return TrainSpec(**values)
     except ValidationError as err:
         e = err.errors()[0]
-        raise study.error((phase, "train"), f"{'.'.join(map(str, e['loc']))}: {e['msg']} (for {model} with {opt})") from None
+        key = str(e["loc"][0]) if e.get("loc") else ""
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        # point at the block that set the bad value (the latest override wins)
+        candidates = [(phase, "train", opt, key), (phase, "train", key), ("train", opt, key), ("train", key)]
+        where = next((c for c in candidates if c in study.lines), (phase, "train", key))
+        raise study.error(where, f"{msg} (for {model} with {opt})") from None
 
 
 def prune_spec(study: Study, model: str) -> PruneSpec:
