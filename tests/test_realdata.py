@@ -12,7 +12,7 @@ import pytest
 
 from conftest import CIFAR_JPG
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 PER_CLASS = 30
 
 

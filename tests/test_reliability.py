@@ -101,6 +101,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, newer_than: float = 0.0, timeo
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(reference, tmp_path):
     """SIGKILL at a random moment, then Ctrl-C in the resumed run, then finish: same ticket."""
     ref, seconds = reference

@@ -575,9 +575,10 @@ class Batches:
         if pad_mode == "reflect" and crop_padding >= min(x.shape[-2:]):
             raise ValueError(f"reflection padding {crop_padding} needs images larger than that")
         self.device = torch.device(device)
+        # The images keep their layout: on CPU `x` may be a memory-mapped cache far larger than
+        # RAM (Places365), and a channels_last copy would read all of it. Batches come out in
+        # channels_last from the normalisation instead (`_normalise`).
         self.x = x.to(self.device)
-        if channels_last:
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = y.to(self.device, dtype=torch.long)
         self.batch_size = min(batch_size, len(x))
         self.train = train
@@ -633,28 +634,29 @@ class Batches:
             yield self._normalise(xb), yb
 
     def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        out = torch.addcmul(self._shift, xb.to(torch.float32), self._scale)
-        if self.dtype != torch.float32:
-            out = out.to(self.dtype)
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        # One pass from uint8 to the output: the int->float conversion, the normalisation and
+        # the memory-format change are a single addcmul writing into a tensor of the wanted
+        # layout and dtype (no float temporary, no extra channels_last copy).
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        out = torch.empty(xb.shape, dtype=self.dtype, device=xb.device, memory_format=fmt)
+        return torch.addcmul(self._shift, xb, self._scale, out=out)
 
 
 def random_crop(x: torch.Tensor, offsets: torch.Tensor, padding: int, mode: str = "zeros") -> torch.Tensor:
     """Pad a batch by `padding` and crop each image back at its own (dy, dx) in [0, 2*padding].
 
     Zero padding matches torchvision's RandomCrop(size, padding) used by open_lth and
-    Frankle & Carbin 2019; 'reflect' is cifar10-airbench's choice. Two gathers select each
-    sample's rows and then its columns, so every image gets its own offset with no Python loop.
+    Frankle & Carbin 2019; 'reflect' is cifar10-airbench's choice. Every image gets its own
+    offset with no Python loop.
     """
     b, c, h, w = x.shape
     p = padding
     padded = F.pad(x, (p, p, p, p), mode="constant" if mode == "zeros" else "reflect")
-    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # [B, H]
-    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # [B, W]
-    out = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w + 2 * p))
-    return out.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+    # Every crop window as a strided view [B, C, 2p+1, 2p+1, H, W] (no copy); one advanced
+    # index then copies each sample's own window. ~1.5x faster on CPU than two gathers with
+    # full-size int64 index tensors, and the same kernel on CUDA.
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+    return windows[torch.arange(b, device=x.device), :, offsets[:, 0], offsets[:, 1]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -784,13 +786,24 @@ def _hwc(array: Any) -> torch.Tensor:
     description="handwritten digits 8x8, 1797 images (scikit-learn's bundled copy; embedded, no download)",
 )
 def _digits(root: Path, download: bool, image_size: int | None) -> _Base:
-    import numpy as np
-    from sklearn.datasets import load_digits
+    import gzip
+    import importlib.util
 
-    d = load_digits()
+    import numpy as np
+
+    # Read scikit-learn's bundled CSV directly: `import sklearn` alone costs ~2.5 s, the file
+    # ~20 ms. Same file and parsing as sklearn.datasets.load_digits (rows of 64 pixels + label).
+    spec = importlib.util.find_spec("sklearn")
+    found = [Path(d) / "datasets" / "data" / "digits.csv.gz" for d in (spec.submodule_search_locations or [])] if spec else []
+    csv = next((f for f in found if f.is_file()), None)
+    if csv is None:
+        raise TicketxError("the digits data set is scikit-learn's bundled copy, and scikit-learn was not found", "pip install scikit-learn")
+    with gzip.open(csv, "rt") as fh:
+        rows = np.loadtxt(fh, delimiter=",")
+    images, target = rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
     # The bundled pixels are counts 0..16 of set bits in 4x4 blocks: scale to 0..255.
-    x = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1).contiguous()
-    y = torch.from_numpy(d.target).long()
+    x = torch.from_numpy(np.rint(images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1).contiguous()
+    y = torch.from_numpy(target).long()
     # A fixed 80/20 stratified split (seed 0) so every run and every user sees the same test set.
     train, test = _stratified_split(y, 0.2, seed=0)
     return _Base([str(i) for i in range(10)], x[train], y[train], x[test], y[test])
