@@ -19,7 +19,7 @@ from ticketx import bench as B
 from ticketx import train as TR
 from ticketx.data import Batches, random_crop
 from ticketx.errors import UsageError
-from ticketx.models import build_model, prunable_names
+from ticketx.models import build_model
 
 TINY = B.Sizes(data_images=64, data_batch=16, data_repeats=2, resnet_batch=2, vgg_batch=2, mask_repeats=2, mask_inner=1,
                speed_batch=2, speed_repeats=2, speed_inner=1, ticket_repeats=1, thread_repeats=2, parallel=False,
@@ -160,12 +160,21 @@ def test_same_within_noise_verdict():
         return [{"ticketx_acc": a, "plain_acc": b, "ticketx_mean": sum(a) / len(a), "plain_mean": sum(b) / len(b)}
                 for a, b in zip(tx, pl)]
 
-    close = B.same_within_noise(rounds([[0.50, 0.54]], [[0.52, 0.55]]))
+    close = B.same_within_noise(rounds([[0.50, 0.54], [0.60, 0.62]], [[0.52, 0.55], [0.61, 0.60]]))
     assert close["same"] is True and close["noise"] > 0.01
+    assert close["mean_difference"] == pytest.approx((0.565 - 0.57))  # per-seed means over rounds
     far = B.same_within_noise(rounds([[0.50, 0.51]], [[0.60, 0.61]]))
-    assert far["same"] is False
+    assert far["same"] is False and far["mean_difference"] == pytest.approx(-0.10)
     one = B.same_within_noise(rounds([[0.5]], [[0.6]]))
     assert one["same"] is None and one["noise"] is None
+
+
+def test_eval_batch_size_keeps_cpu_activations_in_cache():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert TR.eval_batch_size(gpu, (10, 3, 32, 32)) == 1024
+    assert TR.eval_batch_size(cpu, (10, 3, 32, 32)) == 256
+    assert TR.eval_batch_size(cpu, (10, 1, 8, 8)) == 1024
+    assert TR.eval_batch_size(cpu, (10, 3, 224, 224)) == 16
 
 
 # ------------------------------------------------------------------------------------------

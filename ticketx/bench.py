@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +97,11 @@ class Row:
     unit: str
     ratio: float  # in the goal's direction: a speedup (higher is better) or a cost (lower is better)
     goal: str = ""  # '>= 5x', '<= 1.05x', '<= 1/8', or '' (information only)
-    ok: bool | None = None
+    ok: bool | None = None  # the median ratio meets the goal (None: no goal)
     note: str = ""
-    spread: tuple[float, float] | None = None  # inter-quartile range of the per-repeat ratios
+    ci: tuple[float, float] | None = None  # 95% interval of the median ratio (bootstrap over repeats)
+    within_noise: bool | None = None  # the median misses the goal but the goal lies inside `ci`
+    samples: int = 0  # paired repeats behind the ratio
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,13 +115,27 @@ def _goal(ratio: float, goal: str) -> bool | None:
     return ratio >= target if op == ">=" else ratio <= target
 
 
+def median_ci(values: Sequence[float], level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
+    """Bootstrap interval of the median (fixed seed: the same samples give the same interval)."""
+    import random
+
+    rng = random.Random(0)
+    n = len(values)
+    meds = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return meds[int(tail * resamples)], meds[min(resamples - 1, int((1 - tail) * resamples))]
+
+
 def make_row(key: str, what: str, ticketx: float, baseline: float, unit: str, ratio: float, goal: str = "",
              note: str = "", ratios: Sequence[float] | None = None, **extra: Any) -> Row:
-    spread = None
-    if ratios is not None and len(ratios) >= 2:
-        q = statistics.quantiles(ratios, n=4, method="inclusive")
-        spread = (q[0], q[2])
-    return Row(key, what, ticketx, baseline, unit, ratio, goal, _goal(ratio, goal), note, spread, extra)
+    """A Row; with the per-repeat `ratios`, the 95% interval of their median and a noise-aware verdict."""
+    ci = median_ci(ratios) if ratios is not None and len(ratios) >= 3 else None
+    ok = _goal(ratio, goal)
+    within_noise = None
+    if ok is False and ci is not None:
+        within_noise = bool(_goal(ci[0], goal) or _goal(ci[1], goal))
+    return Row(key, what, ticketx, baseline, unit, ratio, goal, ok, note, ci, within_noise,
+               len(ratios) if ratios is not None else 0, extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,13 +156,16 @@ def interleave(
     inner: int = 1,
     warmup: int = 1,
     threads: dict[str, int | None] | None = None,
+    budget: float = 0.0,
+    max_repeats: int = 400,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, `repeats` samples each.
 
     A sample is `inner` calls; the calls of all functions alternate one by one (A B C C B A ...),
     so load that comes and goes on a shared machine lands on every side alike and the ratio of
-    two functions' samples from the same repeat compares like with like. `threads` gives a CPU
-    thread count per function (None: unchanged).
+    two functions' samples from the same repeat compares like with like. With a `budget` in
+    seconds, repeats continue past `repeats` until it is spent (small differences need many
+    samples on a noisy machine). `threads` gives a CPU thread count per function (None: unchanged).
     """
     threads = threads or {}
     for name, fn in fns.items():
@@ -156,7 +175,10 @@ def interleave(
     _sync(device)
     keys = list(fns)
     times: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(repeats):
+    start = time.perf_counter()
+    r = 0
+    while r < repeats or (time.perf_counter() - start < budget and r < max_repeats):
+        r += 1
         spent = dict.fromkeys(keys, 0.0)
         for i in range(inner):
             for name in keys if i % 2 == 0 else keys[::-1]:
@@ -202,16 +224,18 @@ class Sizes:
     thread_repeats: int
     parallel: bool
     ticket_model: str = "resnet50"
+    mask_budget: float = 0.0  # seconds of paired steps per model in the mask rows (more samples)
 
     @classmethod
     def for_run(cls, quick: bool, device: torch.device) -> "Sizes":
         if device.type == "cuda":  # the GPU needs big batches and many steps per timing
+            # (the DataLoader + PIL baseline runs at a few thousand images/s whatever the GPU)
             if quick:
-                return cls(8192, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False)
-            return cls(50_000, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True)
+                return cls(4096, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False, mask_budget=4.0)
+            return cls(8192, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True, mask_budget=15.0)
         if quick:
-            return cls(1024, 128, 3, 16, 8, 9, 1, 16, 5, 1, 1, 3, False)
-        return cls(4096, 128, 5, 64, 32, 9, 2, 64, 5, 1, 3, 5, True)
+            return cls(1024, 128, 3, 16, 8, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0)
+        return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +412,7 @@ def bench_mask(device: torch.device, sz: Sizes, with_prune: bool = True, with_ma
         if with_prune:
             fns["prune"] = _prune_setup(name, batch, device, mask, masked.threads).step
         with cpu_threads(masked.threads):
-            t = interleave(fns, device, repeats=sz.mask_repeats, inner=sz.mask_inner, warmup=2)
+            t = interleave(fns, device, repeats=sz.mask_repeats, inner=sz.mask_inner, warmup=2, budget=sz.mask_budget)
         threads = masked.threads or torch.get_num_threads()
         note = f"batch {batch}, density 0.2, {'%d CPU thread(s)' % threads if device.type == 'cpu' else device.type}"
         if with_mask:
@@ -835,13 +859,17 @@ def render(result: dict[str, Any]) -> Any:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for row in result["rows"]:
         ok = row["ok"]
-        verdict = "-" if ok is None else ("[green]PASS[/]" if ok else "[red]FAIL[/]")
+        verdict = "-" if ok is None else ("[green]PASS[/]" if ok else
+                                          "[yellow]within noise[/]" if row.get("within_noise") else "[red]FAIL[/]")
         ratio = _fmt_ratio(row["ratio"], row["goal"], row["key"])
-        if row.get("spread") and row["goal"]:
-            lo, hi = row["spread"]
-            ratio += f" [dim]({lo:.2f}-{hi:.2f})[/]"
+        if row.get("ci") and row["goal"] and row["ci"][0] is not None:
+            lo, hi = row["ci"]
+            ratio += f" [dim]({lo:.3f}-{hi:.3f})[/]"
         table.add_row(row["what"], ratio, row["goal"] or "-", verdict, _fmt(row["ticketx"]), _fmt(row["baseline"]),
                       row["unit"], row["note"])
+    table.caption = ("ratio: median of per-repeat ratios (variants interleaved), 95% interval in brackets. "
+                     "within noise: the median misses the goal but the goal lies inside that interval.")
+    table.caption_justify = "left"
     return table
 
 
@@ -904,33 +932,38 @@ def synthetic_folder_data(n_train: int, n_test: int, seed: int = 0) -> tuple[tor
 @dataclass
 class E2EConfig:
     train_per_class: int = 200
-    test_per_class: int = 100
+    # 5000 test images: the binomial noise of one accuracy is then ~0.7 points (1.5 at 1000).
+    test_per_class: int = 500
     epochs: int = 4
     rounds: int = 2
     batch_size: int = 128
     seed: int = 0  # the seed of one run (plain_imp); e2e() runs every seed of `seeds`
     workers: int = 0
-    seeds: tuple[int, ...] = (0, 1)
+    # Seed to seed, a 4-epoch resnet20 on 2000 images varies by ~2-3 accuracy points (measured:
+    # 28.4-37.0% over 6 seeds of the plain loop), so the comparison needs several seeds.
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 def same_within_noise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Is ticketx's accuracy the plain loop's, within seed noise?
 
-    Per round, the difference of the mean accuracies against twice its standard error, from the
-    seed-to-seed spread of both sides (pooled over rounds, as a round's seeds are few).
+    Seeds are the independent unit (a seed's rounds share their rewind weights), so each seed's
+    search is summarised by its accuracy averaged over the rounds, and the two sides' means are
+    compared against twice the standard error of their difference (Welch: each side's own
+    seed-to-seed spread).
     """
     n = len(rounds[0]["ticketx_acc"])
-    diffs = [r["ticketx_mean"] - r["plain_mean"] for r in rounds]
+    per_seed = {k: [statistics.mean(r[k][i] for r in rounds) for i in range(n)] for k in ("ticketx_acc", "plain_acc")}
+    diff = statistics.mean(per_seed["ticketx_acc"]) - statistics.mean(per_seed["plain_acc"])
     if n < 2:
-        return {"seeds": n, "mean_difference": statistics.mean(diffs), "noise": None, "same": None,
+        return {"seeds": n, "mean_difference": diff, "noise": None, "same": None,
                 "note": "one seed: no estimate of seed noise (run more seeds)"}
-    var = statistics.mean([statistics.variance(r[k]) for r in rounds for k in ("ticketx_acc", "plain_acc")])
-    se = math.sqrt(2 * var / n)  # standard error of a difference of two n-seed means
-    mean_diff = statistics.mean(diffs)
-    same = all(abs(d) <= 2 * se for d in diffs)
-    return {"seeds": n, "mean_difference": mean_diff, "seed_sd": math.sqrt(var), "noise": 2 * se, "same": same,
-            "note": f"every round's difference within 2 standard errors ({100 * 2 * se:.2f} points)" if same else
-                    f"some round differs by more than 2 standard errors ({100 * 2 * se:.2f} points)"}
+    se = math.sqrt(sum(statistics.variance(v) / n for v in per_seed.values()))
+    same = abs(diff) <= 2 * se
+    return {"seeds": n, "mean_difference": diff, "seed_sd": {k[:-4]: statistics.stdev(v) for k, v in per_seed.items()},
+            "noise": 2 * se, "same": same,
+            "note": f"mean over rounds: {100 * diff:+.2f} points, {'within' if same else 'beyond'} 2 standard errors "
+                    f"({100 * 2 * se:.2f} points) of {n} seeds per side"}
 
 
 def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None = None,

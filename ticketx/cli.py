@@ -441,7 +441,7 @@ def bench(
     e2e_images: Annotated[int, typer.Option("--e2e-images", help="--e2e: training images per class (CIFAR-10 subset).", min=10)] = 200,
     e2e_epochs: Annotated[int, typer.Option("--e2e-epochs", help="--e2e: epochs per training.", min=2)] = 4,
     e2e_rounds: Annotated[int, typer.Option("--e2e-rounds", help="--e2e: pruning rounds after the dense one.", min=1)] = 2,
-    e2e_seeds: Annotated[str, typer.Option("--e2e-seeds", help="--e2e: comma-separated seeds; each runs both searches (2+ estimate seed noise).")] = "0,1",
+    e2e_seeds: Annotated[str, typer.Option("--e2e-seeds", help="--e2e: comma-separated seeds; each runs both searches (2+ estimate seed noise).")] = "0,1,2",
 ) -> None:
     """Measure ticketx's training path against plain PyTorch in one process and print the ratios."""
     import json

@@ -106,6 +106,18 @@ def training_threads(model: nn.Module, sample_shape: Sequence[int], batch_size: 
     return 1 if 6 * macs * batch_size < SMALL_STEP_FLOPS else None
 
 
+def eval_batch_size(device: torch.device, image_shape: Sequence[int]) -> int:
+    """Evaluation batch: 1024 on a GPU; on CPU, about 256 images of 32x32 px, so activations stay in cache.
+
+    Measured (resnet20, 32 px, one 2-vCPU EPYC with 32 MB L3): 1200 images/s in batches of
+    128-256, 660 at 512 and 1024. Accuracy does not depend on it (eval mode: no batch statistics).
+    """
+    if torch.device(device).type != "cpu":
+        return 1024
+    pixels = max(1, int(image_shape[-1]) * int(image_shape[-2]))
+    return int(min(1024, max(16, 256 * 32 * 32 // pixels)))
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run the block with torch using `n` CPU threads (None: unchanged), then restore the count."""
@@ -399,13 +411,14 @@ def train(
         data.train_x, data.train_y, batch_size=spec.batch_size, mean=data.mean, std=data.std, train=True,
         crop_padding=data.crop_padding, flip=data.flip, device=device, channels_last=channels_last,
     )
+    eval_bs = eval_batch_size(device, tuple(data.test_x.shape))
     test_batches = Batches(
-        data.test_x, data.test_y, batch_size=1024, mean=data.mean, std=data.std, train=False, device=device,
+        data.test_x, data.test_y, batch_size=eval_bs, mean=data.mean, std=data.std, train=False, device=device,
         channels_last=channels_last,
     )
     val_batches = None
     if val is not None and len(val[1]):
-        val_batches = Batches(val[0], val[1], batch_size=1024, mean=data.mean, std=data.std, train=False,
+        val_batches = Batches(val[0], val[1], batch_size=eval_bs, mean=data.mean, std=data.std, train=False,
                               device=device, channels_last=channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, spec)
@@ -463,7 +476,7 @@ def train(
                     raise TicketxError(f"{label}: training diverged (loss {last_loss}) at step {step}", "lower --lr or add --warmup")
                 loss_sum.zero_()
                 loss_n = 0
-                reporter.update(task, step, loss=last_loss)
+                reporter.update(task, step, epoch=f"{step / ipe:.1f}", loss=last_loss)
             if step in snapshot_steps:
                 snapshots[step] = state_copy(model)
             if step % plan.eval_every == 0 or step == plan.total:
@@ -476,7 +489,7 @@ def train(
                 if val_batches is not None:
                     record["val_acc"] = evaluate(model, val_batches, spec.precision)
                 history.append(record)
-                reporter.update(task, step, loss=last_loss, acc=record["test_acc"])
+                reporter.update(task, step, epoch=f"{step / ipe:.1f}", loss=last_loss, acc=record["test_acc"])
         if checkpoint is not None and step < plan.total:
             store.save_torch(checkpoint, {
                 "key": checkpoint_key, "start_step": start_step, "step": step,
