@@ -367,6 +367,18 @@ def test_batches_never_copy_the_images_on_cpu():
         assert b.x.data_ptr() == x.data_ptr()
 
 
+def test_batches_assemble_on_one_thread_and_give_the_rest_back(monkeypatch):
+    seen = []
+    real = torch.addcmul
+    monkeypatch.setattr(torch, "addcmul", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    b = Batches(x, torch.arange(12), batch_size=4, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, crop_padding=2, flip=True)
+    with TR.cpu_threads(2):
+        for _ in b.epoch(torch.Generator().manual_seed(0)):
+            assert torch.get_num_threads() == 2  # the consumer's training step keeps its threads
+    assert seen == [1, 1, 1]
+
+
 def test_batches_bf16_output_is_the_rounded_fp32_output():
     x = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     kw = dict(batch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, train=False)

@@ -31,6 +31,9 @@ from ticketx.errors import TicketxError
 ARGS = ["find", "--data", "digits", "--model", "lenet_300_100", "--image-size", "8", "--rounds", "2",
         "--epochs", "3", "--batch-size", "16", "--eval-every", "20it", "--rewind", "1ep",
         "--deterministic", "--device", "cpu", "--seed", "3"]
+# The kill test needs a search long enough that the resumed run is still training when Ctrl-C
+# comes (a round of the short one takes ~0.3 s on one thread).
+LONG_ARGS = [*ARGS[:ARGS.index("--epochs") + 1], "12", *ARGS[ARGS.index("--epochs") + 2:]]
 KILL_SEED = int(os.environ.get("TICKETX_KILL_SEED", "20240607"))  # change to kill at other moments
 
 
@@ -85,10 +88,19 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith((".tmp", ".work")))
 
 
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory) -> tuple[T.Ticket, float]:
+    """The uninterrupted long search: (ticket, seconds of training)."""
+    out = tmp_path_factory.mktemp("ref") / "long.pt"
+    assert run_main([*LONG_ARGS, "--out", out]) == 0
+    t = T.load(out)
+    return t, sum(r["seconds"] for r in t.rounds)
+
+
 def _spawn(out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TICKETX_DEBUG": ""}
     env.pop("TICKETX_DEBUG")
-    return subprocess.Popen([sys.executable, "-m", "ticketx", *ARGS, "--out", str(out)], cwd=out.parent, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ticketx", *LONG_ARGS, "--out", str(out)], cwd=out.parent, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
 
@@ -102,9 +114,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, newer_than: float = 0.0, timeo
 
 
 @pytest.mark.slow
-def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(reference, tmp_path):
+def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(long_reference, tmp_path):
     """SIGKILL at a random moment, then Ctrl-C in the resumed run, then finish: same ticket."""
-    ref, seconds = reference
+    ref, seconds = long_reference
     rng = random.Random(KILL_SEED)
     out = tmp_path / "t.pt"
     spec_file = tmp_path / "t.pt.work" / "spec.json"
@@ -113,7 +125,7 @@ def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(reference, tmp_pa
     #    starts (however fast this run goes, so that the resumed run still has a round to train)
     proc = _spawn(out, tmp_path / "a.log")
     _wait_for(spec_file, proc)
-    deadline = time.monotonic() + rng.uniform(0.02, 0.8) * seconds
+    deadline = time.monotonic() + rng.uniform(0.02, 0.6) * seconds
     last_round = tmp_path / "t.pt.work" / "round_02"
     while time.monotonic() < deadline and not last_round.exists() and proc.poll() is None:
         time.sleep(0.005)
@@ -127,7 +139,7 @@ def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(reference, tmp_pa
     started = time.time()
     proc = _spawn(out, tmp_path / "b.log")
     _wait_for(spec_file, proc, newer_than=started)
-    time.sleep(rng.uniform(0.0, 0.2))
+    time.sleep(rng.uniform(0.0, 0.05))  # the rest of the search takes >= 40% of its training time
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     code = proc.wait(60)
@@ -142,7 +154,7 @@ def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(reference, tmp_pa
 
     # 3. finish in-process: the same ticket as the run that was never interrupted
     (tmp_path / ".t.pt.1234.tmp").write_bytes(b"half a ticket")  # as if killed while writing it
-    assert run_main([*ARGS, "--out", out]) == 0
+    assert run_main([*LONG_ARGS, "--out", out]) == 0
     assert_same_ticket(ref, T.load(out))
     assert leftovers(tmp_path) == []
 

@@ -793,6 +793,9 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
     if workers is None:
         workers = 0 if quick else min(4, os.cpu_count() or 1)
     log = log or (lambda msg: None)
+    warning = busy_warning()
+    if warning:
+        log(f"[yellow]warning: {warning}[/]")
     t0 = time.perf_counter()
     rows: list[Row] = []
     steps: list[tuple[str, Callable[[], list[Row]]]] = [
@@ -814,7 +817,20 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
         rows += fn()
         log(f"[dim]bench: {key} done in {time.perf_counter() - t:.1f}s[/]")
     return finite({"machine": machine(dev), "mode": "quick" if quick else "full", "rows": [asdict(r) for r in rows],
-                   "seconds": round(time.perf_counter() - t0, 1)})
+                   "seconds": round(time.perf_counter() - t0, 1), "warning": warning or busy_warning()})
+
+
+def busy_warning() -> str:
+    """A warning when other processes keep the CPUs busy (load average above half the CPUs)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    cpus = os.cpu_count() or 1
+    if load <= 0.5 * cpus:
+        return ""
+    return (f"the CPUs are busy (load average {load:.1f} on {cpus} CPUs): timings are slow and noisy; ratios still "
+            f"compare like with like, but rerun on a quiet machine for figures to publish")
 
 
 def finite(obj: Any) -> Any:
@@ -851,8 +867,10 @@ def render(result: dict[str, Any]) -> Any:
 
     m = result["machine"]
     where = m.get("gpu") or m["cpu"]
+    load = m.get("load_average")
     title = (f"ticketx bench ({result['mode']}) on {m['device']}: {where}, {m['cpu_count']} CPUs, torch "
-             f"{m['torch']} ({m['torch_threads']} threads), {result['seconds']:.0f}s")
+             f"{m['torch']} ({m['torch_threads']} threads), {result['seconds']:.0f}s"
+             + (f", load average {load[0]:.1f}" if load else ""))
     table = Table(title=title, title_justify="left")
     for col, just in (("measure", "left"), ("ratio", "right"), ("goal", "left"), ("result", "left"),
                       ("ticketx", "right"), ("baseline", "right"), ("unit", "left"), ("notes", "left")):
