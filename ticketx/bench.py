@@ -234,7 +234,7 @@ class Sizes:
                 return cls(4096, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False, mask_budget=4.0)
             return cls(8192, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True, mask_budget=15.0)
         if quick:
-            return cls(1024, 128, 3, 16, 8, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0)
+            return cls(1024, 128, 3, 16, 16, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0)
         return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0)
 
 
