@@ -60,13 +60,17 @@ def run_main(argv: list) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[T.Ticket, float]:
-    """The uninterrupted search: (ticket, seconds of training)."""
-    out = tmp_path_factory.mktemp("ref") / "ref.pt"
-    assert run_main([*ARGS, "--out", out]) == 0
+def uninterrupted(folder: Path, args: list) -> tuple[T.Ticket, float]:
+    """An uninterrupted search: (ticket, seconds of training)."""
+    out = folder / "ref.pt"
+    assert run_main([*args, "--out", out]) == 0
     t = T.load(out)
     return t, sum(r["seconds"] for r in t.rounds)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[T.Ticket, float]:
+    return uninterrupted(tmp_path_factory.mktemp("ref"), ARGS)
 
 
 def assert_same_ticket(a: T.Ticket, b: T.Ticket) -> None:
@@ -90,11 +94,7 @@ def leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def long_reference(tmp_path_factory) -> tuple[T.Ticket, float]:
-    """The uninterrupted long search: (ticket, seconds of training)."""
-    out = tmp_path_factory.mktemp("ref") / "long.pt"
-    assert run_main([*LONG_ARGS, "--out", out]) == 0
-    t = T.load(out)
-    return t, sum(r["seconds"] for r in t.rounds)
+    return uninterrupted(tmp_path_factory.mktemp("ref"), LONG_ARGS)
 
 
 def _spawn(out: Path, log: Path) -> subprocess.Popen:
