@@ -318,12 +318,19 @@ def ticketx_setup(name: str, batch: int, device: torch.device, *, mask: M.Mask |
         model.to(memory_format=torch.channels_last)
     if mask is not None:
         M.apply(model, mask)
-    spec = _train_spec(name, batch_size=batch)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
-    stepper = Stepper(model, optimizer, MaskEnforcer(model, mask), device=device, precision=precision, compile=compile)
+    return _stepping(name, model, batch, device, cl, threads, MaskEnforcer(model, mask), seed=seed,
+                     precision=precision, compile=compile)
+
+
+def _stepping(name: str, model: nn.Module, batch: int, device: torch.device, channels_last: bool,
+              threads: int | None, enforce: Callable[[], None] | None, *, seed: int = 0,
+              precision: str = "fp32", compile: bool = False) -> Setup:
+    """`model` with its paper's optimizer and one fixed synthetic batch, stepped by ticketx's Stepper."""
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], _train_spec(name, batch_size=batch))
+    stepper = Stepper(model, optimizer, enforce, device=device, precision=precision, compile=compile)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
-    if cl:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     model.train()
@@ -389,16 +396,7 @@ def _prune_setup(name: str, batch: int, device: torch.device, mask: M.Mask, thre
     for pname, m in mask.items():
         mod_name, _, attr = pname.rpartition(".")
         prune.custom_from_mask(modules[mod_name], attr, m.to(device))
-    spec = _train_spec(name, batch_size=batch)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
-    stepper = Stepper(model, optimizer, None, device=device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    model.train()
-    return Setup(lambda: stepper(x, y), threads, model)
+    return _stepping(name, model, batch, device, cl, threads, None)
 
 
 def bench_mask(device: torch.device, sz: Sizes, with_prune: bool = True, with_mask: bool = True) -> list[Row]:
