@@ -92,6 +92,25 @@ def random(
     return _prune(lambda n: torch.rand(mask[n].numel(), generator=gen), mask, rate, scope, head, head_rate, keep_dense)
 
 
+def prune(
+    scores: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    rate: float,
+    *,
+    scope: str = "global",
+    head: str | None = None,
+    head_rate: float | None = None,
+    keep_dense: tuple[str, ...] | list[str] = (),
+) -> Mask:
+    """Prune `rate` of the remaining weights with the lowest `scores` (one tensor per masked name).
+
+    The one exact-k pruning rule every criterion shares: scores are compared within each
+    pruning group (one layer for 'layerwise', all layers for 'global'), pruned weights never
+    come back, ties go by position.
+    """
+    return _prune(lambda n: scores[n].detach().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense)
+
+
 def _prune(
     score: Callable[[str], torch.Tensor],
     mask: Mapping[str, torch.Tensor],
