@@ -253,7 +253,7 @@ def transfer_cases(ticket: Path, tmp: Path) -> list[tuple[list, int, str]]:
         ([*t, "--seeds", "a"], 2, "--seeds expects integers"),
         ([*t, "--model", "conv4"], 2, "model: ticket 'lenet_300_100' vs requested 'conv4'"),
         ([*t, "--optimizer", "adamw"], 2, "unknown optimizer 'adamw'; did you mean 'adam'?"),
-        ([*t, "--against", tmp / "nope.pt"], 2, "--against ticket not found"),
+        ([*t, "--against", tmp / "nope.pt"], 2, "own ticket not found"),
         ([*t[:-2], "--out", tmp / "file.txt"], 2, "file.txt"),
     ] + ([] if torch.cuda.is_available() else [([*t[:4], "--device", "cuda", *t[6:]], 2, "CUDA is not available")])
 

@@ -271,7 +271,7 @@ targets: ["digits[5-9]", {data: digits, classes: [0, 1, 2, 3, 4]}]
     for c in transfer:
         # the own ticket is retrained next to each transferred one, unless it is itself a source:
         # then the cell transferring it to its own data set trains it, once
-        assert (c.against is None) == ((c.info["target"], c.info["transfer_optimizer"]) in tickets)
+        assert (c.own_ticket is None) == ((c.info["target"], c.info["transfer_optimizer"]) in tickets)
         assert ("dense" in c.transfer.baselines) == (c.info["round"] == 1)  # dense once per ticket/target/seed
     sgd = S.train_spec(s, "lenet_300_100", "transfer", "sgd")
     assert (sgd.optimizer, sgd.lr) == ("sgd", 0.1)  # switching optimizer without an lr: that optimizer's default

@@ -11,8 +11,18 @@ from ticketx import masks as M
 from ticketx import ticket as T
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import head_name
-from ticketx.spec import TrainSpec, TransferSpec
-from ticketx.transfer import check_compatible, prepare, target_train_spec, transfer
+from ticketx.baselines import BASELINES, TICKET, Arm
+from ticketx.spec import TrainSpec, TransferSpec, resolve_transfer
+from ticketx.spec.transfer import check_compatible, ticket_train_spec as target_train_spec
+from ticketx.transfer import transfer as run_transfer
+
+
+def prepare(kind, ticket, round_, num_classes, seed, **kw):
+    return Arm(ticket, round_, num_classes, seed, **kw).build(TICKET if kind == "ticket" else BASELINES[kind])
+
+
+def transfer(path, spec, out, **kw):
+    return run_transfer(resolve_transfer(path, spec), out, **kw)
 
 
 def test_ticket_network_is_mask_times_rewind_bit_for_bit(digits_ticket):
@@ -126,17 +136,17 @@ def test_transfer_is_idempotent_and_writes_json(digits_ticket, tmp_path, monkeyp
     assert [r["test_acc"] for r in again["runs"]] == [r["test_acc"] for r in result["runs"]]
 
 
-def test_against_own_ticket(digits_ticket, tmp_path):
+def test_own_ticket_is_retrained_next_to_the_ticket(digits_ticket, tmp_path):
     from conftest import tiny_find_spec
 
     from ticketx.find import find
 
     own = tmp_path / "own.pt"
     find(tiny_find_spec(data="digits[5-9]"), own, device="cpu")
-    spec = TransferSpec(target="digits[5-9]", baselines=[], against=str(own), train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    spec = TransferSpec(target="digits[5-9]", baselines=[], own_ticket=str(own), train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
     result = transfer(digits_ticket, spec, tmp_path / "out", device="cpu")
-    assert [r["label"] for r in result["runs"]] == ["ticket", "against"]
-    assert result["summary"][0]["against"]["n"] == 1
+    assert [r["label"] for r in result["runs"]] == ["ticket", "own-ticket"]
+    assert result["summary"][0]["own-ticket"]["n"] == 1
 
 
 def test_cli_transfer_end_to_end(digits_ticket, tmp_path, cli):

@@ -7,10 +7,12 @@ output (paths, JSON) to stdout.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from inspect import Parameter, signature
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -37,64 +39,71 @@ def _root(
         _DEBUG["on"] = True
 
 
-# ---- options shared by every command that trains (one definition, used everywhere) ----
+# ---- options (each declared once) ---------------------------------------------------------
 Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
-Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam \\[default: the model's paper].")]
-Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")]
-Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum.")]
-Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD).")]
-WeightDecay = Annotated[Optional[float], typer.Option("--weight-decay", help="L2 weight decay.")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
-Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (same as --length Nep).")]
-Length = Annotated[Optional[str], typer.Option("--length", help="Training length: '160ep' or '30000it'.")]
-Milestones = Annotated[Optional[str], typer.Option("--milestones", help="LR drops, e.g. '80ep,120ep' ('' for none).")]
-Gamma = Annotated[Optional[float], typer.Option("--gamma", help="LR multiplier at each milestone.")]
-Warmup = Annotated[Optional[str], typer.Option("--warmup", help="Linear LR warmup length, e.g. '5ep' or '10000it'.")]
-Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, as the papers), bf16 or fp16 autocast.")]
-EvalEvery = Annotated[Optional[str], typer.Option("--eval-every", help="Measure test accuracy every N steps, e.g. '1ep'.")]
-ValSplit = Annotated[Optional[float], typer.Option("--val-split", help="Fraction of train held out as validation.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")]
-InitSeed = Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")]
-DataSeed = Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see train.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 
+# Training options, shared by every command that trains: declared here once and added to each
+# such command by @training_options (a new option is one line here; TrainSpec validates it).
+TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "optimizer": (Optional[str], typer.Option("--optimizer", help="sgd or adam \\[default: the model's paper].")),
+    "lr": (Optional[float], typer.Option("--lr", help="Learning rate.")),
+    "momentum": (Optional[float], typer.Option("--momentum", help="SGD momentum.")),
+    "nesterov": (Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD).")),
+    "weight_decay": (Optional[float], typer.Option("--weight-decay", help="L2 weight decay.")),
+    "batch_size": (Optional[int], typer.Option("--batch-size", help="Batch size.")),
+    "epochs": (Optional[float], typer.Option("--epochs", help="Training length in epochs (same as --length Nep).")),
+    "length": (Optional[str], typer.Option("--length", help="Training length: '160ep' or '30000it'.")),
+    "milestones": (Optional[str], typer.Option("--milestones", help="LR drops, e.g. '80ep,120ep' ('' for none).")),
+    "gamma": (Optional[float], typer.Option("--gamma", help="LR multiplier at each milestone.")),
+    "warmup": (Optional[str], typer.Option("--warmup", help="Linear LR warmup length, e.g. '5ep' or '10000it'.")),
+    "precision": (Optional[str], typer.Option("--precision", help="fp32 (default, as the papers), bf16 or fp16 autocast.")),
+    "eval_every": (Optional[str], typer.Option("--eval-every", help="Measure test accuracy every N steps, e.g. '1ep'.")),
+    "val_split": (Optional[float], typer.Option("--val-split", help="Fraction of train held out as validation.")),
+}
+
+
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the TRAINING_OPTIONS to `command`'s options; it receives them as `train` (a dict of overrides)."""
+    from typing import get_type_hints
+
+    sig = signature(command)
+    hints = get_type_hints(command, include_extras=True)  # this module uses postponed (string) annotations
+    extra = [Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[typ, opt])
+             for name, (typ, opt) in TRAINING_OPTIONS.items()]
+    params = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values() if p.name != "train"]
+
+    @functools.wraps(command)
+    def wrapper(**kw: Any) -> Any:
+        return command(train=train_overrides(**{name: kw.pop(name) for name in TRAINING_OPTIONS}), **kw)
+
+    wrapper.__signature__ = sig.replace(parameters=[*params, *extra], return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *extra]}
+    del wrapper.__wrapped__  # typer must read the signature above, not the command's own
+    return wrapper
+
 
 def train_overrides(**kw: Any) -> dict[str, Any]:
-    """TrainSpec overrides from CLI values (None = not given)."""
-    epochs, length = kw.pop("epochs", None), kw.pop("length", None)
-    if epochs is not None and length is not None:
-        raise UsageError("give either --epochs or --length, not both")
+    """TrainSpec overrides from CLI values (None = not given); --epochs N is --length Nep."""
+    epochs = kw.pop("epochs", None)
     if epochs is not None:
+        if kw.get("length") is not None:
+            raise UsageError("give either --epochs or --length, not both")
         if epochs <= 0:
             raise UsageError(f"--epochs must be positive, got {epochs:g}")
         kw["length"] = f"{epochs:g}ep"
-    elif length is not None:
-        kw["length"] = length
     if kw.get("milestones") is not None and kw["milestones"].strip() == "":
         kw["milestones"] = []
-    if kw.get("optimizer") is not None and kw["optimizer"] not in ("sgd", "adam"):
-        from ticketx.errors import did_you_mean
-
-        raise UsageError("--optimizer: " + did_you_mean(kw["optimizer"], ("sgd", "adam"), "optimizer"))
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _spec(factory: Any, what: str) -> Any:
-    from pydantic import ValidationError
-
-    from ticketx.spec import describe_validation_error
-
-    try:
-        return factory()
-    except ValidationError as err:
-        raise UsageError(f"invalid {what} option: {describe_validation_error(err)}") from None
-
-
+# ---- commands -------------------------------------------------------------------------------
 @app.command()
+@training_options
 def find(
     data: Data,
     model: Model,
@@ -105,42 +114,31 @@ def find(
     scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise \\[default: the model's paper].")] = None,
     keep_dense: Annotated[Optional[str], typer.Option("--keep-dense", help="Comma-separated tensors never pruned, e.g. 'conv1.weight'.")] = None,
     rewind: Annotated[Optional[str], typer.Option("--rewind", help="Rewind point: 0 (init), '1ep', '500it'.")] = None,
-    optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
-    weight_decay: WeightDecay = None, batch_size: BatchSize = None, epochs: Epochs = None, length: Length = None,
-    milestones: Milestones = None, gamma: Gamma = None, warmup: Warmup = None, precision: Precision = None,
-    eval_every: EvalEvery = None, val_split: ValSplit = None,
-    seed: Seed = 0, init_seed: InitSeed = None, data_seed: DataSeed = None, device: Device = "auto",
-    deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
+    init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
+    data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
+    device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
+    train: dict[str, Any] | None = None,
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
-    from ticketx.data import parse_data
     from ticketx.find import find as run_find
-    from ticketx.models import model_info
-    from ticketx.spec import FindSpec, resolve_prune, resolve_train
+    from ticketx.report import round_table
+    from ticketx.spec import resolve_find
     from ticketx.ui import RichReporter, console
 
-    parse_data(data)
-    model_info(model)
-    over = train_overrides(
-        optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-        batch_size=batch_size, epochs=epochs, length=length, milestones=milestones, gamma=gamma, warmup=warmup,
-        precision=precision, eval_every=eval_every, val_split=val_split,
-    )
-    tspec = _spec(lambda: resolve_train(model, over), "training")
-    pspec = _spec(lambda: resolve_prune(model, {"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
-                                                "scope": scope, "keep_dense": keep_dense, "rewind": rewind}), "pruning")
-    spec = _spec(lambda: FindSpec(data=data, model=model, image_size=image_size, train=tspec, prune=pspec, seed=seed,
-                                  init_seed=init_seed, data_seed=data_seed, deterministic=deterministic), "find")
+    spec = resolve_find(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
+                        "scope": scope, "keep_dense": keep_dense, "rewind": rewind},
+                        image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
-    last = ticket.rounds[-1]
-    console.print(f"[green]ticket written:[/] {out}  ({len(ticket.rounds) - 1} rounds, final density "
-                  f"{100 * last['density']:.2f}%, test acc {100 * last['test_acc']:.2f}%)")
+    console.print(round_table(ticket.rounds, title=f"{spec.model} on {ticket.meta['data']}"))
+    console.print(f"[green]ticket written:[/] {out}")
     typer.echo(str(out))
 
 
 @app.command()
+@training_options
 def transfer(
     ticket: Annotated[Path, typer.Argument(help="Ticket file written by `ticketx find`.")],
     to: Annotated[str, typer.Option("--to", help="Target data set, e.g. svhn, 'cifar10[5-9]', imagefolder:PATH.")],
@@ -149,77 +147,30 @@ def transfer(
     rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every round (or a list like --round).")] = None,
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated: random-mask,random-reinit,dense (or 'none').")] = "random-mask,random-reinit,dense",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
-    against: Annotated[Optional[Path], typer.Option("--against", help="A ticket found on the target itself, retrained at the same round.")] = None,
+    own_ticket: Annotated[Optional[Path], typer.Option("--own-ticket", help="A ticket found on the target itself, retrained next to the ticket.")] = None,
+    against: Annotated[Optional[Path], typer.Option("--against", hidden=True)] = None,  # the old name of --own-ticket
     reset_head: Annotated[bool, typer.Option("--reset-head", help="Replace the output layer even when the number of classes matches.")] = False,
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Leave a new output layer dense instead of pruning it to the ticket's head density.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
-    optimizer: Optimizer = None, lr: Lr = None, momentum: Momentum = None, nesterov: Nesterov = None,
-    weight_decay: WeightDecay = None, batch_size: BatchSize = None, epochs: Epochs = None, length: Length = None,
-    milestones: Milestones = None, gamma: Gamma = None, warmup: Warmup = None, precision: Precision = None,
-    eval_every: EvalEvery = None, val_split: ValSplit = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+    train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set against random-mask, random-reinit and dense baselines."""
-    import re
-
-    from ticketx import ticket as T
-    from ticketx.data import parse_data
+    from ticketx import store
     from ticketx.report import transfer_table
-    from ticketx.spec import TransferSpec
-    from ticketx.transfer import check_compatible, target_train_spec
+    from ticketx.spec.transfer import default_out, resolve_transfer_options
     from ticketx.transfer import transfer as run_transfer
     from ticketx.ui import RichReporter, console
 
-    target = parse_data(to)
-    chosen = [x for x in (round_, density, rounds) if x is not None]
-    if len(chosen) > 1:
-        raise UsageError("give only one of --round, --density and --rounds")
-    all_rounds = rounds is not None and rounds.strip().lower() == "all"
-    listed = round_ if round_ is not None else (rounds if rounds is not None and not all_rounds else None)
-    round_list = None
-    if listed is not None:
-        if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", listed):
-            raise UsageError(f"--round expects round numbers like '3' or '1,3,5', got {listed!r}")
-        round_list = [int(x) for x in listed.split(",")]
-    if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", seeds):
-        raise UsageError(f"--seeds expects integers like '0,1,2', got {seeds!r}")
-    if not ticket.exists():
-        raise UsageError(f"ticket not found: {ticket}")
-    if against is not None and not against.exists():
-        raise UsageError(f"--against ticket not found: {against}")
-    t = T.load(ticket)
-    T.check_meta(t, ticket)
-    check_compatible(t, model, image_size)
-    over = train_overrides(
-        optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-        batch_size=batch_size, epochs=epochs, length=length, milestones=milestones, gamma=gamma, warmup=warmup,
-        precision=precision, eval_every=eval_every, val_split=val_split,
-    )
-    tspec = _spec(lambda: target_train_spec(t, over), "training")
-    spec = _spec(lambda: TransferSpec(
-        target=target.name, rounds=round_list, density=density, all_rounds=all_rounds, train=tspec,
-        baselines=baselines, seeds=[int(x) for x in seeds.split(",")], head="reset" if reset_head else "auto",
-        head_dense=head_dense, against=str(against) if against else None, deterministic=deterministic,
-    ), "transfer")
-    if out is None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name).strip("_")
-        out = Path("runs") / "transfer" / f"{ticket.stem}-to-{safe}"
-    # Everything checkable without the target data, before loading it (no work, no files).
-    from ticketx import store
-    from ticketx.train import resolve_device
-    from ticketx.transfer import choose_rounds
-
-    choose_rounds(t, spec)
-    resolve_device(device)
-    T.check_architecture(t)
-    if against is not None:
-        own = T.load(against)
-        T.check_meta(own, against)
-        T.check_architecture(own)
+    plan = resolve_transfer_options(
+        ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
+        own_ticket=own_ticket or against, head="reset" if reset_head else "auto", head_dense=head_dense,
+        deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
+    out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
     with RichReporter() as rep:
-        result = run_transfer(ticket, spec, out, data_dir=data_dir, device=device, reporter=rep)
+        result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep)
     console.print(transfer_table(result))
     console.print(f"[green]results:[/] {out / 'result.json'}")
     typer.echo(str(out / "result.json"))
@@ -233,92 +184,37 @@ def inspect(
     """Show a ticket's metadata and per-layer density for every round."""
     import json
 
-    from rich.table import Table
-
-    from ticketx import masks as M
-    from ticketx import ticket as T
-    from ticketx.report import layer_table, round_table
+    from ticketx.report import ticket_summary
+    from ticketx.spec.transfer import load_checked
     from ticketx.ui import console
 
-    t = T.load(path)
-    T.check_meta(t, path)
+    t = load_checked(path)
     if as_json:
         meta = {k: v for k, v in t.meta.items() if k != "rounds"}
         meta["rounds"] = [{k: v for k, v in r.items() if k != "history"} for r in t.rounds]
+        meta["format_version"] = t.format_version
         typer.echo(json.dumps(meta, indent=2, default=str))
         return
-    m = t.meta
-    info = Table.grid(padding=(0, 2))
-    for label, value in [
-        ("model", m["model"]), ("data", f"{m['data']}  ({m['num_classes']} classes, {m['channels']}x{m['image_size']}x{m['image_size']})"),
-        ("optimizer", _train_line(m["train"])), ("pruning", _prune_line(m["prune"])),
-        ("rewind point", f"step {m['rewind_step']} ({m['prune']['rewind']}) of {m['total_steps']}"),
-        ("seeds", f"init {m['init_seed']}, data {m['data_seed']}" + ("  (deterministic)" if m.get("deterministic") else "")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())),
-        ("format", f"ticketx-ticket v{path and t.meta.get('format_version', 1)}"), ("created", m.get("created", "?")),
-    ]:
-        info.add_row(f"[bold]{label}", str(value))
-    console.print(info)
-    console.print(round_table(t.rounds, title="rounds"))
-    per_round = [M.layer_densities(t.mask(r)) for r in range(t.num_rounds + 1)]
-    console.print(layer_table(t.names, t.shapes, per_round))
-
-
-def _train_line(tr: dict[str, Any]) -> str:
-    s = f"{tr['optimizer']} lr {tr['lr']:g}"
-    if tr["optimizer"] == "sgd":
-        s += f" momentum {tr['momentum']:g}" + (" nesterov" if tr.get("nesterov") else "")
-    s += f", wd {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['length']}"
-    if tr.get("milestones"):
-        s += f", lr x{tr['gamma']:g} at {','.join(tr['milestones'])}"
-    if tr.get("warmup", "0") != "0":
-        s += f", warmup {tr['warmup']}"
-    return s + f", {tr.get('precision', 'fp32')}"
-
-
-def _prune_line(p: dict[str, Any]) -> str:
-    s = f"{p['scope']} magnitude, {100 * p['rate']:g}% of remaining per round"
-    if p.get("head_rate") is not None:
-        s += f", output layer {100 * p['head_rate']:g}%"
-    if p.get("keep_dense"):
-        s += f", dense: {','.join(p['keep_dense'])}"
-    return s
+    for renderable in ticket_summary(t):
+        console.print(renderable)
 
 
 @app.command()
 def datasets(data_dir: DataDir = None) -> None:
     """List the data sets ticketx knows, and whether each is present locally."""
-    from rich.table import Table
-
-    from ticketx.data import dataset_rows
+    from ticketx.report import dataset_table
     from ticketx.ui import console
 
-    table = Table(title="data sets (subsets: NAME[0-4] or NAME[0,5,7]; your images: imagefolder:PATH)", title_justify="left")
-    for col in ("name", "classes", "image size", "channels", "present", "description"):
-        table.add_column(col)
-    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
-    for row in dataset_rows(data_dir):
-        present = "-" if row["present"] is None else ("[green]yes[/]" if row["present"] else "no")
-        table.add_row(row["name"], dash(row["classes"]), dash(row["image_size"]), dash(row["channels"]),
-                      present, row.get("description", ""))
-    console.print(table)
+    console.print(dataset_table(data_dir))
 
 
 @app.command()
 def models() -> None:
     """List the models ticketx knows (plus any timm model as timm:NAME)."""
-    from rich.table import Table
-
-    from ticketx.models import model_rows
+    from ticketx.report import model_table
     from ticketx.ui import console
 
-    rows = model_rows()
-    table = Table(title="models (any timm model: timm:NAME)", title_justify="left")
-    for col in rows[0]:
-        table.add_column(col.replace("_", " "))
-    for row in rows:
-        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
-    console.print(table)
+    console.print(model_table())
 
 
 # Exit codes: 1 runtime, 2 usage, 128 + signal number when interrupted (130 Ctrl-C, 143 SIGTERM).

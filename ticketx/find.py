@@ -26,7 +26,7 @@ from ticketx import ticket as T
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
-from ticketx.spec import FindSpec
+from ticketx.spec import FindSpec, rewind_problem
 from ticketx.steps import to_iterations
 from ticketx.train import Plan, resolve_device, set_deterministic, state_copy, train
 from ticketx.ui import Reporter
@@ -40,24 +40,6 @@ def prepare_data(data: str, model: str, image_size: int | None, channels: int | 
 
 def work_dir_for(out: Path) -> Path:
     return out.parent / (out.name + ".work")
-
-
-def _precheck(spec: FindSpec) -> None:
-    """Reject a rewind point past the end of training and unknown --keep-dense tensors early."""
-    rewind, length = spec.prune.rewind, spec.train.length
-    if rewind != "0" and rewind[-2:] == length[-2:] and float(rewind[:-2]) >= float(length[:-2]):
-        raise UsageError(f"rewind point {rewind} is not before the end of training ({length})")
-    if spec.prune.keep_dense:
-        info = model_info(spec.model)
-        try:
-            with torch.device("meta"):  # names only: no memory, no random numbers drawn
-                names = prunable_names(build_model(spec.model, 10, spec.channels or info.channels,
-                                                   spec.image_size or info.image_size))
-        except Exception:  # noqa: BLE001 - the same check runs again once the data is loaded
-            return
-        missing = [n for n in spec.prune.keep_dense if n not in names]
-        if missing:
-            raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
 
 
 def find(
@@ -95,7 +77,6 @@ def find(
             f"rerun that search to finish it, or delete {work} to start this one",
         )
     dev = resolve_device(device)
-    _precheck(spec)  # every option that can be checked without the data, before loading it
     store.check_writable(out)
     set_deterministic(spec.deterministic)
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
@@ -107,18 +88,14 @@ def find(
     model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
     names = prunable_names(model)
     head = head_name(model)
-    missing = [n for n in spec.prune.keep_dense if n not in names]
-    if missing:
-        raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
     init_state = state_copy(model)
     plan = Plan.make(spec.train, len(data.train_y))
+    problem = rewind_problem(spec.prune.rewind, spec.train.length, plan.iterations_per_epoch)
+    if problem:
+        raise UsageError(problem)
     rewind_step = to_iterations(spec.prune.rewind, plan.iterations_per_epoch)
-    if rewind_step >= plan.total:
-        raise UsageError(f"rewind point {spec.prune.rewind} ({rewind_step} steps) is not before the end of training ({plan.total} steps)")
     store.remove_stale_temps(out)  # left by a run killed while writing the ticket
     store.write_json(spec_file, {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
-
-    from ticketx.report import round_table
 
     weights_of = lambda: {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}  # noqa: E731
     mask = M.ones_like({n: p for n, p in model.named_parameters() if n in names})
@@ -173,7 +150,8 @@ def find(
             store.save_torch(done, {"record": record, "weights": final})
             (rdir / "checkpoint.pt").unlink(missing_ok=True)
         records.append(record)
-        reporter.log(round_table(records, title=f"{spec.model} on {data.name}: round {r}/{spec.prune.rounds}"))
+        reporter.log(f"{spec.model} on {data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% weights "
+                     f"remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
 
     assert rewind_state is not None
     meta = {

@@ -733,6 +733,16 @@ def _module_name(model: nn.Module, module: nn.Module) -> str | None:
     return next((n for n, m in model.named_modules() if m is module), None)
 
 
+def prunable_names_of(name: str, in_channels: int, image_size: int) -> list[str] | None:
+    """Prunable tensor names of model `name`, built on the meta device (no memory, no random
+    numbers drawn); None when the model cannot be built at that size."""
+    try:
+        with torch.device("meta"):
+            return prunable_names(build_model(name, 10, in_channels, image_size))
+    except Exception:  # noqa: BLE001 - sizes a model cannot take are reported when it is built for real
+        return None
+
+
 def head_name(model: nn.Module) -> str:
     """Parameter name of the output layer's weight, e.g. 'fc.weight'."""
     params = dict(model.named_parameters())

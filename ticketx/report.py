@@ -46,6 +46,74 @@ def layer_table(names: list[str], shapes: Mapping[str, tuple[int, ...]], per_rou
     return table
 
 
+def _train_line(tr: Mapping[str, Any]) -> str:
+    s = f"{tr['optimizer']} lr {tr['lr']:g}"
+    if tr["optimizer"] == "sgd":
+        s += f" momentum {tr['momentum']:g}" + (" nesterov" if tr.get("nesterov") else "")
+    s += f", wd {tr['weight_decay']:g}, batch {tr['batch_size']}, {tr['length']}"
+    if tr.get("milestones"):
+        s += f", lr x{tr['gamma']:g} at {','.join(tr['milestones'])}"
+    if tr.get("warmup", "0") != "0":
+        s += f", warmup {tr['warmup']}"
+    return s + f", {tr.get('precision', 'fp32')}"
+
+
+def _prune_line(p: Mapping[str, Any]) -> str:
+    s = f"{p['scope']} {p.get('criterion', 'magnitude')}, {100 * p['rate']:g}% of remaining per round"
+    if p.get("head_rate") is not None:
+        s += f", output layer {100 * p['head_rate']:g}%"
+    if p.get("keep_dense"):
+        s += f", dense: {','.join(p['keep_dense'])}"
+    return s
+
+
+def ticket_summary(t: Any) -> list[Any]:
+    """`ticketx inspect`: the metadata grid, the rounds table and the per-layer density table."""
+    from ticketx import masks as M
+
+    m = t.meta
+    info = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("model", m["model"]), ("data", f"{m['data']}  ({m['num_classes']} classes, {m['channels']}x{m['image_size']}x{m['image_size']})"),
+        ("optimizer", _train_line(m["train"])), ("pruning", _prune_line(m["prune"])),
+        ("rewind point", f"step {m['rewind_step']} ({m['prune']['rewind']}) of {m['total_steps']}"),
+        ("seeds", f"init {m['init_seed']}, data {m['data_seed']}" + ("  (deterministic)" if m.get("deterministic") else "")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())),
+        ("format", f"ticketx-ticket v{t.format_version}"), ("created", m.get("created", "?")),
+    ]:
+        info.add_row(f"[bold]{label}", str(value))
+    per_round = [M.layer_densities(t.mask(r)) for r in range(t.num_rounds + 1)]
+    return [info, round_table(t.rounds, title="rounds"), layer_table(t.names, t.shapes, per_round)]
+
+
+def dataset_table(data_dir: Any = None) -> Table:
+    """`ticketx datasets`: every registered data set and whether it is present locally."""
+    from ticketx.data import dataset_rows
+
+    table = Table(title="data sets (subsets: NAME[0-4] or NAME[0,5,7]; your images: imagefolder:PATH)", title_justify="left")
+    for col in ("name", "classes", "image size", "channels", "present", "description"):
+        table.add_column(col)
+    dash = lambda v: "-" if v is None else str(v)  # noqa: E731
+    for row in dataset_rows(data_dir):
+        present = "-" if row["present"] is None else ("[green]yes[/]" if row["present"] else "no")
+        table.add_row(row["name"], dash(row["classes"]), dash(row["image_size"]), dash(row["channels"]),
+                      present, row.get("description", ""))
+    return table
+
+
+def model_table() -> Table:
+    """`ticketx models`: every registered model with its paper and defaults."""
+    from ticketx.models import model_rows
+
+    rows = model_rows()
+    table = Table(title="models (any timm model: timm:NAME)", title_justify="left")
+    for col in rows[0]:
+        table.add_column(col.replace("_", " "))
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
+    return table
+
+
 def mean_std(s: Mapping[str, Any] | None) -> str:
     """'93.41 ± 0.52' (in %) for a summary with mean/std/n; the ± part only with several seeds."""
     if not s:
@@ -61,9 +129,10 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
     src = result["source"]
     title = f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} ({result['config']['train']['optimizer']})"
     rows = result["summary"]
-    labels = [k for k in ("ticket", "against", "random-mask", "random-reinit", "dense") if any(k in r for r in rows)]
-    names = {"ticket": "ticket", "against": "target's own ticket", "random-mask": "random mask",
-             "random-reinit": "random reinit", "dense": "dense"}
+    from ticketx.baselines import label as arm_label
+
+    labels = list(dict.fromkeys(k for r in rows for k in r if isinstance(r[k], dict) and "mean" in r[k] and k != "margin_over_random_mask"))
+    names = {k: arm_label(k) for k in labels}
     table = Table(title=title, title_justify="left", caption="test accuracy %, mean ± std over seeds", caption_justify="left")
     for col in ("target", "round", "% weights remaining"):
         table.add_column(col, justify="right" if col != "target" else "left")

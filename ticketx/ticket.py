@@ -45,6 +45,7 @@ class Ticket:
     packed: torch.Tensor  # uint8 [B], nested encoding
     bits: list[int]  # bits per stored round
     rewind: dict[str, torch.Tensor]
+    format_version: int = 1  # of the file it was loaded from (a new ticket: FORMAT_VERSION)
 
     @property
     def num_rounds(self) -> int:
@@ -106,7 +107,7 @@ def make(meta: dict[str, Any], masks_by_round: list[M.Mask], rewind: dict[str, t
     shapes = {n: tuple(masks_by_round[0][n].shape) for n in names}
     flat = [torch.cat([m[n].reshape(-1).cpu().bool() for n in names]) for m in masks_by_round]
     packed, bits = encode(flat)
-    return Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind)
+    return Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind, format_version=FORMAT_VERSION)
 
 
 def save(ticket: Ticket, path: str | Path) -> None:
@@ -156,7 +157,7 @@ def load(path: str | Path) -> Ticket:
         raise TicketxError(f"{path}: mask and rewind weights disagree for: {', '.join(bad)}")
     if not isinstance(meta, dict) or not isinstance(meta.get("rounds"), list) or len(meta["rounds"]) != len(bits) + 1:
         raise TicketxError(f"{path}: ticket metadata is malformed (rounds)")
-    ticket = Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind)
+    ticket = Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind, format_version=version)
     # Each round stores one bit per weight alive before it: the ones in round r's bytes (padding
     # bits are zero) must equal round r+1's bit count. A byte popcount table keeps this O(size).
     offset = 0

@@ -1,0 +1,172 @@
+"""Baselines: the controls a transferred ticket is compared with, one registry entry each.
+
+Every arm of a transfer (the ticket itself and each baseline) starts from the same model built
+the same way (`Arm.build`): the ticket's architecture, the ticket's rewind weights (or fresh
+ones), the same new output layer, and a mask. A baseline differs from the ticket in exactly the
+one thing it tests, stated by its entry:
+
+- ``random-mask``: a random mask per layer, same rewind weights (the "random ticket");
+- ``random-reinit``: the ticket's mask on freshly initialised weights (Frankle & Carbin 2019);
+- ``dense``: the whole network from the same rewind weights (no mask; the same at every round).
+
+Adding a baseline is one `@baseline(...)` function below that turns the ticket's mask into the
+baseline's (or returns None for no mask), plus its test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
+
+import torch
+from torch import nn
+
+from ticketx import masks as M
+from ticketx import pruning
+from ticketx.registry import Registry
+
+if TYPE_CHECKING:
+    from ticketx.ticket import Ticket
+
+MaskRule = Callable[["Arm", M.Mask], Optional[M.Mask]]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    label: str  # column header
+    rule: MaskRule  # the ticket's mask (output layer already set) -> the baseline's mask, None = dense
+    fresh_weights: bool = False  # True: new random weights instead of the ticket's rewind weights
+    per_round: bool = True  # False: the same network at every round (trained once per seed)
+
+
+BASELINES: Registry[Baseline] = Registry("baseline")
+DEFAULT = ("random-mask", "random-reinit", "dense")
+
+
+def baseline(name: str, label: str, *, fresh_weights: bool = False, per_round: bool = True) -> Callable[[MaskRule], MaskRule]:
+    """Register `rule` as the baseline `name`."""
+
+    def deco(rule: MaskRule) -> MaskRule:
+        BASELINES.add(name, Baseline(name, label, rule, fresh_weights, per_round))
+        return rule
+
+    return deco
+
+
+@baseline("random-mask", "random mask")
+def _random_mask(arm: "Arm", mask: M.Mask) -> M.Mask:
+    return pruning.random_like(mask, arm.generator("random-mask"))
+
+
+@baseline("random-reinit", "random reinit", fresh_weights=True)
+def _random_reinit(arm: "Arm", mask: M.Mask) -> M.Mask:
+    return mask
+
+
+@baseline("dense", "dense", per_round=False)
+def _dense(arm: "Arm", mask: M.Mask) -> None:
+    return None
+
+
+# The ticket itself, through the same builder: its mask unchanged.
+TICKET = Baseline("ticket", "ticket", lambda arm, mask: mask)
+
+
+def label(name: str) -> str:
+    """Column header of an arm ('ticket', 'own-ticket' or a baseline name)."""
+    if name == "own-ticket":
+        return "own ticket"
+    return TICKET.label if name == "ticket" else BASELINES[name].label
+
+
+
+# ---- building an arm --------------------------------------------------------------------------
+
+# Salts that keep the random streams of one arm apart (historical values kept for the built-in
+# streams; any other stream is salted by a hash of its name).
+_SALT = {"head": 11, "random-reinit": 13, "random-mask": 17}
+
+
+def _salt(stream: str) -> int:
+    return _SALT.get(stream) or int.from_bytes(hashlib.sha256(stream.encode()).digest()[:7], "big")
+
+
+@dataclass
+class Prepared:
+    """A network ready to train on the target: model (weights set) and the mask to enforce."""
+
+    model: nn.Module
+    mask: M.Mask | None
+    head_reset: bool
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One network to build: which ticket, which round, which seed, on how many target classes.
+
+    `head`: 'reset' always gives a new output layer, 'auto' only when the number of classes
+    differs. A new output layer is seeded, and pruned at random to the ticket's output-layer
+    density unless `head_dense`.
+    """
+
+    ticket: "Ticket"
+    round: int
+    num_classes: int
+    seed: int
+    head: str = "auto"
+    head_dense: bool = False
+
+    def stream_seed(self, stream: str) -> int:
+        """The seed of one random stream of this arm (the one place arm seeds are derived)."""
+        from ticketx.train import seed_for
+
+        if stream in ("head-weights", "fresh-weights"):
+            salt = _salt("random-reinit" if stream == "fresh-weights" else "head")
+            return seed_for(self.ticket.meta["init_seed"], self.seed, salt)
+        return seed_for(self.seed, _salt(stream), self.round)
+
+    def generator(self, stream: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self.stream_seed(stream))
+
+    @property
+    def reset_head(self) -> bool:
+        return self.head == "reset" or self.num_classes != self.ticket.meta["num_classes"]
+
+    def build(self, kind: Baseline) -> Prepared:
+        """The network for `kind` (TICKET or a baseline) before any training step."""
+        from ticketx import ticket as T
+        from ticketx.models import build_model, head_name
+
+        meta, reset = self.ticket.meta, self.reset_head
+        torch.manual_seed(self.stream_seed("fresh-weights" if kind.fresh_weights else "head-weights"))
+        model = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"])
+        head_param = head_name(model)
+        prefix = head_param.rsplit(".", 1)[0] + "."
+        T.check_model(self.ticket, model, ignore=tuple(k for k in self.ticket.rewind if reset and k.startswith(prefix)))
+        if not kind.fresh_weights:
+            # every layer from the rewind weights; the fresh (seeded) output layer when reset
+            state = model.state_dict()
+            for k, v in self.ticket.rewind.items():
+                if not (reset and k.startswith(prefix)):
+                    state[k] = v.clone()
+            model.load_state_dict(state)
+        mask = self.ticket.mask(self.round)
+        if reset:
+            shape = tuple(dict(model.named_parameters())[head_param].shape)
+            mask[head_param] = (torch.ones(shape, dtype=torch.bool) if self.head_dense
+                                else _random_head(mask[head_param], shape, self.generator("head")))
+        mask = kind.rule(self, mask)
+        if mask is not None:
+            M.apply(model, mask)
+        return Prepared(model, mask, reset)
+
+
+def _random_head(old: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """A random mask of `shape` at the density of the old output layer's mask."""
+    n = torch.Size(shape).numel()
+    keep = int(round(float(old.sum()) / old.numel() * n))
+    flat = torch.zeros(n, dtype=torch.bool)
+    flat[torch.randperm(n, generator=gen)[:keep]] = True
+    return flat.reshape(shape)

@@ -1,0 +1,82 @@
+"""What every schema shares: strict models, list parsing, seed rules, one-line validation errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; assignments are validated (a partial override is checked field by field)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def as_list(v: Any) -> Any:
+    """A scalar where a list is expected is a list of one: `seeds: 0` == `seeds: [0]`; 'a, b' -> ['a', 'b']."""
+    if isinstance(v, str):
+        return [s for s in v.replace(" ", "").split(",") if s]
+    return [v] if v is not None and not isinstance(v, (list, tuple)) else v
+
+
+def check_seeds(v: list[int]) -> list[int]:
+    """Seeds are distinct non-negative integers, at least one (each seed is one paired sample)."""
+    if not v:
+        raise ValueError("no cells: give at least one seed")
+    if min(v) < 0 or len(set(v)) != len(v):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+    return v
+
+
+def error_message(e: dict[str, Any], with_input: bool = False) -> str:
+    """The message of one pydantic error, in our words (no 'Value error, ' prefix)."""
+    kind = e.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing (required)"
+    msg = str(e.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    value = e.get("input")
+    if with_input and kind != "value_error" and isinstance(value, (str, int, float, bool)):
+        msg += f" (got {value!r})"
+    return msg
+
+
+def describe_validation_error(err: ValidationError, source: str = "") -> str:
+    """One line from a pydantic ValidationError: 'source: key.path: message'."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    msg = error_message(first)
+    prefix = f"{source}: " if source else ""
+    return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
+
+
+def partial(spec: type[Strict], name: str, base: type[BaseModel] = Strict) -> type[BaseModel]:
+    """A model with `spec`'s fields, each optional (an override), checked by `spec`'s own validators.
+
+    Each given value is assigned to a default `spec` with validation, so ranges, literals and
+    field validators are the very same ones, written once in `spec`.
+    """
+
+    def check(cls: Any, v: Any, info: Any) -> Any:
+        if v is None or info.field_name not in spec.model_fields:  # a subclass's own fields validate themselves
+            return v
+        target = spec.model_construct()
+        try:
+            spec.__pydantic_validator__.validate_assignment(target, info.field_name, v)
+        except ValidationError as err:
+            raise ValueError(error_message(err.errors()[0], with_input=True)) from None
+        return getattr(target, info.field_name)
+
+    fields: dict[str, Any] = {n: (Any, None) for n in spec.model_fields}
+    return create_model(name, __base__=base, __validators__={"_check": field_validator("*")(check)}, **fields)
+
+
+def given(block: BaseModel | None, exclude: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+    """The keys a partial block sets (None = not given)."""
+    if block is None:
+        return {}
+    return {k: v for k, v in block.model_dump(exclude=exclude).items() if v is not None}

@@ -1,0 +1,82 @@
+"""A ticket search, resolved: names checked against the registries, cross-field rules applied."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ticketx.errors import UsageError
+from ticketx.spec.base import Strict
+from ticketx.spec.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem
+
+
+class FindSpec(Strict):
+    """One ticket search: a data set, a model, how to train, how to prune."""
+
+    data: str
+    model: str
+    image_size: Optional[int] = Field(None, ge=4, le=1024)  # None = the model's native size
+    channels: Optional[Literal[1, 3]] = None  # None = the data set's own channels
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    prune: PruneSpec = Field(default_factory=PruneSpec)
+    seed: int = Field(0, ge=0)
+    init_seed: Optional[int] = Field(None, ge=0)  # weight initialisation; None = seed
+    data_seed: Optional[int] = Field(None, ge=0)  # data order and augmentation; None = seed
+    deterministic: bool = False
+
+    @model_validator(mode="after")
+    def _rewind_before_end(self) -> "FindSpec":
+        problem = rewind_problem(self.prune.rewind, self.train.length)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        """(init seed, data seed)."""
+        return (self.seed if self.init_seed is None else self.init_seed,
+                self.seed if self.data_seed is None else self.data_seed)
+
+    def science(self) -> dict[str, Any]:
+        """Everything that changes the result (the key of the run); not device or paths."""
+        d = self.model_dump()
+        d["init_seed"], d["data_seed"] = self.seeds
+        d.pop("seed")
+        return d
+
+
+def check_names(spec: FindSpec) -> None:
+    """Data set, model and --keep-dense tensors exist (registries; the model on the meta device)."""
+    from ticketx.data import parse_data
+    from ticketx.models import model_info, prunable_names_of
+
+    parse_data(spec.data)
+    info = model_info(spec.model)
+    if spec.prune.keep_dense:
+        names = prunable_names_of(spec.model, spec.channels or info.channels, spec.image_size or info.image_size)
+        if names is None:
+            return  # the model cannot be built without its data; find's pruning checks the names then
+        missing = [n for n in spec.prune.keep_dense if n not in names]
+        if missing:
+            raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
+
+
+def resolve_find(data: str, model: str, *, train: dict[str, Any] | None = None, prune: dict[str, Any] | None = None,
+                 **fields: Any) -> FindSpec:
+    """A checked FindSpec from names and overrides (None = the model's paper default)."""
+    from pydantic import ValidationError
+
+    from ticketx.data import parse_data
+    from ticketx.models import model_info
+    from ticketx.spec.base import describe_validation_error
+
+    parse_data(data)
+    model_info(model)
+    try:
+        spec = FindSpec(data=data, model=model, train=resolve_train(model, train or {}),
+                        prune=resolve_prune(model, prune or {}), **{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise UsageError(f"invalid option: {describe_validation_error(err)}") from None
+    check_names(spec)
+    return spec

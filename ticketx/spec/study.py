@@ -1,0 +1,390 @@
+"""The study file: schema, line-numbered loading, names and per-phase settings (the resolve layer).
+
+Validation happens before any training: schema (unknown keys with "did you mean", types, ranges),
+then names (models, data sets, class subsets) and cross-field checks. Every error is one line
+naming the file, the line and the key path: `studies/x.yaml:12: sources[0].optimzer: unknown key`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ticketx.errors import UsageError
+from ticketx.spec.base import Strict, as_list, check_seeds, error_message, partial
+from ticketx.spec.find import FindSpec
+from ticketx.spec.train import PruneSpec, TrainSpec, resolve_prune, rewind_problem, train_settings
+from ticketx.spec.transfer import default_baselines
+from ticketx.spec.yamlfile import Path_, compose, format_path, line_of, schema_error
+
+if TYPE_CHECKING:
+    from ticketx.study.cells import Cell
+
+# Blocks are TrainSpec / PruneSpec with every field optional (an override): the constraints
+# (ranges, literals, validators) are the very same ones the CLI enforces, written once.
+
+
+TrainSettings = partial(TrainSpec, "TrainSettings")
+PruneSettings = partial(PruneSpec, "PruneSettings")
+
+
+class TrainBlock(TrainSettings):  # type: ignore[misc, valid-type]
+    """Training overrides, plus per-optimizer overrides applied when that optimizer is used."""
+
+    sgd: Optional[TrainSettings] = None  # type: ignore[valid-type]
+    adam: Optional[TrainSettings] = None  # type: ignore[valid-type]
+
+    def chain(self, optimizer: str) -> list[dict[str, Any]]:
+        """[common overrides, overrides for `optimizer`], without unset keys."""
+        common = {k: v for k, v in self.model_dump(exclude={"sgd", "adam"}).items() if v is not None}
+        sub = getattr(self, optimizer)
+        return [common, {k: v for k, v in sub.model_dump().items() if v is not None} if sub else {}]
+
+
+class SearchBlock(Strict):
+    """Ticket-search settings: training overrides, pruning, default seeds."""
+
+    train: TrainBlock = Field(default_factory=TrainBlock)
+    prune: PruneSettings = Field(default_factory=PruneSettings)  # type: ignore[valid-type]
+    seeds: list[int] = Field(default_factory=lambda: [0])  # for sources that name none
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        return as_list(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: list[int]) -> list[int]:
+        return check_seeds(v)
+
+
+class TransferBlock(Strict):
+    """Transfer settings: what is retrained on each target, how, and against what."""
+
+    train: TrainBlock = Field(default_factory=TrainBlock)
+    # 'same' retrains each ticket with the optimizer it was found with; a list crosses them
+    # (Morcos et al. 2019 sec. 4.3: tickets found with Adam trained with SGD and vice versa).
+    optimizer: list[Literal["same", "sgd", "adam"]] = Field(default_factory=lambda: ["same"])
+    rounds: Any = None  # 'all' (every pruned round), a round or a list of rounds
+    densities: Optional[list[float]] = None  # else: the round whose density is closest to each
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baselines: list[str] = Field(default_factory=default_baselines)
+    own_ticket: bool = True  # also find a ticket on each target and retrain it next to the others
+    # A target's labels mean something else than the source's even when their number matches
+    # (digits 0-4 vs 5-9), so by default every transferred network, the own ticket included,
+    # gets a fresh output layer (pruned at random to the ticket's output-layer density).
+    head: Literal["auto", "reset"] = "reset"
+    head_dense: bool = False
+
+    @field_validator("optimizer", "seeds", "baselines", "densities", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        if isinstance(v, str) and "," in v:  # 'sgd, adam'
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return as_list(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: list[int]) -> list[int]:
+        return check_seeds(v)
+
+    @field_validator("train")
+    @classmethod
+    def _no_optimizer(cls, v: TrainBlock) -> TrainBlock:
+        # One place says how tickets are retrained, so that 'same' cannot be silently overridden.
+        if v.optimizer is not None or any(b is not None and b.optimizer is not None for b in (v.sgd, v.adam)):
+            raise ValueError("choose the transfer optimizer with transfer.optimizer (same, sgd, adam), not in transfer.train")
+        return v
+
+    @field_validator("rounds", mode="before")
+    @classmethod
+    def _rounds(cls, v: Any) -> Any:
+        if v is None or v == "all":
+            return v
+        v = as_list(v)
+        if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
+            raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
+        if not v:
+            raise ValueError("no cells: give at least one round (or 'all')")
+        if min(v) < 0:
+            raise ValueError(f"rounds are 0 (dense) or more, got {min(v)}")
+        return sorted(set(v))
+
+    @field_validator("densities")
+    @classmethod
+    def _densities(cls, v: Optional[list[float]]) -> Optional[list[float]]:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("no cells: give at least one density")
+        bad = [d for d in v if not 0 < d <= 1]
+        if bad:
+            raise ValueError(f"a density is the fraction of weights kept, in (0, 1]; got {bad[0]}")
+        return sorted(set(v), reverse=True)
+
+    @field_validator("baselines")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from ticketx.baselines import BASELINES
+
+        try:
+            return BASELINES.check(v)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _rounds_or_densities(self) -> "TransferBlock":
+        if self.rounds is not None and self.densities is not None:
+            raise ValueError("give either rounds or densities, not both")
+        return self
+
+
+def _data_item(v: Any) -> Any:
+    return {"data": v} if isinstance(v, str) else v
+
+
+def _classes_text(v: Any) -> Any:
+    """`classes: 0-4`, `classes: [0, 5, 7]` or `classes: 3` -> '0-4', '0,5,7', '3'."""
+    if v is None:
+        return v
+    if isinstance(v, bool):
+        raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {v!r}")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in v):
+        return ",".join(map(str, v))
+    if isinstance(v, str):
+        return v
+    raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {v!r}")
+
+
+class Target(Strict):
+    """A data set to transfer to: `cifar10`, `digits[5-9]`, or {data: digits, classes: 5-9}."""
+
+    data: str
+    classes: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _item(cls, v: Any) -> Any:
+        return _data_item(v)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        return _classes_text(v)
+
+
+class Source(Target):
+    """A data set to find tickets on, with its search optimizer(s) and seeds."""
+
+    optimizer: Optional[list[Literal["sgd", "adam"]]] = None  # None: the study's / model's
+    seeds: Optional[list[int]] = None  # None: search.seeds
+
+    @field_validator("optimizer", "seeds", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return as_list(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        return None if v is None else check_seeds(v)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class StudySpec(Strict):
+    """A whole study file."""
+
+    name: Optional[str] = None  # default: the file name without .yaml; names the output folder
+    description: str = ""
+    model: list[str]  # one model or a list
+    image_size: Optional[int] = Field(None, ge=4, le=1024)  # None: each model's native size
+    channels: Optional[Literal[1, 3]] = None  # None: the data sets' own (3 if they differ)
+    deterministic: bool = False
+    data_dir: Optional[str] = None  # relative paths are relative to the study file
+    device: str = "auto"
+    # CPU threads for training (None: PyTorch's default, one per core). Small nets on shared cores
+    # train far faster on one thread: a busy 2-core machine measured 10-50x, as OpenMP workers
+    # wait for each other at every op. Not part of any cell's key: it changes speed, not science.
+    cpu_threads: Optional[int] = Field(None, ge=1, le=1024)
+    train: TrainBlock = Field(default_factory=TrainBlock)  # for every network, both phases
+    search: SearchBlock = Field(default_factory=SearchBlock)
+    transfer: TransferBlock = Field(default_factory=TransferBlock)
+    sources: list[Source]
+    targets: list[Target]
+
+    @field_validator("model", "sources", "targets", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return as_list(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a usable folder name: use letters, digits, '_', '-' and '.'")
+        return v
+
+    @field_validator("model", "sources", "targets")
+    @classmethod
+    def _nonempty(cls, v: list[Any], info: Any) -> list[Any]:
+        if not v:
+            raise ValueError(f"no cells: give at least one {info.field_name.rstrip('s')}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+
+@dataclass
+class Study:
+    """A validated study: the spec, where it came from, and its data set names resolved."""
+
+    spec: StudySpec
+    file: str
+    text: str
+    lines: dict[Path_, int]
+    sources: list[str]  # canonical data set names, one per spec.sources item
+    targets: list[str]
+    channels: Optional[int]  # resolved: None = each data set's own
+    cells: list["Cell"] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        assert self.spec.name is not None
+        return self.spec.name
+
+    def error(self, path: Path_, message: str) -> UsageError:
+        return UsageError(f"{self.file}:{line_of(self.lines, path)}: {format_path(path)}: {message}")
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; every problem is one UsageError naming file, line and key."""
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise UsageError(f"study file not found: {file}")
+    if path.is_dir():
+        raise UsageError(f"{file} is a folder; give a study file (.yaml)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {file}: {err}") from None
+    data, lines = compose(text, file)
+    if data is None:
+        raise UsageError(f"{file}:1: the study file is empty", "see studies/quickstart.yaml for an example")
+    if not isinstance(data, dict):
+        raise UsageError(f"{file}:1: a study file is a mapping of keys (name, model, sources, targets, ...)")
+    if any(not isinstance(k, str) for k in data):
+        bad = next(k for k in data if not isinstance(k, str))
+        raise UsageError(f"{file}:{line_of(lines, (bad,))}: {bad!r}: keys must be names")
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise schema_error(err, file, lines, StudySpec) from None
+    if spec.name is None:
+        stem = path.name.rsplit(".", 1)[0]
+        spec.name = stem if _NAME.match(stem) else "study"
+    if spec.data_dir:
+        d = Path(spec.data_dir).expanduser()
+        spec.data_dir = str(d if d.is_absolute() else (path.parent / d))
+    study = Study(spec, file, text, lines, [], [], spec.channels)
+    _check_names(study)
+    from ticketx.study.cells import expand
+
+    study.cells = expand(study)  # resolves every configuration: errors surface here, before training
+    return study
+
+
+def _data_name(study: Study, path: Path_, item: Target) -> str:
+    from ticketx.data import parse_data
+
+    try:
+        base = parse_data(item.data)
+    except UsageError as err:
+        # `- digits[5-9]` (a plain string) is the item itself; `- data: ...` names the key.
+        where = path + ("data",) if path + ("data",) in study.lines else path
+        raise study.error(where, str(err)) from None
+    if item.classes is None:
+        return base.name
+    if base.classes is not None:
+        raise study.error(path + ("classes",), f"{item.data!r} already selects classes; give them in data or in classes, not both")
+    try:
+        return parse_data(f"{item.data}[{item.classes}]").name
+    except UsageError as err:
+        raise study.error(path + ("classes",), str(err)) from None
+
+
+def _check_names(study: Study) -> None:
+    from ticketx.data import DATASETS, parse_data
+    from ticketx.models import model_info
+
+    spec = study.spec
+    for i, m in enumerate(spec.model):
+        try:
+            model_info(m)
+        except UsageError as err:
+            raise study.error(("model", i) if len(spec.model) > 1 else ("model",), str(err)) from None
+    study.sources = [_data_name(study, ("sources", i), s) for i, s in enumerate(spec.sources)]
+    study.targets = [_data_name(study, ("targets", i), t) for i, t in enumerate(spec.targets)]
+    if spec.channels is None:
+        # A ticket's first layer is sized by its data set's channels: when the sets differ, use RGB
+        # everywhere (grayscale replicated), as Morcos et al. 2019 did for Fashion-MNIST.
+        known = {DATASETS[parse_data(n).base].channels for n in study.sources + study.targets if parse_data(n).base in DATASETS}
+        study.channels = 3 if len(known) > 1 else None
+
+
+def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -> TrainSpec:
+    """Training settings of one phase ('search' or 'transfer') for one model and optimizer.
+
+    Later overrides win: the model's paper defaults, `train`, `train.<optimizer>`, `<phase>.train`,
+    `<phase>.train.<optimizer>`. A paper's learning rate belongs to its optimizer: switching
+    optimizer without giving `lr` anywhere uses that optimizer's default (spec.train_settings).
+    """
+    from ticketx.models import model_info
+
+    spec = study.spec
+    blocks = [spec.train, getattr(spec, phase).train]
+    common: dict[str, Any] = {}
+    for b in blocks:
+        common.update(b.chain("sgd")[0])
+    defaults = model_info(model).train_defaults
+    opt = optimizer or common.get("optimizer") or defaults["optimizer"]
+    chain = [part for b in blocks for part in b.chain(opt)]
+    try:
+        return train_settings(defaults, *chain, {"optimizer": opt})
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = str(e["loc"][0]) if e.get("loc") else ""
+        msg = error_message(e)
+        # point at the block that set the bad value (the latest override wins)
+        candidates = [(phase, "train", opt, key), (phase, "train", key), ("train", opt, key), ("train", key)]
+        where = next((c for c in candidates if c in study.lines), (phase, "train", key))
+        raise study.error(where, f"{msg} (for {model} with {opt})") from None
+
+
+def prune_spec(study: Study, model: str) -> PruneSpec:
+    over = {k: v for k, v in study.spec.search.prune.model_dump().items() if v is not None}
+    try:
+        return resolve_prune(model, over)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise study.error(("search", "prune"), f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+
+
+def check_lengths(study: Study, model: str, train: TrainSpec, prune: PruneSpec) -> None:
+    problem = rewind_problem(prune.rewind, train.length)
+    if problem:
+        raise study.error(("search", "prune", "rewind"), f"{problem} for {model}")

@@ -1,0 +1,154 @@
+"""Training and pruning settings, and the rules that tie them together (each written once here).
+
+Defaults that come from papers are cited where they are set: training defaults per model in
+`models.py` (each model's own paper), pruning defaults here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ticketx.errors import UsageError
+from ticketx.spec.base import Strict, as_list
+from ticketx.steps import check_step, to_iterations
+
+# A paper's learning rate belongs to its optimizer: switching optimizer without an lr uses the
+# new optimizer's default (a ticket's SGD lr of 0.1 would make Adam diverge). 3e-4: Frankle &
+# Carbin 2019 (Adam, Conv-4/6); 0.1: their SGD (VGG/ResNet).
+DEFAULT_LR = {"sgd": 0.1, "adam": 3e-4}
+
+
+def _step(v: Any) -> str:
+    try:
+        return check_step(v)
+    except UsageError as err:  # pydantic locates ValueErrors, not our own errors
+        raise ValueError(str(err)) from None
+
+
+class TrainSpec(Strict):
+    """How one network is trained. Every field can be overridden from the CLI or a study file."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(1e-4, ge=0, lt=1)
+    batch_size: int = Field(128, ge=1, le=65536)
+    length: str = "160ep"  # training length: '160ep' or '30000it'
+    milestones: list[str] = Field(default_factory=list)  # lr drops by `gamma` at each step
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup: str = "0"  # linear lr warmup from 0 over this many steps (Frankle & Carbin 2019, VGG/ResNet)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp32 default: fidelity to the papers
+    eval_every: str = "1ep"  # test accuracy is measured (never used to choose anything) this often
+    val_split: float = Field(0.0, ge=0, lt=1)  # fraction of train held out as validation
+
+    @field_validator("length", "warmup", "eval_every", mode="before")
+    @classmethod
+    def _step(cls, v: Any) -> str:
+        return _step(v)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, v: Any) -> Any:
+        from ticketx.errors import did_you_mean
+
+        if isinstance(v, str) and v not in DEFAULT_LR:
+            raise ValueError(did_you_mean(v, tuple(DEFAULT_LR), "optimizer"))
+        return v
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _milestones(cls, v: Any) -> list[str]:
+        v = as_list(v)
+        if not isinstance(v, list):
+            raise ValueError("expected a list of steps, e.g. [80ep, 120ep]")
+        return [_step(s) for s in v]
+
+    @field_validator("length", "eval_every")
+    @classmethod
+    def _positive_length(cls, v: str, info: Any) -> str:
+        if v == "0" or float(v[:-2]) <= 0:
+            what = "training length" if info.field_name == "length" else "the evaluation interval"
+            raise ValueError(f"{what} must be positive, e.g. '160ep' or '30000it'")
+        return v
+
+
+class PruneSpec(Strict):
+    """How a ticket is found: iterative pruning with rewinding."""
+
+    rounds: int = Field(10, ge=1, le=100)
+    # 20% of the remaining weights per round: Frankle & Carbin 2019 (fc layers, global for
+    # VGG/ResNet) and Morcos et al. 2019 ("pruned 20% per iteration").
+    rate: float = Field(0.2, gt=0, lt=1)
+    # Output layer rate; None = same as `rate`. Frankle & Carbin 2019 prune it at half the rate
+    # (0.1) for LeNet and Conv-2/4/6: pass head_rate=0.1 to reproduce that.
+    head_rate: Optional[float] = Field(None, ge=0, lt=1)
+    # 'global' (one threshold over all layers) for deep nets: Frankle & Carbin 2019 sec. 4,
+    # Morcos et al. 2019; 'layerwise' (each layer by itself) for LeNet/Conv-2/4/6: F&C 2019 sec. 2-3.
+    scope: Literal["global", "layerwise"] = "global"
+    keep_dense: list[str] = Field(default_factory=list)  # prunable tensors never pruned
+    # Rewind point. '0' = original init (Frankle & Carbin 2019); '1ep' = late resetting
+    # (Morcos et al. 2019 rewound to iteration 1 epoch's worth; Frankle et al. 2020).
+    rewind: str = "1ep"
+
+    @field_validator("rewind", mode="before")
+    @classmethod
+    def _step(cls, v: Any) -> str:
+        return _step(v)
+
+    @field_validator("keep_dense", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> list[str]:
+        return list(as_list(v))
+
+
+def train_settings(defaults: dict[str, Any], *overrides: dict[str, Any]) -> TrainSpec:
+    """`defaults` updated by each override in turn (None = not given), with the optimizer's-lr rule.
+
+    When the overrides switch the optimizer and none of them gives an lr, the new optimizer's
+    default lr replaces the default one (DEFAULT_LR). The CLI, studies and Python callers all
+    come through here, so the rule holds everywhere.
+    """
+    values = dict(defaults)
+    given = [{k: v for k, v in o.items() if v is not None} for o in overrides]
+    opt = next((o["optimizer"] for o in reversed(given) if "optimizer" in o), values.get("optimizer"))
+    if opt != values.get("optimizer") and not any("lr" in o for o in given) and opt in DEFAULT_LR:
+        values["lr"] = DEFAULT_LR[opt]
+    for o in given:
+        values.update(o)
+    return TrainSpec(**values)
+
+
+def resolve_train(model: str, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> TrainSpec:
+    """TrainSpec from (base or the model's paper defaults) updated with the given overrides."""
+    from ticketx.models import model_info
+
+    return train_settings(base if base is not None else model_info(model).train_defaults, overrides)
+
+
+def resolve_prune(model: str, overrides: dict[str, Any]) -> PruneSpec:
+    from ticketx.models import model_info
+
+    values = dict(model_info(model).prune_defaults)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return PruneSpec(**values)
+
+
+def rewind_problem(rewind: str, length: str, iterations_per_epoch: int | None = None) -> str | None:
+    """Why the rewind point is not before the end of training, or None.
+
+    Without the data set's size (`iterations_per_epoch` None) only steps in the same unit can
+    be compared; with it, every pair. The one place this rule lives.
+    """
+    if rewind == "0":
+        return None
+    if iterations_per_epoch is None:
+        if rewind[-2:] == length[-2:] and float(rewind[:-2]) >= float(length[:-2]):
+            return f"rewind point {rewind} is not before the end of training ({length})"
+        return None
+    r, total = to_iterations(rewind, iterations_per_epoch), max(1, to_iterations(length, iterations_per_epoch))
+    if r >= total:
+        return f"rewind point {rewind} ({r} steps) is not before the end of training ({total} steps)"
+    return None

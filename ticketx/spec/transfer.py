@@ -1,0 +1,185 @@
+"""A transfer, resolved: the ticket loaded and checked once, rounds chosen, the own ticket matched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ticketx.errors import UsageError
+from ticketx.spec.base import Strict, as_list, check_seeds
+from ticketx.spec.train import TrainSpec, train_settings
+
+if TYPE_CHECKING:
+    from ticketx.ticket import Ticket
+
+
+def default_baselines() -> list[str]:
+    from ticketx.baselines import DEFAULT
+
+    return list(DEFAULT)
+
+
+class TransferSpec(Strict):
+    """Retrain a ticket's round(s) on a target data set, with baselines at the same density."""
+
+    target: str
+    rounds: Optional[list[int]] = None  # None = `density`, else the ticket's last round
+    density: Optional[float] = Field(None, gt=0, le=1)  # pick the round whose density is closest
+    all_rounds: bool = False
+    train: Optional[TrainSpec] = None  # None = the ticket's own training settings
+    baselines: list[str] = Field(default_factory=default_baselines)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # Output layer: 'auto' keeps the ticket's head when the number of classes matches and
+    # replaces it otherwise; 'reset' always replaces it. A new head is pruned to the ticket's
+    # output-layer density with a random mask unless head_dense.
+    head: Literal["auto", "reset"] = "auto"
+    head_dense: bool = False
+    own_ticket: Optional[str] = None  # a ticket found on the target itself, retrained next to the ticket
+    deterministic: bool = False
+
+    @field_validator("seeds", "rounds", mode="before")
+    @classmethod
+    def _int_list(cls, v: Any, info: Any) -> Any:
+        v = as_list(v)
+        if isinstance(v, list) and not all(isinstance(x, int) or (isinstance(x, str) and x.isdigit()) for x in v):
+            what = "--seeds expects integers like '0,1,2'" if info.field_name == "seeds" else \
+                "--round expects round numbers like '3' or '1,3,5'"
+            raise ValueError(f"{what}, got {','.join(map(str, v))!r}")
+        return None if v is None else [int(x) for x in v]
+
+    @model_validator(mode="after")
+    def _one_choice_of_rounds(self) -> "TransferSpec":
+        if sum([self.rounds is not None, self.density is not None, self.all_rounds]) > 1:
+            raise ValueError("give only one of --round, --density and --rounds")
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        return check_seeds(v)
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _baselines(cls, v: Any) -> Any:
+        from ticketx.baselines import BASELINES
+
+        v = [b for b in as_list(v) if b != "none"]
+        try:
+            return BASELINES.check(v)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """Everything a transfer needs, checked: the runner only trains."""
+
+    ticket_path: Path
+    ticket: "Ticket"
+    spec: TransferSpec
+    train: TrainSpec
+    rounds: tuple[int, ...]
+    own: Optional["Ticket"] = None
+    own_rounds: dict[int, int] = field(default_factory=dict)  # ticket round -> own ticket's round
+
+
+def ticket_train_spec(ticket: "Ticket", overrides: dict[str, Any]) -> TrainSpec:
+    """The ticket's own training settings updated with the given overrides (the optimizer's-lr rule applies)."""
+    return train_settings(ticket.meta["train"], overrides)
+
+
+def check_compatible(ticket: "Ticket", model: str | None, image_size: int | None) -> None:
+    """Reject a ticket that does not match the requested model or image size, listing what differs."""
+    problems = []
+    if model and model != ticket.meta["model"]:
+        problems.append(f"model: ticket {ticket.meta['model']!r} vs requested {model!r}")
+    if image_size and image_size != ticket.meta["image_size"]:
+        problems.append(f"image size: ticket {ticket.meta['image_size']} vs requested {image_size}")
+    if problems:
+        raise UsageError("the ticket does not fit the request: " + "; ".join(problems),
+                         "a ticket is tied to its architecture and input size; the target's images are resized to the ticket's")
+
+
+def choose_rounds(ticket: "Ticket", spec: TransferSpec) -> list[int]:
+    if spec.all_rounds:
+        return list(range(ticket.num_rounds + 1))
+    if spec.rounds:
+        bad = [r for r in spec.rounds if not 0 <= r <= ticket.num_rounds]
+        if bad:
+            raise UsageError(f"round {bad[0]} is not in the ticket (rounds 0..{ticket.num_rounds})")
+        return sorted(set(spec.rounds))
+    if spec.density is not None:
+        return [ticket.round_for_density(spec.density)]
+    return [ticket.num_rounds]
+
+
+def load_checked(path: str | Path, what: str = "ticket") -> "Ticket":
+    """Load a ticket and check its metadata and tensors against the model it names (before any data)."""
+    from ticketx import ticket as T
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{what} not found: {path}")
+    t = T.load(path)
+    T.check_meta(t, path)
+    T.check_architecture(t)
+    return t
+
+
+def match_own_rounds(ticket: "Ticket", own: "Ticket", rounds: list[int]) -> dict[int, int]:
+    """The own ticket's round to retrain next to each of the ticket's rounds."""
+    return {r: min(r, own.num_rounds) for r in rounds}
+
+
+def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict[str, Any] | None = None,
+                     model: str | None = None, image_size: int | None = None) -> TransferPlan:
+    """Load the ticket (and own ticket) once, run every check that needs no target data, return the plan."""
+    from ticketx.data import parse_data
+
+    spec = spec.model_copy(update={"target": parse_data(spec.target).name})
+    ticket = load_checked(ticket_path)
+    check_compatible(ticket, model, image_size)
+    tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {})
+    rounds = choose_rounds(ticket, spec)
+    own, own_rounds = None, {}
+    if spec.own_ticket:
+        own = load_checked(spec.own_ticket, "own ticket")
+        if own.meta["model"] != ticket.meta["model"] or own.meta["image_size"] != ticket.meta["image_size"]:
+            raise UsageError(f"the own ticket is a {own.meta['model']} at {own.meta['image_size']} px; "
+                             f"the ticket is a {ticket.meta['model']} at {ticket.meta['image_size']} px")
+        own_rounds = match_own_rounds(ticket, own, rounds)
+    return TransferPlan(Path(ticket_path), ticket, spec, tspec, tuple(rounds), own, own_rounds)
+
+
+def resolve_transfer_options(ticket_path: str | Path, target: str, *, round_: str | None = None, density: float | None = None,
+                             rounds: str | None = None, train: dict[str, Any] | None = None, model: str | None = None,
+                             image_size: int | None = None, device: str = "auto", **fields: Any) -> TransferPlan:
+    """The CLI's options (lists as text: '1,3,5', 'all') -> a checked TransferPlan."""
+    from ticketx.spec.base import describe_validation_error
+    from ticketx.train import resolve_device
+
+    all_rounds = rounds is not None and rounds.strip().lower() == "all"
+    listed = round_ if round_ is not None else (None if all_rounds else rounds)
+    if round_ is not None and rounds is not None:
+        raise UsageError("give only one of --round, --density and --rounds")
+    try:
+        spec = TransferSpec(target=target, rounds=listed, density=density, all_rounds=all_rounds,
+                            **{k: str(v) if isinstance(v, Path) else v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise UsageError(f"invalid transfer option: {describe_validation_error(err)}") from None
+    resolve_device(device)
+    try:
+        return resolve_transfer(ticket_path, spec, train=train, model=model, image_size=image_size)
+    except ValidationError as err:
+        raise UsageError(f"invalid training option: {describe_validation_error(err)}") from None
+
+
+def default_out(ticket_path: str | Path, target: str) -> Path:
+    """runs/transfer/<ticket>-to-<target> (target made a safe folder name)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_")
+    return Path("runs") / "transfer" / f"{Path(ticket_path).stem}-to-{safe}"

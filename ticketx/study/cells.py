@@ -1,0 +1,183 @@
+"""A study expanded into cells: one search cell per ticket to find, one transfer cell per
+(ticket, target, transfer optimizer, round or density, seed). Typed, keyed by their configuration.
+
+Identical configurations collapse into one cell, and a network two cells have in common (the
+target's own ticket, retrained next to every source's ticket) is counted once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from ticketx.spec.find import FindSpec
+from ticketx.spec.study import Study, check_lengths, prune_spec, train_spec
+from ticketx.spec.train import PruneSpec, TrainSpec
+from ticketx.spec.transfer import TransferSpec
+
+
+@dataclass
+class Cell:
+    """One unit of a study; `key` is the fingerprint of `config`, `id` its folder under <out>/cells/."""
+
+    kind: ClassVar[str] = ""
+    key: str
+    id: str
+    title: str  # for humans
+    short: str  # for the progress bar
+    config: dict[str, Any]  # the full resolved configuration (what `key` is computed from)
+    info: dict[str, Any]  # model, data sets, optimizers, seeds, round/density: for results
+    networks: int  # networks this cell trains when nothing is done yet (shared ones once)
+
+
+@dataclass
+class SearchCell(Cell):
+    """Find one ticket (ticketx.find)."""
+
+    kind: ClassVar[str] = "search"
+    find: FindSpec = None  # type: ignore[assignment]
+
+
+@dataclass
+class TransferCell(Cell):
+    """Retrain one round of one ticket on one target with one seed, with its baselines and the own ticket."""
+
+    kind: ClassVar[str] = "transfer"
+    transfer: TransferSpec = None  # type: ignore[assignment]
+    source: str = ""  # search cell id of the ticket
+    own_ticket: Optional[str] = None  # search cell id of the target's own ticket
+    shared: list[str] = field(default_factory=list)  # run keys other cells may also train
+
+
+def slug(text: str) -> str:
+    """'digits[0-4]' -> 'digits0-4'; 'timm:resnet18' -> 'timm-resnet18' (readable folder names)."""
+    s = re.sub(r"[^A-Za-z0-9.-]+", "-", text.replace("[", "").replace("]", "")).strip("-")
+    return s[:40] or "x"
+
+
+def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: PruneSpec, seed: int, role: str) -> SearchCell:
+    from ticketx import store
+
+    spec = FindSpec(data=data, model=model, image_size=study.spec.image_size, channels=study.channels, train=train,
+                    prune=prune, seed=seed, deterministic=study.spec.deterministic)
+    config = {"kind": "search", "find": spec.science()}
+    key = store.fingerprint(config)
+    return SearchCell(
+        key=key, id=f"search-{slug(model)}-{slug(data)}-{train.optimizer}-s{seed}-{key}",
+        title=f"search {model} on {data} ({train.optimizer}, seed {seed})",
+        short=f"search {data} {train.optimizer} s{seed}", config=config,
+        info={"model": model, "data": data, "optimizer": train.optimizer, "seed": seed, "role": role,
+              "rounds": prune.rounds},
+        networks=prune.rounds + 1, find=spec,
+    )
+
+
+def _points(study: Study, model: str, prune: PruneSpec) -> list[tuple[str, Any]]:
+    """What to transfer: [('round', r), ...] or [('density', d), ...] (default: every pruned round)."""
+    tr = study.spec.transfer
+    if tr.densities is not None:
+        return [("density", d) for d in tr.densities]
+    if tr.rounds is None or tr.rounds == "all":
+        return [("round", r) for r in range(1, prune.rounds + 1)]
+    too_far = [r for r in tr.rounds if r > prune.rounds]
+    if too_far:
+        raise study.error(("transfer", "rounds"),
+                          f"round {too_far[0]} is past the last round of the search ({prune.rounds} rounds for {model})")
+    return [("round", r) for r in tr.rounds]
+
+
+def expand(study: Study) -> list[Cell]:
+    """Every cell of the study, searches first, each once (identical configurations collapse)."""
+    from ticketx.baselines import BASELINES
+
+    spec = study.spec
+    tr = spec.transfer
+    searches: dict[str, SearchCell] = {}
+    transfers: dict[str, TransferCell] = {}
+    own_runs: set[str] = set()
+    for model in spec.model:
+        prune = prune_spec(study, model)
+        points = _points(study, model, prune)
+        tickets: list[SearchCell] = []  # the source tickets, in study order
+        for src, data in zip(spec.sources, study.sources):
+            for opt in (list(src.optimizer) if src.optimizer else [None]):
+                strain = train_spec(study, model, "search", opt)
+                check_lengths(study, model, strain, prune)
+                for seed in src.seeds or spec.search.seeds:
+                    cell = _search_cell(study, model, data, strain, prune, seed, "source")
+                    if cell.key not in searches:
+                        searches[cell.key] = cell
+                        tickets.append(cell)
+        for cell in tickets:
+            seed = cell.info["seed"]
+            for target in study.targets:
+                for topt in dict.fromkeys(cell.info["optimizer"] if o == "same" else o for o in tr.optimizer):
+                    ttrain = train_spec(study, model, "transfer", topt)
+                    own: Optional[SearchCell] = None
+                    if tr.own_ticket:
+                        own = _search_cell(study, model, target, train_spec(study, model, "search", topt), prune, seed, "own")
+                        searches.setdefault(own.key, own)
+                        if own.key in {t.key for t in tickets}:
+                            # The own ticket is also a source: the cell that transfers it to its own
+                            # data set trains it; every other cell would train the very same network.
+                            own = None
+                    for pi, (what, value) in enumerate(points):
+                        # A baseline that does not depend on the round (dense: same rewind weights,
+                        # no mask) is trained once per ticket, target and seed.
+                        baselines = [b for b in tr.baselines if BASELINES[b].per_round or pi == 0]
+                        for tseed in tr.seeds:
+                            c = _transfer_cell(study, model, cell, own, target, ttrain, what, value, tseed, baselines)
+                            if c.key in transfers:
+                                continue
+                            for run in c.shared:  # the own ticket's networks are shared by every source
+                                if run in own_runs:
+                                    c.networks -= 1
+                                own_runs.add(run)
+                            transfers[c.key] = c
+    cells: list[Cell] = [*sorted(searches.values(), key=lambda c: c.info["role"] == "own"), *transfers.values()]
+    if not transfers:
+        raise study.error(("targets",), "no cells: the study expands to no transfer")
+    return cells
+
+
+def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[SearchCell], target: str,
+                   train: TrainSpec, what: str, value: Any, seed: int, baselines: list[str]) -> TransferCell:
+    from ticketx import store
+
+    tr = study.spec.transfer
+    spec = TransferSpec(
+        target=target, rounds=[value] if what == "round" else None, density=value if what == "density" else None,
+        train=train, baselines=baselines, seeds=[seed], head=tr.head, head_dense=tr.head_dense,
+        deterministic=study.spec.deterministic,
+    )
+    config = {
+        "kind": "transfer", "source": source.key, "own_ticket": own.key if own else None, "target": target,
+        "image_size": study.spec.image_size, "channels": study.channels, what: value, "seed": seed,
+        "train": train.model_dump(), "baselines": baselines, "head": tr.head, "head_dense": tr.head_dense,
+        "deterministic": study.spec.deterministic,
+    }
+    key = store.fingerprint(config)
+    point = f"r{value}" if what == "round" else f"d{value:g}"
+    src = source.info
+    return TransferCell(
+        key=key,
+        id=f"transfer-{slug(model)}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-to-{slug(target)}-{train.optimizer}-{point}-s{seed}-{key}",
+        title=f"transfer {src['data']} ({src['optimizer']}) -> {target} ({train.optimizer}), {what} {value:g}, seed {seed}",
+        short=f"{src['data']}->{target} {train.optimizer} {point} s{seed}",
+        config=config,
+        info={"model": model, "source": src["data"], "search_optimizer": src["optimizer"], "search_seed": src["seed"],
+              "target": target, "transfer_optimizer": train.optimizer, "seed": seed, what: value},
+        networks=1 + len(baselines) + (1 if own else 0),
+        transfer=spec, source=source.id, own_ticket=own.id if own else None,
+        shared=[f"{own.key}|{what}{value}|{seed}|{store.fingerprint(config['train'])}"] if own else [],
+    )
+
+
+def count(cells: list[Cell]) -> dict[str, int]:
+    """Cells by kind and networks to train (a network shared by cells counted once)."""
+    out = {"search": 0, "transfer": 0, "networks": 0}
+    for c in cells:
+        out[c.kind] += 1
+        out["networks"] += c.networks
+    return out

@@ -1,0 +1,160 @@
+"""Running a study: every cell not done yet, searches first; each cell's `done.json` is written last.
+
+A cell is keyed by a fingerprint of its full resolved configuration and lives in
+`<out>/cells/<id>/`. Rerunning a study skips finished cells without loading any data, changing
+one setting changes the keys (and so reruns) only of the cells it reaches, and an interrupted
+study resumes: unfinished searches continue from their work folder, unfinished networks from
+their last epoch. Networks trained by transfer cells live in one shared folder `<out>/runs/`,
+keyed by their own configuration, so a network two cells share is trained once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ticketx.errors import TicketxError
+from ticketx.spec.study import Study
+from ticketx.study.cells import Cell, SearchCell, TransferCell, count
+
+STUDY_FORMAT = "ticketx-study"
+STUDY_VERSION = 1
+
+
+def cell_dir(out: Path, cell: Cell | dict[str, Any]) -> Path:
+    return out / "cells" / (cell.id if isinstance(cell, Cell) else cell["id"])
+
+
+def is_done(out: Path, cell: Cell | dict[str, Any]) -> bool:
+    from ticketx import store
+
+    marker = cell_dir(out, cell) / "done.json"
+    if not marker.exists():
+        return False
+    try:
+        saved = store.read_json(marker)
+    except TicketxError:
+        return False  # unreadable marker: the cell is redone (its finished parts are skipped)
+    return saved.get("key") == (cell.key if isinstance(cell, Cell) else cell["key"])
+
+
+def provenance(study: Study) -> dict[str, Any]:
+    """The study record: the file as written, its resolved configuration, every cell, versions."""
+    from ticketx import store
+
+    return {
+        "format": STUDY_FORMAT, "format_version": STUDY_VERSION,
+        "name": study.name, "file": study.file, "text": study.text,
+        "resolved": study.spec.model_dump(), "channels": study.channels,
+        "counts": count(study.cells),
+        "cells": [{"id": c.id, "kind": c.kind, "key": c.key, "title": c.title, "info": c.info,
+                   "source": getattr(c, "source", None), "own_ticket": getattr(c, "own_ticket", None),
+                   "config": c.config} for c in study.cells],
+        "versions": store.versions(),
+    }
+
+
+def write_provenance(study: Study, out: Path) -> None:
+    """`<out>/study.json` (see `provenance`), keeping the time of the first run."""
+    from ticketx import store
+
+    path = out / "study.json"
+    created = None
+    if path.exists():
+        try:
+            created = store.read_json(path).get("created")
+        except TicketxError:
+            pass
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    store.write_json(path, {**provenance(study), "created": created or now, "updated": now})
+
+
+def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None,
+              reporter: Any = None) -> list[Cell]:
+    """Run every cell not done yet, in order (searches first); return the cells."""
+    from ticketx.train import resolve_device
+
+    out = Path(out)
+    device = device or study.spec.device
+    dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
+    threads = torch_threads(study.spec.cpu_threads if dev.type == "cpu" else None)
+    try:
+        return _run_cells(study, out, device, data_dir or study.spec.data_dir, reporter)
+    finally:
+        torch_threads(threads)
+
+
+def torch_threads(n: Optional[int]) -> Optional[int]:
+    """Set PyTorch's intra-op CPU threads (None: leave them); return the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    return before
+
+
+def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
+    """Train one cell (resuming what its folder holds); return its summary for done.json."""
+    from ticketx.find import find
+    from ticketx.spec.transfer import resolve_transfer
+    from ticketx.transfer import transfer
+
+    here = cell_dir(out, cell)
+    if isinstance(cell, SearchCell):
+        ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
+        return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "seconds")} for r in ticket.rounds]
+    assert isinstance(cell, TransferCell)
+    own = str(cell_dir(out, {"id": cell.own_ticket}) / "ticket.pt") if cell.own_ticket else None
+    plan = resolve_transfer(cell_dir(out, {"id": cell.source}) / "ticket.pt",
+                            cell.transfer.model_copy(update={"own_ticket": own}))
+    result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs")
+    return result["summary"]
+
+
+def _run_cells(study: Study, out: Path, device: str, data_dir: Any, reporter: Any) -> list[Cell]:
+    from rich.markup import escape
+
+    from ticketx import store
+    from ticketx.ui import Reporter
+
+    cells = study.cells
+    reporter = reporter or Reporter()
+    write_provenance(study, out)
+    done = [is_done(out, c) for c in cells]
+    progress = getattr(reporter, "progress", None)
+    overall = None
+    if progress is not None:
+        # Added first, so it sits above the per-run bars; skipped cells are counted as done from the start
+        # so they do not make the ETA look faster than the work left.
+        overall = progress.add_task(f"study {study.name}", total=len(cells), completed=sum(done), status="cells")
+    todo = len(cells) - sum(done)
+    if sum(done):
+        reporter.log(f"[dim]{sum(done)} of {len(cells)} cells already done: skipped[/]")
+    n = 0
+    for cell, finished in zip(cells, done):
+        if finished:
+            continue
+        n += 1
+        if overall is not None:
+            progress.update(overall, description=f"study {study.name}: {cell.short}")
+        here = cell_dir(out, cell)
+        store.write_json(here / "config.json", {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
+        t0 = time.perf_counter()
+        try:
+            summary = run_cell(cell, out, device=device, data_dir=data_dir, reporter=reporter)
+        except TicketxError as err:
+            raise type(err)(f"{cell.title}: {err}", err.hint or "finished cells are kept: rerun the same command to resume") from err
+        store.write_json(here / "done.json", {  # written last: the cell is done only once this exists
+            "key": cell.key, "kind": cell.kind, "summary": summary, "seconds": time.perf_counter() - t0,
+            "versions": store.versions(),
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        if overall is not None:
+            progress.advance(overall)
+        reporter.log(f"[green]done[/] [{n}/{todo}] {escape(cell.title)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
+    if overall is not None:
+        progress.update(overall, description=f"study {study.name}")
+    return cells
