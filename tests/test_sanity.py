@@ -43,7 +43,7 @@ def test_invert_hand_made():
 
 
 def test_invert_counts_and_order():
-    scores, masks = _nested()
+    _, masks = _nested()
     level = S.pruning_order(masks)
     for r in range(1, 4):
         inv = S.invert(masks, r, torch.Generator().manual_seed(r))

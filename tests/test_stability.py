@@ -57,7 +57,7 @@ def test_barrier_of_a_network_with_itself_is_zero():
 
 def test_reset_bn_estimates_the_activation_statistics():
     model = _bn_net(1)
-    batches, x, _ = _batches()
+    batches, _, _ = _batches()
     S.reset_bn(model, list(batches.epoch()))
     with torch.no_grad():
         xs = torch.cat([xb for xb, _ in batches.epoch()])

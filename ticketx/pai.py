@@ -261,11 +261,11 @@ def select(
     total = sum(m.numel() for m in mask.values())
     fixed = sum(int(new[n].sum()) for n in keep_dense)
     if scope == "global":
-        groups = [(body, int(round(density * total)) - fixed)] if body else []
+        groups = [(body, round(density * total) - fixed)] if body else []
         if groups and groups[0][1] < 0:
             raise UsageError(f"density {density} is below what the kept-dense tensors alone keep ({fixed / total:.4f})")
     else:
-        groups = [([n], int(round(density * mask[n].numel()))) for n in body]
+        groups = [([n], round(density * mask[n].numel())) for n in body]
     for group, k_keep in groups:
         keep = torch.cat([new[n].reshape(-1) for n in group])
         s = torch.cat([scores[n].detach().reshape(-1).cpu() for n in group])
@@ -314,7 +314,7 @@ def prune_at_init(
     names = _names(model, names, None)
     params = dict(model.named_parameters())
     mask: M.Mask = M.ones_like({n: params[n] for n in names})
-    options = dict(names=names, device=device, temperature=temperature)
+    options = {"names": names, "device": device, "temperature": temperature}
     if m.data_free:
         if input_shape is None:
             if data is None:
