@@ -1,0 +1,232 @@
+"""Stability to SGD noise: linear mode connectivity of a ticket (Frankle et al., ICML 2020).
+
+Frankle, Dziugaite, Roy & Carbin 2020, "Linear mode connectivity and the lottery ticket
+hypothesis": train two copies of a network from the same weights with different SGD noise (data
+order and augmentation), evaluate the networks on the straight line between the two results,
+and report the error barrier, the highest error along the path minus the mean error of the two
+endpoints. A network is stable when the barrier is about zero; IMP subnetworks reach full
+accuracy only when they are stable (from initialisation on MNIST; from a rewind point early in
+training for larger settings).
+
+Here the two copies start at the ticket's rewind point, masked as the ticket's round, and
+differ only in the data seed (`train`'s data order and augmentation are a pure function of it);
+both use the ticket's training recipe. Masks are applied to every interpolated network
+(interpolating two masked networks keeps pruned weights at zero; applying the mask makes sure).
+
+Batch norm: an interpolated network's running statistics are the interpolated statistics of
+the endpoints, which are not the statistics of its own activations, and its error is then too
+high (Jordan et al., ICLR 2023, "REPAIR"). Frankle et al. 2020 do not say that they recompute
+them (not verified against their code). `bn_reset` (default: on for networks with batch norm)
+re-estimates the running statistics of every network on the path on a few unaugmented training
+batches; the result records which was done, and `bn_reset=False` evaluates as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ticketx import masks as M
+from ticketx.errors import UsageError
+
+# Frankle et al. 2020 §3 call a network stable when its error barrier is under 2 percentage
+# points (their threshold for "stable"; the barrier of a truly stable network is about 0).
+STABLE_BARRIER = 0.02
+POINTS = 11  # alpha = 0, 0.1, ..., 1
+BN_RESET_BATCHES = 20  # training batches to re-estimate running statistics on
+
+
+def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """(1 - alpha) * a + alpha * b for every floating tensor; integer buffers (batch counts) from a."""
+    if set(state_a) != set(state_b):
+        raise UsageError("the two networks do not have the same tensors")
+    out = {}
+    for k, a in state_a.items():
+        b = state_b[k]
+        if a.shape != b.shape:
+            raise UsageError(f"{k}: {tuple(a.shape)} vs {tuple(b.shape)}")
+        out[k] = torch.lerp(a, b.to(a.dtype), float(alpha)) if a.is_floating_point() else a.clone()
+    return out
+
+
+def barrier(errors: Sequence[float]) -> float:
+    """Error barrier: the highest error along the path minus the mean of the two endpoints' errors (>= 0)."""
+    if len(errors) < 2:
+        raise ValueError("a path needs at least its two endpoints")
+    return float(max(errors) - (errors[0] + errors[-1]) / 2)
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def reset_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Re-estimate every batch-norm layer's running mean and variance on `batches` (a plain average)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m, m.momentum) for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same (equal batch sizes: every image)
+    model.train()
+    try:
+        for x, _ in batches:
+            model(x)
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        model.train(was_training)
+
+
+def path_errors(
+    model: nn.Module,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    batches: Any,
+    points: int = POINTS,
+    *,
+    mask: Mapping[str, torch.Tensor] | None = None,
+    bn_reset: Any = None,
+    precision: str = "fp32",
+) -> list[float]:
+    """Top-1 error on `batches` (a `ticketx.data.Batches`) at `points` evenly spaced alphas from a to b.
+
+    `bn_reset`: batches to re-estimate batch-norm statistics on at every point (a sequence, so it
+    can be read more than once), or None to evaluate the interpolated statistics as they are.
+    The model is left holding the last point's weights.
+    """
+    from ticketx.train import evaluate
+
+    if points < 2:
+        raise UsageError(f"a path needs at least 2 points, got {points}")
+    dev = next(model.parameters()).device
+    errors = []
+    for i in range(points):
+        alpha = i / (points - 1)
+        model.load_state_dict(interpolate(state_a, state_b, alpha))
+        if mask is not None:
+            M.apply(model, mask)
+        model.to(dev)
+        if bn_reset is not None:
+            reset_bn(model, bn_reset)
+        errors.append(1.0 - evaluate(model, batches, precision))
+    return errors
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None or n >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def stability(
+    ticket: Any,
+    round: int,
+    data: Any,
+    train_spec: Any = None,
+    *,
+    seeds: tuple[int, int] = (0, 1),
+    device: str | torch.device = "cpu",
+    points: int = POINTS,
+    bn_reset: bool | None = None,
+    bn_reset_batches: int = BN_RESET_BATCHES,
+    train_eval_samples: int | None = None,
+    reporter: Any = None,
+) -> dict[str, Any]:
+    """Instability analysis of one round of a ticket on `data` (an ImageData with the ticket's classes).
+
+    Trains two copies from the rewind point with data seeds `seeds` (train_spec: None = the
+    ticket's own recipe), then measures train and test error at `points` alphas between them.
+    `train_eval_samples` limits the train-error evaluation to a fixed random subset (None = all).
+    """
+    from ticketx.data import Batches
+    from ticketx.models import build_model
+    from ticketx.spec import TrainSpec
+    from ticketx.train import eval_batch_size, state_copy, train
+
+    meta = ticket.meta
+    a_seed, b_seed = seeds
+    if a_seed == b_seed:
+        raise UsageError(f"the two copies need different data seeds, got {seeds}")
+    if data.num_classes != meta["num_classes"]:
+        raise UsageError(f"{data.name} has {data.num_classes} classes; the ticket was found with {meta['num_classes']}")
+    spec = train_spec if train_spec is not None else TrainSpec(**meta["train"])
+    mask = ticket.mask(round)
+    rewind_step = int(meta["rewind_step"])
+    dev = torch.device(device)
+    model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+    ends = []
+    accs = []
+    for i, s in enumerate((a_seed, b_seed)):
+        model.load_state_dict(ticket.rewind)
+        res = train(model, data, spec, mask=mask, device=dev, data_seed=s, start_step=rewind_step,
+                    reporter=reporter, label=f"stability copy {i + 1}/2 (data seed {s})")
+        ends.append(state_copy(model))
+        accs.append(res.test_acc)
+    model.to(dev)
+    use_bn = has_batch_norm(model) if bn_reset is None else bool(bn_reset and has_batch_norm(model))
+    ebs = eval_batch_size(dev, tuple(data.test_x.shape))
+    tx, ty = _subset(data.train_x, data.train_y, train_eval_samples, a_seed)
+    evals = {
+        "train": Batches(tx, ty, batch_size=ebs, mean=data.mean, std=data.std, train=False, device=dev),
+        "test": Batches(data.test_x, data.test_y, batch_size=ebs, mean=data.mean, std=data.std, train=False, device=dev),
+    }
+    bn_batches = None
+    if use_bn:
+        bx, by = _subset(data.train_x, data.train_y, bn_reset_batches * spec.batch_size, b_seed)
+        bn_batches = list(Batches(bx, by, batch_size=min(spec.batch_size, len(by)), mean=data.mean, std=data.std,
+                                  train=False, device=dev, drop_last=True).epoch())
+    errors = {k: path_errors(model, ends[0], ends[1], b, points, mask=mask, bn_reset=bn_batches, precision=spec.precision)
+              for k, b in evals.items()}
+    result = {
+        "round": round,
+        "density": ticket.rounds[round]["density"],
+        "ticket": meta.get("fingerprint"),
+        "model": meta["model"],
+        "data": data.name,
+        "rewind_step": rewind_step,
+        "seeds": [a_seed, b_seed],
+        "alphas": [i / (points - 1) for i in range(points)],
+        "train_error": errors["train"],
+        "test_error": errors["test"],
+        "train_barrier": barrier(errors["train"]),
+        "test_barrier": barrier(errors["test"]),
+        "endpoint_test_acc": accs,
+        "batch_norm": (f"re-estimated on {len(bn_batches)} training batches at every point" if bn_batches
+                       else ("interpolated statistics as they are" if has_batch_norm(model) else "none in the model")),
+        "train_eval_samples": len(ty),
+        "train": spec.model_dump(),
+    }
+    result["stable"] = result["test_barrier"] <= STABLE_BARRIER
+    return result
+
+
+def path_plot(result: Mapping[str, Any], path: Any) -> Any:
+    """PNG: train and test error (%) along the linear path between the two trained copies."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    from ticketx.report import _save
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    xs = result["alphas"]
+    for key, label in (("train_error", "train"), ("test_error", "test")):
+        bar = result[key.replace("error", "barrier")]
+        ax.plot(xs, [100 * e for e in result[key]], marker="o", markersize=3, label=f"{label} (barrier {100 * bar:.2f} points)")
+    ax.set_xlabel("interpolation α (0 = copy 1, 1 = copy 2)")
+    ax.set_ylabel("error (%)")
+    ax.set_title(f"{result.get('model', '')} round {result['round']} ({100 * result['density']:.2f}% weights remaining): "
+                 f"linear interpolation", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    path = Path(path)
+    _save(fig, path)
+    return path
