@@ -104,7 +104,7 @@ def test_ci_study_end_to_end_and_rerun_trains_nothing(cli, tmp_path, monkeypatch
     assert stdout.strip() == str(out)
     # the matrix: targets as rows, each source, the own ticket and the baselines as columns
     assert re.search(r"round 1, 80\.\d\d% weights remaining", stderr)
-    for header in ("target \\ ticket from", "digits[0-4]", "digits[0-2]", "own ticket", "random mask", "dense"):
+    for header in ("ticket from", "digits[0-4]", "digits[0-2]", "vs own ticket", "vs random mask", "vs dense", "1 test image"):
         assert header in stderr
     assert "complete" in stderr
 
@@ -127,7 +127,15 @@ def test_ci_study_end_to_end_and_rerun_trains_nothing(cli, tmp_path, monkeypatch
     assert next(r for r in rows if r["label"] == "dense")["density"] == "1.0"
 
     plots = sorted((out / "plots").glob("*.png"))
-    assert [p.name for p in plots] == ["accuracy-lenet-300-100-adam-digits5-9.png", "matrix-lenet-300-100-adam-r01.png"]
+    assert [p.name for p in plots] == ["accuracy-lenet-300-100-adam-digits5-9.png", "margins-lenet-300-100-adam-digits5-9.png"]
+    summary = _rows(out / "summary.csv")
+    assert {(r["source"], r["arm"]) for r in summary} == {
+        (s, a) for s in ("digits[0-4]", "digits[0-2]") for a in ("random-mask", "dense", "own-ticket")}
+    for r in summary:  # each source's margin is over its own controls: ticket - arm of the same cell
+        mine = {x["label"]: float(x["test_acc"]) for x in rows if x["cell"] == next(
+            y["cell"] for y in rows if y["label"] == "ticket" and y["source"] == r["source"])}
+        if r["arm"] in mine:
+            assert float(r["margin"]) == pytest.approx(mine["ticket"] - mine[r["arm"]])
     for p in plots:
         data = p.read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
@@ -223,6 +231,7 @@ def test_report_of_a_partly_done_study(ci_run, tmp_path):
 
 def test_a_source_that_is_also_a_target_is_its_own_ticket(tmp_path, monkeypatch):
     text = CI.read_text().replace("  - digits[0-2]\n", "  - digits[5-9]\n").replace("[random-mask, dense]", "[]")
+    text = text.replace("  own_ticket: true", "  own_ticket: true\n  own_ticket_init: shared")
     study = _study(tmp_path, text)
     calls = Counter(monkeypatch)
     S.run_study(study, tmp_path / "out")
@@ -251,7 +260,7 @@ search: {prune: {rounds: 3}}
 
 def test_expansion_keys_and_counts(tmp_path):
     s = _study(tmp_path, BASE + """
-transfer: {rounds: [1, 3], seeds: [0, 1], optimizer: [same, sgd]}
+transfer: {rounds: [1, 3], seeds: [0, 1], optimizer: [same, sgd], own_ticket_init: shared}
 sources: [{data: digits, classes: 0-4, optimizer: [adam, sgd], seeds: [0]}, "digits[5-9]"]
 targets: ["digits[5-9]", {data: digits, classes: [0, 1, 2, 3, 4]}]
 """)
@@ -370,3 +379,17 @@ def test_missing_study_file_and_folder_without_study(cli, tmp_path):
     assert code == 2 and "study file not found" in stderr
     code, _, stderr = cli("study", "report", tmp_path)
     assert code == 2 and "holds no study" in stderr
+
+
+def test_own_ticket_starts_from_an_independent_initialisation_by_default(tmp_path):
+    text = BASE + """
+transfer: {rounds: [1]}
+sources: ["digits[0-4]"]
+targets: ["digits[5-9]"]
+"""
+    for init, same in (("", False), ("\n  own_ticket_init: shared", True)):
+        s = _study(tmp_path, text.replace("transfer: {rounds: [1]}", "transfer:\n  rounds: [1]" + init))
+        src = next(c for c in s.cells if c.kind == "search" and c.info["role"] == "source")
+        own = next(c for c in s.cells if c.kind == "search" and c.info["role"] == "own")
+        assert (src.find.seeds[0] == own.find.seeds[0]) is same
+        assert next(c for c in s.cells if c.kind == "transfer").info["own_ticket_init"] == ("shared" if same else "independent")

@@ -27,8 +27,8 @@ def transfer(path, spec, out, **kw):
 
 def test_ticket_network_is_mask_times_rewind_bit_for_bit(digits_ticket):
     t = T.load(digits_ticket)
-    for classes in (5, 7):  # same number of classes (head kept) and different (head reset)
-        prep = prepare("ticket", t, 2, classes, seed=0)
+    for classes in (5, 7):  # the ticket's own classes (head kept on request) and others (new head)
+        prep = prepare("ticket", t, 2, classes, seed=0, head="keep" if classes == 5 else "new")
         mask = t.mask(2)
         head = head_name(prep.model)
         params = dict(prep.model.named_parameters())
@@ -73,7 +73,9 @@ def test_seeds_change_random_choices_not_the_ticket(digits_ticket):
     a, b = prepare("random-mask", t, 2, 5, seed=0), prepare("random-mask", t, 2, 5, seed=1)
     assert not torch.equal(a.mask[t.names[0]], b.mask[t.names[0]])
     ta, tb = prepare("ticket", t, 2, 5, seed=0), prepare("ticket", t, 2, 5, seed=1)
-    assert all(torch.equal(ta.mask[n], tb.mask[n]) for n in t.names)
+    head = head_name(ta.model)
+    assert all(torch.equal(ta.mask[n], tb.mask[n]) for n in t.names if n != head)  # the ticket's own layers
+    assert not torch.equal(ta.mask[head], tb.mask[head])  # the new output layer's random mask follows the seed
 
 
 def test_incompatible_request_lists_what_differs(digits_ticket):
@@ -124,8 +126,13 @@ def test_transfer_is_idempotent_and_writes_json(digits_ticket, tmp_path, monkeyp
     assert len(result["runs"]) == 2 * 4 * 2
     data = json.loads((tmp_path / "result.json").read_text())
     row = data["summary"][1]
-    assert row["round"] == 2 and set(row) >= {"ticket", "random-mask", "random-reinit", "dense", "margin_over_random_mask"}
-    assert row["ticket"]["n"] == 2 and 0 <= row["ticket"]["mean"] <= 1
+    assert row["round"] == 2 and set(row["arms"]) == {"random-mask", "random-reinit", "dense"}
+    runs = {(r["label"], r["seed"]): r["test_acc"] for r in data["runs"] if r["for_round"] == 2}
+    assert row["ticket"]["n"] == 2 and row["ticket"]["mean"] == pytest.approx((runs["ticket", 0] + runs["ticket", 1]) / 2)
+    margin = row["arms"]["random-mask"]["margin"]  # paired by seed: mean of per-seed differences
+    assert margin["mean"] == pytest.approx(sum(runs["ticket", k] - runs["random-mask", k] for k in (0, 1)) / 2)
+    assert margin["low"] < margin["mean"] < margin["high"] or margin["low"] == margin["high"]
+    assert data["resolution"] == pytest.approx(100 / data["test_images"])
     assert abs(row["density"] - 0.64) < 0.01
     assert data["versions"]["torch"] and data["config"]["train"]["optimizer"] == "adam"
 
@@ -146,7 +153,10 @@ def test_own_ticket_is_retrained_next_to_the_ticket(digits_ticket, tmp_path):
     spec = TransferSpec(target="digits[5-9]", baselines=[], own_ticket=str(own), train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
     result = transfer(digits_ticket, spec, tmp_path / "out", device="cpu")
     assert [r["label"] for r in result["runs"]] == ["ticket", "own-ticket"]
-    assert result["summary"][0]["own-ticket"]["n"] == 1
+    assert result["summary"][0]["arms"]["own-ticket"]["margin"]["n"] == 1
+    overlap = result["overlap"][0]
+    assert overlap["round"] == 2 and 0 <= overlap["network"]["a_kept_by_b"] <= 1
+    assert abs(overlap["network"]["chance_a_kept_by_b"] - overlap["network"]["density_b"]) < 1e-9
 
 
 def test_cli_transfer_end_to_end(digits_ticket, tmp_path, cli):
@@ -179,3 +189,28 @@ def test_cli_transfer_bad_input(digits_ticket, tmp_path, cli, args, phrase):
     assert code == 2, err
     assert phrase in err and "Traceback" not in err
     assert not (tmp_path / "t" / "result.json").exists()
+
+
+def test_own_ticket_must_match_the_density_and_the_target(digits_ticket, tmp_path):
+    from conftest import tiny_find_spec
+
+    from ticketx.find import find
+
+    other_rate = tmp_path / "own-rate.pt"
+    find(tiny_find_spec(data="digits[5-9]", prune=dict(rounds=2, rate=0.5)), other_rate, device="cpu")
+    spec = TransferSpec(target="digits[5-9]", rounds=[2], baselines=[], own_ticket=str(other_rate))
+    with pytest.raises(UsageError, match="no round at 64.00% weights remaining"):
+        resolve_transfer(digits_ticket, spec)
+    other_data = tmp_path / "own-data.pt"
+    find(tiny_find_spec(data="digits[0-2]"), other_data, device="cpu")
+    with pytest.raises(UsageError, match="found on digits\\[0-2\\], not on the target digits\\[5-9\\]"):
+        resolve_transfer(digits_ticket, TransferSpec(target="digits[5-9]", baselines=[], own_ticket=str(other_data)))
+
+
+def test_keeping_the_output_layer_needs_the_same_class_names(digits_ticket, tmp_path):
+    spec = TransferSpec(target="digits[5-9]", baselines=[], head="keep", train=TrainSpec(optimizer="adam", length="1ep"))
+    with pytest.raises(UsageError, match="are not the target's"):
+        transfer(digits_ticket, spec, tmp_path / "out", device="cpu")
+    same = TransferSpec(target="digits[0-4]", baselines=[], head="keep", train=TrainSpec(optimizer="adam", length="1ep"))
+    result = transfer(digits_ticket, same, tmp_path / "same", device="cpu")
+    assert result["head"] == "keep" and not result["runs"][0]["head_reset"]

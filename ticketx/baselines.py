@@ -84,13 +84,22 @@ def label(name: str) -> str:
 
 # ---- building an arm --------------------------------------------------------------------------
 
-# Salts that keep the random streams of one arm apart (historical values kept for the built-in
-# streams; any other stream is salted by a hash of its name).
-_SALT = {"head": 11, "random-reinit": 13, "random-mask": 17}
-
-
 def _salt(stream: str) -> int:
-    return _SALT.get(stream) or int.from_bytes(hashlib.sha256(stream.encode()).digest()[:7], "big")
+    """A stable 56-bit number per random stream name: streams of one arm never share numbers."""
+    return int.from_bytes(hashlib.sha256(stream.encode()).digest()[:7], "big")
+
+
+def ticket_id(ticket: "Ticket") -> int:
+    """A number that identifies the ticket: its fingerprint, else a hash of its masks and metadata."""
+    fp = ticket.meta.get("fingerprint")
+    if isinstance(fp, str):
+        try:
+            return int(fp, 16)
+        except ValueError:
+            pass
+    h = hashlib.sha256(ticket.packed.numpy().tobytes())
+    h.update(repr(sorted((k, str(v)) for k, v in ticket.meta.items() if k != "created")).encode())
+    return int.from_bytes(h.digest()[:7], "big")
 
 
 @dataclass
@@ -106,33 +115,40 @@ class Prepared:
 class Arm:
     """One network to build: which ticket, which round, which seed, on how many target classes.
 
-    `head`: 'reset' always gives a new output layer, 'auto' only when the number of classes
-    differs. A new output layer is seeded, and pruned at random to the ticket's output-layer
-    density unless `head_dense`.
+    `head`: 'new' gives a new output layer (the default everywhere), 'keep' keeps the ticket's
+    (allowed only when the ticket's class names equal the target's: spec.transfer.check_head).
+    A new output layer is seeded, and pruned at random to the ticket's output-layer density
+    unless `head_dense`.
     """
 
     ticket: "Ticket"
     round: int
     num_classes: int
     seed: int
-    head: str = "auto"
+    head: str = "new"
     head_dense: bool = False
 
     def stream_seed(self, stream: str) -> int:
-        """The seed of one random stream of this arm (the one place arm seeds are derived)."""
+        """The seed of one random stream of this arm: the one place arm seeds are derived.
+
+        Every stream derives from the ticket it controls (ticket_id), the seed and the stream's
+        name, and the mask streams also from the round: two different tickets never share a
+        random mask, a new output layer or a re-initialisation, so their controls are
+        independent samples. The output layer's weights do not depend on the round (so the
+        networks of one seed differ across rounds only by their masks).
+        """
         from ticketx.train import seed_for
 
         if stream in ("head-weights", "fresh-weights"):
-            salt = _salt("random-reinit" if stream == "fresh-weights" else "head")
-            return seed_for(self.ticket.meta["init_seed"], self.seed, salt)
-        return seed_for(self.seed, _salt(stream), self.round)
+            return seed_for(ticket_id(self.ticket), self.seed, _salt(stream))
+        return seed_for(ticket_id(self.ticket), self.seed, _salt(stream), self.round)
 
     def generator(self, stream: str) -> torch.Generator:
         return torch.Generator().manual_seed(self.stream_seed(stream))
 
     @property
     def reset_head(self) -> bool:
-        return self.head == "reset" or self.num_classes != self.ticket.meta["num_classes"]
+        return self.head != "keep"
 
     def build(self, kind: Baseline) -> Prepared:
         """The network for `kind` (TICKET or a baseline) before any training step."""

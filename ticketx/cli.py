@@ -149,7 +149,8 @@ def transfer(
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
     own_ticket: Annotated[Optional[Path], typer.Option("--own-ticket", help="A ticket found on the target itself, retrained next to the ticket.")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", hidden=True)] = None,  # the old name of --own-ticket
-    reset_head: Annotated[bool, typer.Option("--reset-head", help="Replace the output layer even when the number of classes matches.")] = False,
+    keep_head: Annotated[bool, typer.Option("--keep-head", help="Keep the ticket's output layer (only when its class names are the target's) \\[default: a new one].")] = False,
+    reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old default-changing flag: now the default
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Leave a new output layer dense instead of pruning it to the ticket's head density.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
@@ -165,7 +166,7 @@ def transfer(
 
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
-        own_ticket=own_ticket or against, head="reset" if reset_head else "auto", head_dense=head_dense,
+        own_ticket=own_ticket or against, head="keep" if keep_head and not reset_head else "new", head_dense=head_dense,
         deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")

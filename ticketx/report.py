@@ -114,55 +114,49 @@ def model_table() -> Table:
     return table
 
 
-def mean_std(s: Mapping[str, Any] | None) -> str:
-    """'93.41 ± 0.52' (in %) for a summary with mean/std/n; the ± part only with several seeds."""
-    if not s:
+def _pct_interval(d: Mapping[str, Any] | None, sign: bool = False) -> str:
+    """An Interval dict as '+1.23 [0.40, 2.06]' points (no brackets for n < 2)."""
+    if not d:
         return "-"
-    text = f"{100 * s['mean']:.2f}"
-    if s.get("n", 1) > 1:
-        text += f" ± {100 * s['std']:.2f}"
-    return text
+    from ticketx.stats import Interval
+
+    return Interval(**d).text(sign=sign)
+
+
+def _coloured(verdict: str) -> str:
+    colour = "green" if verdict.startswith(("beats", "matches", "above")) else (
+        "red" if verdict.startswith(("below", "no better")) else "yellow")
+    return f"[{colour}]{verdict}[/]"
 
 
 def transfer_table(result: Mapping[str, Any]) -> Table:
-    """Target, round, density, ticket accuracy, each baseline, and the ticket's margin over random-mask."""
-    src = result["source"]
-    title = f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} ({result['config']['train']['optimizer']})"
-    rows = result["summary"]
-    from ticketx.baselines import label as arm_label
+    """Per round: the ticket's accuracy and its paired margin over each arm, with 95% intervals and verdicts."""
+    from rich.markup import escape
 
-    labels = list(dict.fromkeys(k for r in rows for k in r if isinstance(r[k], dict) and "mean" in r[k] and k != "margin_over_random_mask"))
-    names = {k: arm_label(k) for k in labels}
-    table = Table(title=title, title_justify="left", caption="test accuracy %, mean ± std over seeds", caption_justify="left")
-    for col in ("target", "round", "% weights remaining"):
-        table.add_column(col, justify="right" if col != "target" else "left")
-    for k in labels:
-        table.add_column(names[k], justify="right")
-    has_margin = any("margin_over_random_mask" in r for r in rows)
-    if has_margin:
-        table.add_column("margin vs random mask", justify="right")
+    src = result["source"]
+    rows = result["summary"]
+    arms = list(dict.fromkeys(a for r in rows for a in r["arms"]))
+    title = (f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} "
+             f"({result['config']['train']['optimizer']}), {'new' if result.get('head', 'new') == 'new' else 'kept'} output layer")
+    n = max((r["ticket"]["n"] for r in rows), default=0)
+    caption = (f"test accuracy %, mean [95% t interval] over {n} seed(s); margin = ticket - arm, paired by seed"
+               f"; 1 test image = {result.get('resolution', float('nan')):.2f} points")
+    table = Table(title=escape(title), title_justify="left", caption=caption, caption_justify="left")
+    for col in ("round", "% weights remaining", "ticket"):
+        table.add_column(col, justify="right")
+    for a in arms:
+        table.add_column(f"vs {rows[0]['arms'].get(a, {}).get('label', a) if rows else a}", justify="right")
+    table.add_column("verdict")
     for r in rows:
-        cells = [result["target"], str(r["round"]), f"{100 * r['density']:.2f}"]
-        cells += [mean_std(r.get(k)) for k in labels]
-        if has_margin:
-            m = r.get("margin_over_random_mask")
-            if m:
-                sign = "+" if m["mean"] >= 0 else ""
-                colour = "green" if m["mean"] > 0 else "red"
-                cells.append(f"[{colour}]{sign}{mean_std(m)}[/]")
-            else:
-                cells.append("-")
+        cells = [str(r["round"]), f"{100 * r['density']:.2f}", _pct_interval(r["ticket"])]
+        cells += [_pct_interval(r["arms"][a]["margin"], sign=True) if a in r["arms"] else "-" for a in arms]
+        cells.append("; ".join(_coloured(v) for v in dict.fromkeys(r["arms"][a]["verdict"] for a in arms if a in r["arms"])))
         table.add_row(*cells)
     return table
 
 
 # --------------------------------------------------------------------------------------------
-# Studies: tidy rows (one per trained network, see ticketx.study.COLUMNS) -> CSV, matrices, plots.
-
-# Column labels of the transfer matrix for the baselines and the own ticket.
-_BASELINE_NAMES = {"random-mask": "random mask", "random-reinit": "random reinit", "dense": "dense"}
-_TICKETS = ("ticket", "own-ticket")
-
+# Studies: tidy rows (one per trained network) -> CSV; paired summary rows -> tables and plots.
 
 def csv_text(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
     """CSV with a header; floats at full precision."""
@@ -176,92 +170,53 @@ def csv_text(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std, n); std 0 for one value."""
-    import statistics
-
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
-
-
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, std, n = _stats(values)
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
-
-
-def _study_groups(rows: list[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    """Transfer rows by (model, optimizer they were retrained with)."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        if r["kind"] == "transfer":
-            groups.setdefault((r["model"], r["transfer_optimizer"]), []).append(r)
-    return groups
-
-
-def _columns(group: list[Mapping[str, Any]], order: Mapping[str, list[str]]) -> list[tuple[str, str, Any]]:
-    """Matrix columns as (header, kind, selector): each source ticket, the own ticket, each baseline."""
-    srcs = {(r["source"], r["search_optimizer"]) for r in group if r["label"] in _TICKETS}
-    several = len({s[1] for s in srcs}) > 1
-    rank = {s: i for i, s in enumerate(order.get("sources", []))}
-    # Listed sources first (study order); a target's own ticket is a column of its own below.
-    listed = sorted((s for s in srcs if s[0] in rank), key=lambda s: (rank[s[0]], s[1]))
-    cols: list[tuple[str, str, Any]] = [(f"{s} ({o})" if several else s, "source", (s, o)) for s, o in listed]
-    if any(r["label"] == "own-ticket" for r in group):
-        cols.append(("own ticket", "own", None))
-    for b, name in _BASELINE_NAMES.items():
-        if any(r["label"] == b for r in group):
-            cols.append((name, "baseline", b))
-    return cols
-
-
-def _values(group: list[Mapping[str, Any]], target: str, round_: int, col: tuple[str, str, Any]) -> list[float]:
-    _, kind, sel = col
-    at = [r for r in group if r["target"] == target]
-    if kind == "source":
-        return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] in _TICKETS
-                and (r["source"], r["search_optimizer"]) == sel]
-    if kind == "own":
-        return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] == "own-ticket"]
-    if sel == "dense":  # unpruned: the same network whatever the round
-        return [r["test_acc"] for r in at if r["label"] == "dense"]
-    return [r["test_acc"] for r in at if r["round"] == round_ and r["label"] == sel]
-
-
-def _rounds(group: list[Mapping[str, Any]]) -> dict[int, float]:
-    """Round -> mean density of the tickets retrained at that round."""
-    by: dict[int, list[float]] = {}
-    for r in group:
-        if r["label"] in _TICKETS:
-            by.setdefault(r["round"], []).append(r["density"])
-    return {k: sum(v) / len(v) for k, v in sorted(by.items())}
-
-
-def _targets(group: list[Mapping[str, Any]], order: Mapping[str, list[str]]) -> list[str]:
-    present = {r["target"] for r in group}
-    return [t for t in order.get("targets", []) if t in present] + sorted(present - set(order.get("targets", [])))
-
-
-def study_matrices(rows: list[Mapping[str, Any]], order: Mapping[str, list[str]], title: str = "") -> list[Table]:
-    """One transfer matrix per density: rows are targets, columns sources, own ticket, baselines."""
+def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: float | None = None) -> list[Table]:
+    """One table per (model, transfer optimizer, round): a row per source -> target with the ticket's
+    accuracy and its paired margin over each arm of that source (never pooled), and the verdicts."""
     from rich.markup import escape
 
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for r in summary:
+        groups.setdefault((r["model"], r["transfer_optimizer"], r["round"]), []).append(r)
+    if density is not None and groups:
+        rounds = {k: sum(r["density"] for r in v) / len(v) for k, v in groups.items()}
+        best = min(rounds, key=lambda k: abs(rounds[k] - density))
+        groups = {k: v for k, v in groups.items() if k[:2] == best[:2] and k[2] == best[2]}
     tables = []
-    for (model, opt), group in _study_groups(rows).items():
-        cols = _columns(group, order)
-        targets = _targets(group, order)
-        for round_, density in _rounds(group).items():
-            t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(model)}, retrained with {opt}: round {round_}, "
-                            f"{100 * density:.2f}% weights remaining",
-                      title_justify="left", caption_justify="left",
-                      caption="test accuracy %, mean ± std over seeds (search x transfer); baselines pooled over "
-                              "sources; dense = unpruned from the same rewind weights")
-            t.add_column("target \\ ticket from", style="bold")
-            for header, kind, _ in cols:
-                t.add_column(escape(header), justify="right", style="dim" if kind == "baseline" else None)
-            for target in targets:
-                t.add_row(escape(target), *[_fmt(_values(group, target, round_, c)) for c in cols])
-            tables.append(t)
+    for (model, opt, round_), rows in groups.items():
+        arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"]))
+        pairs = list(dict.fromkeys((r["source"], r["search_optimizer"], r["target"]) for r in rows))
+        dens = sum(r["density"] for r in rows) / len(rows)
+        res = next((r.get("resolution") for r in rows if r.get("resolution")), None)
+        init = next((r.get("own_ticket_init") for r in rows if r.get("own_ticket_init")), None)
+        caption = ("test accuracy %, mean [95% t interval]; margin = ticket - arm, paired by (search seed, transfer seed), "
+                   "each source against its own controls")
+        if res:
+            caption += f"; 1 test image = {res:.2f} points"
+        if init:
+            caption += f"; own ticket: {init} initialisation"
+        t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(model)}, retrained with {opt}: round {round_}, "
+                        f"{100 * dens:.2f}% weights remaining", title_justify="left", caption=caption, caption_justify="left")
+        for col in ("ticket from", "to", "n", "ticket"):
+            t.add_column(col, justify="right" if col in ("n", "ticket") else "left")
+        from ticketx.baselines import label
+
+        for a in arms:
+            t.add_column(f"vs {label(a)}", justify="right")
+        t.add_column("verdict")
+        for src, sopt, tgt in pairs:
+            at = {r["arm"]: r for r in rows if (r["source"], r["search_optimizer"], r["target"]) == (src, sopt, tgt)}
+            any_row = next(iter(at.values()))
+            ticket = {"mean": any_row["ticket_acc"], "low": any_row["ticket_low"], "high": any_row["ticket_high"],
+                      "n": any_row["n"], "sd": None}
+            cells = [escape(f"{src} ({sopt})"), escape(tgt), str(max(r["n"] for r in at.values())), _pct_interval(ticket)]
+            for a in arms:
+                r = at.get(a)
+                cells.append("-" if r is None else _pct_interval(
+                    {"mean": r["margin"], "low": r["margin_low"], "high": r["margin_high"], "n": r["n"], "sd": None}, sign=True))
+            cells.append("; ".join(_coloured(v) for v in dict.fromkeys(at[a]["verdict"] for a in arms if a in at)))
+            t.add_row(*cells)
+        tables.append(t)
     return tables
 
 
@@ -281,98 +236,96 @@ def _save(fig: Any, path: Any) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def study_plots(rows: list[Mapping[str, Any]], order: Mapping[str, list[str]], folder: Any,
-                density: float | None = None) -> list[Any]:
-    """PNG plots: accuracy vs % weights remaining per target, and a heatmap of each transfer matrix.
+def study_plots(rows: list[Mapping[str, Any]], summary: list[Mapping[str, Any]], folder: Any) -> list[Any]:
+    """PNG plots per (model, transfer optimizer, target): accuracy vs % weights remaining (each
+    source's ticket and that source's own controls, 95% interval bands), and the ticket's paired
+    margin over each arm vs % weights remaining (interval bands, zero line).
 
-    The heatmap is at the round whose density is closest to `density` (default: the lowest present).
     matplotlib is imported here only, with the Agg canvas (no display, no global pyplot state).
     """
     from pathlib import Path
 
-    import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    from ticketx.baselines import label as arm_label
+    from ticketx.stats import interval
+
     folder = Path(folder)
     written: list[Path] = []
-    for (model, opt), group in _study_groups(rows).items():
-        cols = _columns(group, order)
-        rounds = _rounds(group)
-        if not rounds:
-            continue
-        targets = _targets(group, order)
-        for target in targets:
-            fig = Figure(figsize=(7, 4.5))
-            ax = fig.add_subplot()
-            xs_all = [100 * d for d in rounds.values()]
-            for i, col in enumerate(cols):
-                header, kind, sel = col
-                if sel == "dense":
-                    vals = _values(group, target, 0, col)
-                    if vals:
-                        m, s, _ = _stats(vals)
-                        ax.axhline(100 * m, color="black", linestyle=":", label=f"{header} (100%)")
-                        ax.axhspan(100 * (m - s), 100 * (m + s), color="black", alpha=0.08)
-                    continue
-                pts = [(100 * d, _stats(v)) for r, d in rounds.items() if (v := _values(group, target, r, col))]
-                if not pts:
-                    continue
-                x = np.array([p[0] for p in pts])
-                mean = np.array([100 * p[1][0] for p in pts])
-                std = np.array([100 * p[1][1] for p in pts])
-                style = "--" if kind == "baseline" else "-"
-                label = header if kind != "source" else f"ticket from {header}"
-                line, = ax.plot(x, mean, style, marker="o", markersize=3, label=label)
-                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
-            ax.set_xscale("log")
-            lo, hi = min(xs_all), 100.0
-            ax.set_xlim(hi * 1.05, lo / 1.15)  # decreasing to the right, as in the papers
-            # Ticks at the densities actually trained (at most ~10 of them), not at powers of ten.
-            ticks = sorted({100.0, *xs_all}, reverse=True)
-            ticks = ticks[:: max(1, -(-len(ticks) // 10))]
-            ax.set_xticks(ticks)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("% weights remaining")
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{model}: tickets transferred to {target} (retrained with {opt})", fontsize=10)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8, loc="lower left")
-            path = folder / f"accuracy-{_slug(model)}-{opt}-{_slug(target)}.png"
-            _save(fig, path)
-            written.append(path)
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for r in summary:
+        groups.setdefault((r["model"], r["transfer_optimizer"], r["target"]), []).append(r)
 
-        if density is None:
-            round_ = max(rounds, key=lambda r: (-rounds[r], r))
-        else:
-            round_ = min(rounds, key=lambda r: (abs(rounds[r] - density), r))
-        grid = np.full((len(targets), len(cols)), np.nan)
-        spread = np.zeros_like(grid)
-        for i, target in enumerate(targets):
-            for j, col in enumerate(cols):
-                vals = _values(group, target, round_, col)
-                if vals:
-                    m, s, _ = _stats(vals)
-                    grid[i, j], spread[i, j] = 100 * m, 100 * s
-        fig = Figure(figsize=(1.6 + 1.3 * len(cols), 1.4 + 0.6 * len(targets)))
+    def axis(ax: Any, xs: list[float]) -> None:
+        ax.set_xscale("log")
+        ax.set_xlim(100 * 1.05, min(xs) / 1.15)  # decreasing to the right, as in the papers
+        ticks = sorted({100.0, *xs}, reverse=True)
+        ax.set_xticks(ticks[:: max(1, -(-len(ticks) // 10))])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("% weights remaining")
+        ax.grid(True, alpha=0.3)
+
+    for (model, opt, target), group in groups.items():
+        sources = list(dict.fromkeys((r["source"], r["search_optimizer"]) for r in group))
+        several = len({o for _, o in sources}) > 1
+        name = {s: (f"{s[0]} ({s[1]})" if several else s[0]) for s in sources}
+        xs = [100 * r["density"] for r in group]
+        # accuracy: each source's ticket (solid) and its own controls (dashed, same colour)
+        fig = Figure(figsize=(7.5, 4.8))
         ax = fig.add_subplot()
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(cols)), [c[0] for c in cols], rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(targets)), targets, fontsize=8)
-        finite = grid[np.isfinite(grid)]
-        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
-        for i in range(len(targets)):
-            for j in range(len(cols)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}\n±{spread[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if grid[i, j] < mid else "black")
-        ax.set_xlabel("ticket from / baseline")
-        ax.set_ylabel("target")
-        ax.set_title(f"{model} ({opt}): test accuracy %, {100 * rounds[round_]:.2f}% weights remaining (round {round_})",
-                     fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.05)
-        path = folder / f"matrix-{_slug(model)}-{opt}-r{round_:02d}.png"
+        for src in sources:
+            mine = sorted((r for r in group if (r["source"], r["search_optimizer"]) == src), key=lambda r: -r["density"])
+            pts = list({r["round"]: r for r in mine}.values())
+            x = [100 * r["density"] for r in pts]
+            line, = ax.plot(x, [100 * r["ticket_acc"] for r in pts], "-o", markersize=3, label=f"ticket from {name[src]}")
+            lo = [100 * (r["ticket_low"] if r["ticket_low"] is not None else r["ticket_acc"]) for r in pts]
+            hi = [100 * (r["ticket_high"] if r["ticket_high"] is not None else r["ticket_acc"]) for r in pts]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            for k, arm in enumerate(dict.fromkeys(r["arm"] for r in mine if r["arm"] and r["arm"] != "own-ticket")):
+                ar = [r for r in mine if r["arm"] == arm]
+                ax.plot([100 * r["density"] for r in ar], [100 * r["arm_acc"] for r in ar], "--:-."[k % 3],
+                        color=line.get_color(), alpha=0.7, linewidth=1, label=f"{arm_label(arm)} ({name[src]})")
+        own = [r for r in rows if r["kind"] == "transfer" and r["label"] == "own-ticket" and r["target"] == target
+               and r["model"] == model and r["transfer_optimizer"] == opt]
+        by_round: dict[float, list[float]] = {}
+        for r in own:
+            by_round.setdefault(round(100 * r["density"], 4), []).append(100 * r["test_acc"])
+        if by_round:
+            x = sorted(by_round, reverse=True)
+            iv = [interval(by_round[k]) for k in x]
+            line, = ax.plot(x, [i.mean for i in iv], "-s", color="black", markersize=3, label="own ticket")
+            ax.fill_between(x, [i.low if i.low is not None else i.mean for i in iv],
+                            [i.high if i.high is not None else i.mean for i in iv], color="black", alpha=0.1, linewidth=0)
+        axis(ax, xs)
+        ax.set_ylabel("test accuracy (%), 95% interval")
+        ax.set_title(f"{model}: tickets transferred to {target} (retrained with {opt})", fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
+        path = folder / f"accuracy-{_slug(model)}-{opt}-{_slug(target)}.png"
+        _save(fig, path)
+        written.append(path)
+        # margins: ticket - arm, paired, per source and arm
+        fig = Figure(figsize=(7.5, 4.8))
+        ax = fig.add_subplot()
+        ax.axhline(0, color="black", linewidth=0.8)
+        for src in sources:
+            for arm in dict.fromkeys(r["arm"] for r in group if r["arm"]):
+                ar = sorted((r for r in group if (r["source"], r["search_optimizer"]) == src and r["arm"] == arm),
+                            key=lambda r: -r["density"])
+                if not ar:
+                    continue
+                x = [100 * r["density"] for r in ar]
+                line, = ax.plot(x, [100 * r["margin"] for r in ar], "-o", markersize=3,
+                                label=f"{name[src]} - {arm_label(arm)}")
+                if all(r["margin_low"] is not None for r in ar):
+                    ax.fill_between(x, [100 * r["margin_low"] for r in ar], [100 * r["margin_high"] for r in ar],
+                                    color=line.get_color(), alpha=0.15, linewidth=0)
+        axis(ax, xs)
+        ax.set_ylabel("ticket - arm (points), paired, 95% interval")
+        ax.set_title(f"{model}: paired margins on {target} (retrained with {opt})", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        path = folder / f"margins-{_slug(model)}-{opt}-{_slug(target)}.png"
         _save(fig, path)
         written.append(path)
     return written

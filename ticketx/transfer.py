@@ -10,7 +10,6 @@ finished runs and resumes unfinished ones from their last epoch checkpoint.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from ticketx import masks as M
 from ticketx import store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data, split_validation
-from ticketx.spec.transfer import TransferPlan
+from ticketx.spec.transfer import TransferPlan, check_head
+from ticketx.stats import MATCH_TOLERANCE, interval, paired, resolution, verdict
 from ticketx.ticket import Ticket
 from ticketx.train import resolve_device, seed_for, set_deterministic, train
 from ticketx.ui import Reporter
@@ -46,6 +46,7 @@ def transfer(
     dev = resolve_device(device)
     set_deterministic(spec.deterministic)
     data = load_data(spec.target, data_dir, image_size=ticket.meta["image_size"], channels=ticket.meta["channels"])
+    check_head(spec, ticket, list(data.classes))
     arms: list[tuple[str, Baseline]] = [("ticket", TICKET), *[(b, BASELINES[b]) for b in spec.baselines]]
     if plan.own is not None:
         arms.append(("own-ticket", TICKET))
@@ -57,7 +58,7 @@ def transfer(
             assert source is not None
             for seed in spec.seeds:
                 record = run_one(
-                    name=name, kind=kind, ticket=source, round_=src_round, data=data, plan=plan, seed=seed, out=out,
+                    name=name, kind=kind, ticket=source, round_=src_round, pair_round=r, data=data, plan=plan, seed=seed, out=out,
                     device=dev, reporter=reporter, index=len(runs) + 1, total=total,
                     runs_dir=Path(runs_dir) if runs_dir is not None else None,
                 )
@@ -71,9 +72,13 @@ def transfer(
         "target": data.name,
         "target_classes": list(data.classes),
         "own_ticket": spec.own_ticket,
+        "head": spec.head,
+        "test_images": int(len(data.test_y)),
+        "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
         "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
         "runs": runs,
         "summary": summarise(runs),
+        "overlap": own_overlap(plan),
         "versions": store.versions(),
         "device": str(dev),
     }
@@ -81,39 +86,68 @@ def transfer(
     return result
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-        "values": values,
-    }
+PROTOCOL = 2  # part of every run's key: results of an older pairing/seeding protocol are never reused
 
 
-def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per round: density and mean/std accuracy of each arm over seeds."""
+def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) -> list[dict[str, Any]]:
+    """Per round of the ticket: each arm's accuracy, and the ticket's paired margin over each arm.
+
+    Pairs are (ticket, arm) networks of the same seed; the margin is their mean difference with
+    a 95% Student-t interval over seeds (ticketx.stats), and a verdict computed from it.
+    """
+    from ticketx.baselines import label
+
     rows = []
     for r in sorted({run["for_round"] for run in runs}):
         at = [run for run in runs if run["for_round"] == r]
-        row: dict[str, Any] = {"round": r, "density": next(x["density"] for x in at if x["label"] == "ticket")}
-        for label in dict.fromkeys(x["label"] for x in at):
-            row[label] = _summary([x["test_acc"] for x in at if x["label"] == label])
-        if "random-mask" in row:
-            margins = [a["test_acc"] - b["test_acc"] for a in at if a["label"] == "ticket"
-                       for b in at if b["label"] == "random-mask" and b["seed"] == a["seed"]]
-            row["margin_over_random_mask"] = _summary(margins)
+        by = {name: {x["seed"]: x for x in at if x["label"] == name} for name in dict.fromkeys(x["label"] for x in at)}
+        ticket = by.pop("ticket")
+        row: dict[str, Any] = {"round": r, "density": next(iter(ticket.values()))["density"],
+                               "ticket": interval([x["test_acc"] for x in ticket.values()]).as_dict(), "arms": {}}
+        for name, arm in by.items():
+            seeds = sorted(set(ticket) & set(arm))
+            diff = paired([ticket[k]["test_acc"] for k in seeds], [arm[k]["test_acc"] for k in seeds])
+            row["arms"][name] = {
+                "label": label(name), "density": next(iter(arm.values()))["density"],
+                "accuracy": interval([x["test_acc"] for x in arm.values()]).as_dict(),
+                "margin": diff.as_dict(), "verdict": verdict(name, label(name), diff, tolerance),
+            }
         rows.append(row)
     return rows
 
 
+def own_overlap(plan: TransferPlan) -> list[dict[str, Any]]:
+    """Per round: how many of the ticket's kept weights the own ticket also keeps, vs chance.
+
+    Compared at the matched density, over the layers both tickets share with equal shapes (the
+    output layers differ when the class counts do).
+    """
+    from ticketx.compare import overlap
+
+    if plan.own is None:
+        return []
+    out = []
+    for r, own_round in plan.own_rounds.items():
+        a, b = plan.ticket.mask(r), plan.own.mask(own_round)
+        common = [n for n in a if n in b and a[n].shape == b[n].shape]
+        res = overlap({n: a[n] for n in common}, {n: b[n] for n in common})
+        out.append({"round": r, "own_round": own_round, **res})
+    return out
+
+
 def run_one(
-    *, name: str, kind: Baseline, ticket: Ticket, round_: int, data: ImageData, plan: TransferPlan, seed: int,
+    *, name: str, kind: Baseline, ticket: Ticket, round_: int, pair_round: int, data: ImageData, plan: TransferPlan, seed: int,
     out: Path, device: torch.device, reporter: Reporter, index: int = 1, total: int = 1, runs_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train one network on the target (or return its stored result)."""
+    """Train one network on the target (or return its stored result).
+
+    Every arm compared at the ticket's round `pair_round` trains with the same data order
+    (seed, pair_round), so a paired difference removes the data order's share of the noise.
+    """
     spec, tspec = plan.spec, plan.train
     key_obj = {
-        "ticket": ticket.meta.get("fingerprint"), "round": round_, "kind": kind.name, "target": data.name, "seed": seed,
+        "protocol": PROTOCOL, "ticket": ticket.meta.get("fingerprint"), "round": round_, "kind": kind.name,
+        "target": data.name, "seed": seed, "pair_round": pair_round,
         "train": tspec.model_dump(), "head": spec.head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
     }
     key = store.fingerprint(key_obj)
@@ -129,7 +163,7 @@ def run_one(
         data, val = split_validation(data, tspec.val_split, seed)
     density = M.density(prep.mask) if prep.mask is not None else 1.0
     result = train(
-        prep.model, data, tspec, mask=prep.mask, device=device, data_seed=seed_for(seed, round_),
+        prep.model, data, tspec, mask=prep.mask, device=device, data_seed=seed_for(seed, pair_round),
         checkpoint=run_dir / "checkpoint.pt", checkpoint_key=key, reporter=reporter, val=val,
         label=f"[{index}/{total}] {name} r{round_} s{seed}",
     )

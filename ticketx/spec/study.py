@@ -75,11 +75,19 @@ class TransferBlock(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
     baselines: list[str] = Field(default_factory=default_baselines)
     own_ticket: bool = True  # also find a ticket on each target and retrain it next to the others
-    # A target's labels mean something else than the source's even when their number matches
-    # (digits 0-4 vs 5-9), so by default every transferred network, the own ticket included,
-    # gets a fresh output layer (pruned at random to the ticket's output-layer density).
-    head: Literal["auto", "reset"] = "reset"
+    # The own ticket's search starts from an initialisation independent of the source ticket's
+    # by default, so "the transferred ticket matches the own ticket" is not built in by shared
+    # weights; 'shared' (same init, different data) is a legitimate design when asked for.
+    own_ticket_init: Literal["independent", "shared"] = "independent"
+    # The output layer rule of spec.transfer.TransferSpec.head ('new' by default; 'keep' only
+    # when the ticket's class names are the target's). 'reset' is the old name of 'new'.
+    head: Literal["new", "keep"] = "new"
     head_dense: bool = False
+
+    @field_validator("head", mode="before")
+    @classmethod
+    def _head(cls, v: Any) -> Any:
+        return "new" if v == "reset" else v
 
     @field_validator("optimizer", "seeds", "baselines", "densities", mode="before")
     @classmethod
@@ -388,3 +396,13 @@ def check_lengths(study: Study, model: str, train: TrainSpec, prune: PruneSpec) 
     problem = rewind_problem(prune.rewind, train.length)
     if problem:
         raise study.error(("search", "prune", "rewind"), f"{problem} for {model}")
+
+
+def own_init_seed(seed: int, init: str) -> Optional[int]:
+    """The own ticket's weight-initialisation seed: the source's for 'shared', else one derived from it."""
+    if init == "shared":
+        return None
+    from ticketx.baselines import _salt
+    from ticketx.train import seed_for
+
+    return seed_for(seed, _salt("own-ticket-init")) % (2**31)

@@ -32,10 +32,12 @@ class TransferSpec(Strict):
     train: Optional[TrainSpec] = None  # None = the ticket's own training settings
     baselines: list[str] = Field(default_factory=default_baselines)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    # Output layer: 'auto' keeps the ticket's head when the number of classes matches and
-    # replaces it otherwise; 'reset' always replaces it. A new head is pruned to the ticket's
-    # output-layer density with a random mask unless head_dense.
-    head: Literal["auto", "reset"] = "auto"
+    # Output layer: 'new' (default) gives every transferred network a new, seeded output layer,
+    # pruned at random to the ticket's output-layer density unless head_dense (Morcos et al.
+    # 2019 replace the output layer). 'keep' keeps the ticket's, and is allowed only when the
+    # ticket's class names equal the target's: same-sized label sets can mean other things
+    # (digits 0-4 vs 5-9; CIFAR-10 vs SVHN classes).
+    head: Literal["new", "keep"] = "new"
     head_dense: bool = False
     own_ticket: Optional[str] = None  # a ticket found on the target itself, retrained next to the ticket
     deterministic: bool = False
@@ -129,9 +131,33 @@ def load_checked(path: str | Path, what: str = "ticket") -> "Ticket":
     return t
 
 
+DENSITY_TOLERANCE = 0.01  # relative: the own ticket is compared only at the ticket's density
+
+
 def match_own_rounds(ticket: "Ticket", own: "Ticket", rounds: list[int]) -> dict[int, int]:
-    """The own ticket's round to retrain next to each of the ticket's rounds."""
-    return {r: min(r, own.num_rounds) for r in rounds}
+    """The own ticket's round at the density of each of the ticket's rounds (within 1%, relative)."""
+    from ticketx.compare import match_round
+
+    out = {}
+    for r in rounds:
+        d = ticket.rounds[r]["density"]
+        m = match_round(own, d, tol=DENSITY_TOLERANCE)
+        if m is None:
+            have = ", ".join(f"{100 * x['density']:.2f}%" for x in own.rounds)
+            raise UsageError(f"the own ticket has no round at {100 * d:.2f}% weights remaining (round {r} of the ticket), "
+                             f"within {100 * DENSITY_TOLERANCE:g}% relative; it has {have}",
+                             "search the own ticket with the same pruning rate, scope and output-layer rate")
+        out[r] = m
+    return out
+
+
+def check_head(spec: TransferSpec, ticket: "Ticket", target_classes: list[str]) -> None:
+    """'keep' the ticket's output layer only when its class names are the target's."""
+    if spec.head == "keep" and list(ticket.meta.get("classes", [])) != list(target_classes):
+        raise UsageError(f"--keep-head: the ticket's classes ({', '.join(map(str, ticket.meta.get('classes', [])))}) "
+                         f"are not the target's ({', '.join(map(str, target_classes))})",
+                         "a kept output layer would start class i of the target from another class's weights; "
+                         "drop --keep-head for a new output layer")
 
 
 def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict[str, Any] | None = None,
@@ -150,6 +176,9 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
         if own.meta["model"] != ticket.meta["model"] or own.meta["image_size"] != ticket.meta["image_size"]:
             raise UsageError(f"the own ticket is a {own.meta['model']} at {own.meta['image_size']} px; "
                              f"the ticket is a {ticket.meta['model']} at {ticket.meta['image_size']} px")
+        if own.meta["data"] != spec.target:
+            raise UsageError(f"the own ticket was found on {own.meta['data']}, not on the target {spec.target}",
+                             "the own ticket is a ticket found on the target itself")
         own_rounds = match_own_rounds(ticket, own, rounds)
     return TransferPlan(Path(ticket_path), ticket, spec, tspec, tuple(rounds), own, own_rounds)
 

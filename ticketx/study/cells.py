@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from ticketx.spec.find import FindSpec
-from ticketx.spec.study import Study, check_lengths, prune_spec, train_spec
+from ticketx.spec.study import Study, check_lengths, own_init_seed, prune_spec, train_spec
 from ticketx.spec.train import PruneSpec, TrainSpec
 from ticketx.spec.transfer import TransferSpec
 
@@ -56,11 +56,12 @@ def slug(text: str) -> str:
     return s[:40] or "x"
 
 
-def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: PruneSpec, seed: int, role: str) -> SearchCell:
+def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: PruneSpec, seed: int, role: str,
+                 init_seed: Optional[int] = None) -> SearchCell:
     from ticketx import store
 
     spec = FindSpec(data=data, model=model, image_size=study.spec.image_size, channels=study.channels, train=train,
-                    prune=prune, seed=seed, deterministic=study.spec.deterministic)
+                    prune=prune, seed=seed, init_seed=init_seed, deterministic=study.spec.deterministic)
     config = {"kind": "search", "find": spec.science()}
     key = store.fingerprint(config)
     return SearchCell(
@@ -68,7 +69,7 @@ def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: P
         title=f"search {model} on {data} ({train.optimizer}, seed {seed})",
         short=f"search {data} {train.optimizer} s{seed}", config=config,
         info={"model": model, "data": data, "optimizer": train.optimizer, "seed": seed, "role": role,
-              "rounds": prune.rounds},
+              "rounds": prune.rounds, "init_seed": spec.seeds[0]},
         networks=prune.rounds + 1, find=spec,
     )
 
@@ -116,7 +117,8 @@ def expand(study: Study) -> list[Cell]:
                     ttrain = train_spec(study, model, "transfer", topt)
                     own: Optional[SearchCell] = None
                     if tr.own_ticket:
-                        own = _search_cell(study, model, target, train_spec(study, model, "search", topt), prune, seed, "own")
+                        own = _search_cell(study, model, target, train_spec(study, model, "search", topt), prune, seed, "own",
+                                           init_seed=own_init_seed(seed, tr.own_ticket_init))
                         searches.setdefault(own.key, own)
                         if own.key in {t.key for t in tickets}:
                             # The own ticket is also a source: the cell that transfers it to its own
@@ -155,7 +157,7 @@ def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[S
         "kind": "transfer", "source": source.key, "own_ticket": own.key if own else None, "target": target,
         "image_size": study.spec.image_size, "channels": study.channels, what: value, "seed": seed,
         "train": train.model_dump(), "baselines": baselines, "head": tr.head, "head_dense": tr.head_dense,
-        "deterministic": study.spec.deterministic,
+        "deterministic": study.spec.deterministic, "own_ticket_init": tr.own_ticket_init if own else None,
     }
     key = store.fingerprint(config)
     point = f"r{value}" if what == "round" else f"d{value:g}"
@@ -167,7 +169,8 @@ def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[S
         short=f"{src['data']}->{target} {train.optimizer} {point} s{seed}",
         config=config,
         info={"model": model, "source": src["data"], "search_optimizer": src["optimizer"], "search_seed": src["seed"],
-              "target": target, "transfer_optimizer": train.optimizer, "seed": seed, what: value},
+              "target": target, "transfer_optimizer": train.optimizer, "seed": seed, what: value,
+              "own_ticket_init": tr.own_ticket_init if own else None},
         networks=1 + len(baselines) + (1 if own else 0),
         transfer=spec, source=source.id, own_ticket=own.id if own else None,
         shared=[f"{own.key}|{what}{value}|{seed}|{store.fingerprint(config['train'])}"] if own else [],

@@ -91,6 +91,70 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
     return prov, rows
 
 
+SUMMARY_COLUMNS = ["study", "model", "source", "search_optimizer", "target", "transfer_optimizer", "round", "density",
+                   "arm", "n", "ticket_acc", "ticket_low", "ticket_high", "arm_acc", "margin", "margin_low", "margin_high",
+                   "verdict", "own_ticket_init", "resolution"]
+
+
+def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """The ticket's paired margins per (source, search optimizer, target, transfer optimizer, round).
+
+    A pair is the ticket and an arm trained in the same transfer cell (same ticket, same seed,
+    same data order); the dense network, trained once per ticket and seed, pairs with every
+    round of that ticket and seed. Baselines are never pooled across sources: each source's
+    margins use that source's own controls. n counts (search seed x transfer seed) pairs.
+    """
+    from ticketx import store
+    from ticketx.baselines import label as arm_label
+    from ticketx.stats import interval, paired, verdict
+
+    out = Path(out)
+    prov = prov or load_provenance(out)
+    groups: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], dict[str, float], float]]] = {}
+    dense: dict[tuple[Any, ...], float] = {}
+    meta: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for c in prov["cells"]:
+        if c["kind"] != "transfer" or not is_done(out, c):
+            continue
+        result = store.read_json(cell_dir(out, c) / "result.json")
+        info = c["info"]
+        pair = (c["source"], info["target"], info["transfer_optimizer"], info["seed"])
+        for row in result["summary"]:
+            runs = [x for x in result["runs"] if x["for_round"] == row["round"]]
+            accs = {x["label"]: x["test_acc"] for x in runs}
+            if "dense" in accs:
+                dense[pair] = accs["dense"]
+            key = (info["model"], info["source"], info["search_optimizer"], info["target"], info["transfer_optimizer"],
+                   row["round"])
+            groups.setdefault(key, []).append((pair, accs, row["density"]))
+            meta[key] = {"own_ticket_init": info.get("own_ticket_init"), "resolution": result.get("resolution")}
+    rows = []
+    for key, items in groups.items():
+        model, source, sopt, target, topt, round_ = key
+        for pair, accs, _ in items:
+            if "dense" not in accs and pair in dense:
+                accs["dense"] = dense[pair]
+        ticket = interval([accs["ticket"] for _, accs, _ in items])
+        arms = list(dict.fromkeys(a for _, accs, _ in items for a in accs if a != "ticket"))
+        base = {"study": prov["name"], "model": model, "source": source, "search_optimizer": sopt, "target": target,
+                "transfer_optimizer": topt, "round": round_, "density": sum(d for *_, d in items) / len(items),
+                "ticket_acc": ticket.mean, "ticket_low": ticket.low, "ticket_high": ticket.high, **meta[key]}
+        for arm in arms:
+            both = [accs for _, accs, _ in items if arm in accs]
+            diff = paired([x["ticket"] for x in both], [x[arm] for x in both])
+            rows.append({**base, "arm": arm, "n": diff.n, "arm_acc": interval([x[arm] for x in both]).mean,
+                         "margin": diff.mean, "margin_low": diff.low, "margin_high": diff.high,
+                         "verdict": verdict(arm, arm_label(arm), diff)})
+        if not arms:
+            rows.append({**base, "arm": "", "n": ticket.n, "verdict": ""})
+    order = _order(prov)
+    rank = {s: i for i, s in enumerate(order["sources"])}
+    trank = {t: i for i, t in enumerate(order["targets"])}
+    rows.sort(key=lambda r: (r["model"], r["transfer_optimizer"], r["round"], trank.get(r["target"], 99),
+                             rank.get(r["source"], 99), r["search_optimizer"]))
+    return rows
+
+
 def report(out: str | Path, *, density: Optional[float] = None, plots: bool = True,
            prov: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Write results.csv and the plots of `<out>`, print the transfer matrices; return what was written."""
@@ -104,18 +168,21 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     if density is not None and not 0 < density <= 1:
         raise UsageError(f"--density is the fraction of weights kept, in (0, 1]; got {density:g}")
     prov, rows = collect(out, prov)
+    summary = paired_summary(out, prov)
     done = sum(is_done(out, c) for c in prov["cells"])
     total = len(prov["cells"])
     csv_path = out / "results.csv"
     store.write_text(csv_path, R.csv_text(rows, COLUMNS))
-    order = _order(prov)
-    for table in R.study_matrices(rows, order, title=prov["name"]):
+    store.write_text(out / "summary.csv", R.csv_text(summary, SUMMARY_COLUMNS))
+    for table in R.study_tables(summary, title=prov["name"], density=density):
         console.print(table)
-    written = {"csv": csv_path, "plots": [], "rows": len(rows), "cells_done": done, "cells": total}
-    if plots and any(r["kind"] == "transfer" for r in rows):
-        written["plots"] = R.study_plots(rows, order, out / "plots", density=density)
+    written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
+               "cells": total}
+    if plots and summary:
+        written["plots"] = R.study_plots(rows, summary, out / "plots")
     state = "[green]complete[/]" if done == total else f"[yellow]{done} of {total} cells done[/] (partial results)"
-    console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}")
+    console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}, "
+                  f"paired margins in {out / 'summary.csv'}")
     for p in written["plots"]:
         console.print(f"  plot: {p}")
     return written
