@@ -124,7 +124,7 @@ def test_magnitude_rounds_are_ticketx_pruning_exactly():
 
 
 def test_random_mask_keeps_exactly_the_density_per_layer():
-    model = S.build_model("conv2", 10, 3, 32)
+    model = S.build_model("resnet20", 10, 3, 32)
     mask = S.random_mask(model, 0.2)
     params = dict(model.named_parameters())
     assert set(mask) == set(S.prunable_names(model))
@@ -138,9 +138,9 @@ def test_ticketx_setup_steps_through_trains_setup(monkeypatch):
     seen = []
     real = TR.prepare
     monkeypatch.setattr(S, "prepare", lambda *a, **k: (seen.append(k), real(*a, **k))[1])
-    model = S.build_model("conv2", 10, 3, 32)
+    model = S.build_model("resnet20", 10, 3, 32)
     mask = S.random_mask(model, 0.5)
-    s = S.ticketx_setup("conv2", 4, torch.device("cpu"), mask=mask)
+    s = S.ticketx_setup("resnet20", 4, torch.device("cpu"), mask=mask)
     before = {n: p.detach().clone() for n, p in s.model.named_parameters()}
     s.step()
     assert seen and seen[0]["mask"] is mask
