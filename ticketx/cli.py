@@ -326,43 +326,6 @@ def study_report(
     typer.echo(str(folder / "results.csv"))
 
 
-# ---- bench: ticketx's training path vs plain PyTorch, side by side (ticketx.bench) ----
-@app.command()
-def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute on 2 CPU cores.")] = False,
-    device: Device = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON on stdout.")] = False,
-    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated rows: data,mask,prune,ticket,speed,mfu,threads,parallel.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for the baseline (an extra row when > 0) \\[default: 0 quick, min(4, CPUs) full].", min=0)] = None,
-    e2e: Annotated[bool, typer.Option("--e2e", help="Instead: a resnet20 `ticketx find` vs the same search as a plain PyTorch loop + DataLoader (minutes).")] = False,
-    e2e_images: Annotated[int, typer.Option("--e2e-images", help="--e2e: training images per class (CIFAR-10 subset).", min=10)] = 200,
-    e2e_epochs: Annotated[int, typer.Option("--e2e-epochs", help="--e2e: epochs per training.", min=2)] = 4,
-    e2e_rounds: Annotated[int, typer.Option("--e2e-rounds", help="--e2e: pruning rounds after the dense one.", min=1)] = 2,
-    e2e_seeds: Annotated[str, typer.Option("--e2e-seeds", help="--e2e: comma-separated seeds; each runs both searches (2+ estimate seed noise).")] = "0,1,2",
-) -> None:
-    """Measure ticketx's training path against plain PyTorch in one process and print the ratios."""
-    import json
-
-    from ticketx import bench as B
-    from ticketx.ui import console
-
-    if e2e:
-        import re
-
-        if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", e2e_seeds):
-            raise UsageError(f"--e2e-seeds expects integers like '0,1', got {e2e_seeds!r}")
-        seeds = tuple(int(x) for x in e2e_seeds.split(","))
-        cfg = B.E2EConfig(train_per_class=e2e_images, epochs=e2e_epochs, rounds=e2e_rounds, workers=workers or 0, seeds=seeds)
-        res = B.e2e(cfg, device=device, log=console.print)
-        console.print(B.render_e2e(res))
-    else:
-        rows = [r.strip() for r in only.split(",") if r.strip()] if only else None
-        res = B.run(quick=quick, device=device, only=rows, workers=workers, log=console.print)
-        console.print(B.render(res))
-    if as_json:
-        typer.echo(json.dumps(res, indent=2, default=str))
-
-
 def main() -> None:
     """Entry point: run the app, turning known errors into one line and an exit code."""
     import signal

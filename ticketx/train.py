@@ -10,14 +10,13 @@ the uninterrupted run would have.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,83 +26,12 @@ from ticketx import store
 from ticketx.errors import TicketxError, UsageError
 from ticketx.spec import TrainSpec
 from ticketx.steps import to_iterations
+from ticketx.threads import cpu_threads, training_threads
 
 if TYPE_CHECKING:
     from ticketx.data import Batches, ImageData
 
 LOG_EVERY = 25  # iterations between host reads of the running loss (a device sync)
-
-# ---- CPU threads -----------------------------------------------------------------------------
-# A training step smaller than this many FLOPs runs on one CPU thread: OpenMP synchronises the
-# threads in every op (~10-50 us), as much as a small op's whole work, and a thread that loses
-# its core to another process stalls every op. Measured on a 2-vCPU AMD EPYC VM (`ticketx bench`
-# threads rows), lenet_300_100 at batch 60 (0.1 GFLOP): 1.8-2.6 vs 1.8-2.2 ms per step (1 vs 2
-# threads) when the machine is idle, 4.1 vs 10.6 ms when other processes load it; two such runs
-# side by side at 1 thread each train 1.8x as fast as one. Bigger steps (resnet20 at batch 128
-# is ~30 GFLOP) gain from threads on an idle machine (1.5-1.8x), so they keep torch's count.
-SMALL_STEP_FLOPS = 2e9
-# torch's choice at import (all cores, or OMP_NUM_THREADS). A different count at train() time
-# means the caller ran torch.set_num_threads, and that choice is respected.
-_TORCH_DEFAULT_THREADS = torch.get_num_threads()
-_MAC_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def forward_macs(model: nn.Module, sample_shape: Sequence[int]) -> int | None:
-    """Multiply-adds of one sample's forward pass through the conv and linear layers (None if it fails).
-
-    Runs one forward of a zero sample in eval mode without gradients: batch-norm statistics,
-    the RNG and the weights are untouched.
-    """
-    total = 0
-
-    def hook(module: nn.Module, args: Any, out: Any) -> None:
-        nonlocal total
-        if not isinstance(out, torch.Tensor):
-            return
-        if isinstance(module, nn.Linear):
-            total += out.numel() * module.in_features
-        else:
-            total += out.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.zeros((1, *sample_shape), dtype=dtype, device=param.device if param is not None else "cpu")
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MAC_LAYERS)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    except Exception:  # the estimate is only a hint; training reports real errors itself
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return total
-
-
-def training_threads(model: nn.Module, sample_shape: Sequence[int], batch_size: int) -> int | None:
-    """CPU threads to train `model` with, or None to leave torch's setting alone.
-
-    $TICKETX_THREADS wins. OMP_NUM_THREADS, MKL_NUM_THREADS or an earlier torch.set_num_threads
-    are respected. Otherwise one thread when a step (3x the forward, 2 FLOPs per multiply-add)
-    is under SMALL_STEP_FLOPS. The choice depends only on the model and the batch, never on the
-    machine's load, so --deterministic runs stay bit-reproducible.
-    """
-    env = os.environ.get("TICKETX_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise UsageError(f"TICKETX_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
-        return None
-    if torch.get_num_threads() != _TORCH_DEFAULT_THREADS or _TORCH_DEFAULT_THREADS <= 1:
-        return None
-    macs = forward_macs(model, sample_shape)
-    if macs is None:
-        return None
-    return 1 if 6 * macs * batch_size < SMALL_STEP_FLOPS else None
 
 
 def eval_batch_size(device: torch.device, image_shape: Sequence[int]) -> int:
@@ -116,20 +44,6 @@ def eval_batch_size(device: torch.device, image_shape: Sequence[int]) -> int:
         return 1024
     pixels = max(1, int(image_shape[-1]) * int(image_shape[-2]))
     return int(min(1024, max(16, 256 * 32 * 32 // pixels)))
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with torch using `n` CPU threads (None: unchanged), then restore the count."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -341,21 +255,284 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
-def _with_training_threads(fn: Callable[..., "TrainResult"]) -> Callable[..., "TrainResult"]:
-    """Run train() on CPU with the thread count `training_threads` picks, restored afterwards."""
-
-    @functools.wraps(fn)
-    def wrapper(model: nn.Module, data: "ImageData", spec: TrainSpec, **kw: Any) -> "TrainResult":
-        n = None
-        if torch.device(kw.get("device", "cpu")).type == "cpu":
-            n = training_threads(model, tuple(data.train_x.shape[1:]), max(1, min(spec.batch_size, len(data.train_y))))
-        with cpu_threads(n):
-            return fn(model, data, spec, **kw)
-
-    return wrapper
 
 
-@_with_training_threads
+# ---- Setup: what train() builds before the first step (the benchmarks time this same path) ----
+
+
+@dataclass
+class Setup:
+    """A model on its device, with its optimizer, mask enforcement and step function."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    enforce: MaskEnforcer
+    stepper: Stepper
+    device: torch.device
+    channels_last: bool
+
+
+def prepare(
+    model: nn.Module,
+    spec: TrainSpec,
+    *,
+    mask: Mapping[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+) -> Setup:
+    """Move `model` (in place) to `device` and its layout, apply `mask`, and build the optimizer and Stepper.
+
+    `channels_last` None = on for convolutional models; `compile` None = $TICKETX_COMPILE=1
+    (torch.compile, meant for GPUs).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
+    if channels_last is None:
+        # NHWC convolutions: tensor cores on CUDA, oneDNN's fastest kernels on CPU (measured:
+        # resnet20 steps 0.73-0.89x the NCHW time on CPU, vgg16 about equal).
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if compile is None:
+        compile = os.environ.get("TICKETX_COMPILE", "").strip() not in ("", "0")
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if mask:
+        from ticketx.masks import apply
+
+        apply(model, mask)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec)
+    enforce = MaskEnforcer(model, mask)
+    stepper = Stepper(model, optimizer, enforce, device=device, precision=spec.precision, compile=compile)
+    return Setup(model, optimizer, enforce, stepper, device, channels_last)
+
+
+@dataclass
+class RunBatches:
+    """The batches of one run: augmented training batches, test and (optional) validation batches."""
+
+    train: "Batches"
+    test: "Batches"
+    val: "Batches | None"
+
+
+def make_batches(data: "ImageData", batch_size: int, setup: Setup,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None) -> RunBatches:
+    """Tensor-resident batches on the setup's device and layout (evaluation in cache-sized batches)."""
+    from ticketx.data import Batches
+
+    common = dict(mean=data.mean, std=data.std, device=setup.device, channels_last=setup.channels_last)
+    eval_bs = eval_batch_size(setup.device, tuple(data.test_x.shape))
+    return RunBatches(
+        Batches(data.train_x, data.train_y, batch_size=batch_size, train=True, crop_padding=data.crop_padding,
+                flip=data.flip, **common),
+        Batches(data.test_x, data.test_y, batch_size=eval_bs, train=False, **common),
+        Batches(val[0], val[1], batch_size=eval_bs, train=False, **common) if val is not None and len(val[1]) else None,
+    )
+
+
+# ---- Training state: everything a resumed run needs -------------------------------------------
+
+
+class RunningLoss:
+    """The training loss summed on the device since it was last read (reading it is a device sync)."""
+
+    def __init__(self, device: torch.device, total: float = 0.0, count: int = 0, last: float = float("nan")) -> None:
+        self.total = torch.full((), float(total), device=device)
+        self.count = int(count)
+        self.last = float(last)  # the mean at the last read: what a log line or history record shows
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.float()
+        self.count += 1
+
+    def read(self) -> float:
+        """The mean since the last read, and start a new sum (the previous mean if no step was added)."""
+        if self.count:
+            self.last = float(self.total.item()) / self.count
+            self.total.zero_()
+            self.count = 0
+        return self.last
+
+    def as_list(self) -> list[float]:
+        return [float(self.total.item()), self.count, self.last]
+
+
+@dataclass
+class TrainState:
+    """One run's training state: the live model, optimizer and scaler, and the loop's counters.
+
+    `save` writes it as a checkpoint (atomically) and `load` restores it in place, so a run
+    stopped at an epoch end continues exactly as the uninterrupted run would have: data order
+    depends only on (data seed, epoch), the optimizer's moments and the running loss are saved.
+    The file layout is unchanged since the first ticketx checkpoints (resumable across versions).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    start_step: int  # the step this run started from (the rewind point): part of the checkpoint's identity
+    step: int
+    running: RunningLoss
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    elapsed: float = 0.0  # training seconds of earlier sessions of this run (before a resume)
+    started: float = field(default_factory=time.perf_counter)  # this session's clock start (not saved)
+    images: int = 0  # images trained on in this session (not saved)
+
+    def seconds(self) -> float:
+        """Training seconds of this run so far, earlier sessions included."""
+        return self.elapsed + time.perf_counter() - self.started
+
+    def save(self, path: Path, key: str) -> None:
+        """Write a checkpoint that `load` accepts only for the same `key` and start step."""
+        store.save_torch(path, {
+            "key": key, "start_step": self.start_step, "step": self.step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "history": self.history, "elapsed": self.seconds(),
+            "snapshots": {str(k): v for k, v in self.snapshots.items()},
+            "running": self.running.as_list(),
+        })
+
+    def load(self, path: Path, key: str) -> bool:
+        """Restore the checkpoint at `path` in place if it is this run's (same key and start step)."""
+        if not path.exists():
+            return False
+        ck = store.load_torch(path, "checkpoint")  # weights_only loading: a checkpoint never runs code
+        if ck.get("key") != key or ck.get("start_step") != self.start_step:
+            return False
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.step, self.history, self.elapsed = ck["step"], ck["history"], ck["elapsed"]
+        self.snapshots = {int(k): v for k, v in ck["snapshots"].items()}
+        if "running" in ck:  # so a resumed run logs the same losses
+            self.running = RunningLoss(self.running.total.device, *ck["running"])
+        return True
+
+
+# ---- Hooks: what happens between steps besides training ---------------------------------------
+
+
+class Hook:
+    """Called by the loop after every step and at every epoch end (the base does nothing)."""
+
+    def after_step(self, state: TrainState) -> None:
+        pass
+
+    def after_epoch(self, state: TrainState) -> None:
+        pass
+
+
+@dataclass
+class LogHook(Hook):
+    """Progress: the running loss every LOG_EVERY steps (stopping a diverged run), a status line per epoch.
+
+    The epoch-end update carries `img_s` (images/s of this session); a plain-text reporter
+    prints one line per such update.
+    """
+
+    reporter: Any
+    task: Any
+    label: str
+    plan: Plan
+
+    def after_step(self, state: TrainState) -> None:
+        if state.step % LOG_EVERY:
+            return
+        loss = state.running.read()
+        if not math.isfinite(loss):
+            raise TicketxError(f"{self.label}: training diverged (loss {loss}) at step {state.step}", "lower --lr or add --warmup")
+        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.plan.iterations_per_epoch:.1f}", loss=loss)
+
+    def after_epoch(self, state: TrainState) -> None:
+        ipe = self.plan.iterations_per_epoch
+        fields: dict[str, Any] = {"epoch": f"{math.ceil(state.step / ipe)}/{math.ceil(self.plan.total / ipe)}",
+                                  "loss": state.running.last}
+        if state.history and state.history[-1]["step"] == state.step:
+            fields["acc"] = state.history[-1]["test_acc"]
+        fields["img_s"] = state.images / max(1e-9, time.perf_counter() - state.started)
+        self.reporter.update(self.task, state.step, **fields)
+
+
+@dataclass
+class SnapshotHook(Hook):
+    """Keep a CPU copy of the weights at the given absolute steps (the rewind point)."""
+
+    steps: Sequence[int]
+
+    def after_step(self, state: TrainState) -> None:
+        if state.step in self.steps:
+            state.snapshots[state.step] = state_copy(state.model)
+
+
+@dataclass
+class EvalHook(Hook):
+    """Every `plan.eval_every` steps and at the end: test (and validation) accuracy into the history."""
+
+    batches: RunBatches
+    plan: Plan
+    precision: str
+    reporter: Any
+    task: Any
+
+    def after_step(self, state: TrainState) -> None:
+        if state.step % self.plan.eval_every and state.step != self.plan.total:
+            return
+        loss = state.running.read()
+        record = {"step": state.step, "epoch": round(state.step / self.plan.iterations_per_epoch, 4), "loss": loss,
+                  "test_acc": evaluate(state.model, self.batches.test, self.precision)}
+        if self.batches.val is not None:
+            record["val_acc"] = evaluate(state.model, self.batches.val, self.precision)
+        state.history.append(record)
+        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.plan.iterations_per_epoch:.1f}",
+                             loss=loss, acc=record["test_acc"])
+
+
+@dataclass
+class CheckpointHook(Hook):
+    """Save the state at every epoch end before the last (the finished run is its caller's to save)."""
+
+    path: Path
+    key: str
+    total: int
+
+    def after_epoch(self, state: TrainState) -> None:
+        if state.step < self.total:
+            state.save(self.path, self.key)
+
+
+# ---- The loop -----------------------------------------------------------------------------------
+
+
+def run_epochs(stepper: Stepper, plan: Plan, batches: "Batches", state: TrainState, hooks: Sequence[Hook],
+               data_seed: int) -> None:
+    """Train from `state.step` to `plan.total`, calling the hooks after every step and epoch."""
+    ipe = plan.iterations_per_epoch
+    state.model.train()
+    state.started = time.perf_counter()
+    while state.step < plan.total:
+        epoch = state.step // ipe
+        # Data order and augmentation depend only on (data_seed, epoch): resumable and the
+        # same in every round of a ticket search (open_lth uses one data order per level).
+        gen = torch.Generator().manual_seed(seed_for(data_seed, epoch))
+        torch.manual_seed(seed_for(data_seed, epoch, 1))  # dropout and other stochastic layers
+        epoch_end = min((epoch + 1) * ipe, plan.total)
+        for x, y in itertools.islice(batches.epoch(gen), state.step - epoch * ipe, None):
+            if state.step >= epoch_end:
+                break
+            state.running.add(stepper(x, y, plan.schedule(state.step)))
+            state.step += 1
+            state.images += y.shape[0]
+            for hook in hooks:
+                hook.after_step(state)
+        for hook in hooks:
+            hook.after_epoch(state)
+
+
 def train(
     model: nn.Module,
     data: "ImageData",
@@ -380,131 +557,39 @@ def train(
     from step k sees the same schedule as the original run from step k onwards (open_lth).
     `snapshot_steps` are absolute steps whose weights are returned (the rewind point).
     With `checkpoint`, state is saved atomically at every epoch end and restored on start.
-    `channels_last` None = on for convolutional models; `compile` None = $TICKETX_COMPILE=1
-    (torch.compile, meant for GPUs). CPU runs pick their thread count with `training_threads`.
+    `channels_last` and `compile` as in `prepare`. CPU runs pick their thread count with
+    `ticketx.threads.training_threads`.
     """
-    from ticketx.data import Batches
     from ticketx.ui import Reporter
 
     reporter = reporter or Reporter()
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
     plan = Plan.make(spec, len(data.train_y))
+    batch = max(1, min(spec.batch_size, len(data.train_y)))
+    threads = training_threads(model, tuple(data.train_x.shape[1:]), batch, device)
     if start_step >= plan.total:
         raise UsageError(f"the rewind point (step {start_step}) is not before the end of training ({plan.total} steps)")
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last is None:
-        # NHWC convolutions: tensor cores on CUDA, oneDNN's fastest kernels on CPU (measured:
-        # resnet20 steps 0.73-0.89x the NCHW time on CPU, vgg16 about equal).
-        channels_last = has_conv
-    if compile is None:
-        compile = os.environ.get("TICKETX_COMPILE", "").strip() not in ("", "0")
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if mask:
-        from ticketx.masks import apply
-
-        apply(model, mask)
-    train_batches = Batches(
-        data.train_x, data.train_y, batch_size=spec.batch_size, mean=data.mean, std=data.std, train=True,
-        crop_padding=data.crop_padding, flip=data.flip, device=device, channels_last=channels_last,
-    )
-    eval_bs = eval_batch_size(device, tuple(data.test_x.shape))
-    test_batches = Batches(
-        data.test_x, data.test_y, batch_size=eval_bs, mean=data.mean, std=data.std, train=False, device=device,
-        channels_last=channels_last,
-    )
-    val_batches = None
-    if val is not None and len(val[1]):
-        val_batches = Batches(val[0], val[1], batch_size=eval_bs, mean=data.mean, std=data.std, train=False,
-                              device=device, channels_last=channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, spec)
-    enforce = MaskEnforcer(model, mask)
-    stepper = Stepper(model, optimizer, enforce, device=device, precision=spec.precision, compile=compile)
-    scaler = stepper.scaler
-
-    step = start_step
-    history: list[dict[str, Any]] = []
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    if step in snapshot_steps:
-        snapshots[step] = state_copy(model)
-    elapsed = 0.0
-    running = (0.0, 0, float("nan"))  # (loss sum, steps in it, last logged loss) carried across epochs
-    if checkpoint is not None and checkpoint.exists():
-        ck = store.load_torch(checkpoint, "checkpoint")
-        if ck.get("key") == checkpoint_key and ck.get("start_step") == start_step:
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            if scaler is not None and ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            step, history, elapsed = ck["step"], ck["history"], ck["elapsed"]
-            snapshots = {int(k): v for k, v in ck["snapshots"].items()}
-            running = tuple(ck.get("running", running))  # so a resumed run logs the same losses
-            reporter.log(f"[dim]{label}: resumed from checkpoint at step {step}/{plan.total}[/]")
-
-    task = reporter.start(label, plan.total)
-    reporter.update(task, step)
-    ipe = plan.iterations_per_epoch
-    model.train()
-    t0 = time.perf_counter()
-    images = 0
-    loss_sum = torch.full((), float(running[0]), device=device)
-    loss_n = int(running[1])
-    last_loss = float(running[2])
-    while step < plan.total:
-        epoch = step // ipe
-        # Data order and augmentation depend only on (data_seed, epoch): resumable and the
-        # same in every round of a ticket search (open_lth uses one data order per level).
-        gen = torch.Generator().manual_seed(seed_for(data_seed, epoch))
-        torch.manual_seed(seed_for(data_seed, epoch, 1))  # dropout and other stochastic layers
-        epoch_end = min((epoch + 1) * ipe, plan.total)
-        batches = itertools.islice(train_batches.epoch(gen), step - epoch * ipe, None)
-        for x, y in batches:
-            if step >= epoch_end:
-                break
-            loss = stepper(x, y, plan.schedule(step))
-            step += 1
-            images += y.shape[0]
-            loss_sum += loss.float()
-            loss_n += 1
-            if step % LOG_EVERY == 0:
-                last_loss = float(loss_sum.item()) / loss_n
-                if not math.isfinite(last_loss):
-                    raise TicketxError(f"{label}: training diverged (loss {last_loss}) at step {step}", "lower --lr or add --warmup")
-                loss_sum.zero_()
-                loss_n = 0
-                reporter.update(task, step, epoch=f"{step / ipe:.1f}", loss=last_loss)
-            if step in snapshot_steps:
-                snapshots[step] = state_copy(model)
-            if step % plan.eval_every == 0 or step == plan.total:
-                if loss_n:
-                    last_loss = float(loss_sum.item()) / loss_n
-                    loss_sum.zero_()
-                    loss_n = 0
-                record = {"step": step, "epoch": round(step / ipe, 4), "loss": last_loss,
-                          "test_acc": evaluate(model, test_batches, spec.precision)}
-                if val_batches is not None:
-                    record["val_acc"] = evaluate(model, val_batches, spec.precision)
-                history.append(record)
-                reporter.update(task, step, epoch=f"{step / ipe:.1f}", loss=last_loss, acc=record["test_acc"])
-        if checkpoint is not None and step < plan.total:
-            store.save_torch(checkpoint, {
-                "key": checkpoint_key, "start_step": start_step, "step": step,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "history": history, "elapsed": elapsed + time.perf_counter() - t0,
-                "snapshots": {str(k): v for k, v in snapshots.items()},
-                "running": [float(loss_sum.item()), loss_n, last_loss],
-            })
-    seconds = elapsed + time.perf_counter() - t0
-    reporter.finish(task)
-    final = history[-1]
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
+    with cpu_threads(threads):
+        setup = prepare(model, spec, mask=mask, device=device, channels_last=channels_last, compile=compile)
+        batches = make_batches(data, spec.batch_size, setup, val)
+        state = TrainState(model, setup.optimizer, setup.stepper.scaler, start_step, start_step, RunningLoss(setup.device))
+        if start_step in snapshot_steps:
+            state.snapshots[start_step] = state_copy(model)
+        if checkpoint is not None and state.load(checkpoint, checkpoint_key):
+            reporter.log(f"[dim]{label}: resumed from checkpoint at step {state.step}/{plan.total}[/]")
+        task = reporter.start(label, plan.total)
+        reporter.update(task, state.step)
+        hooks: list[Hook] = [LogHook(reporter, task, label, plan), SnapshotHook(snapshot_steps),
+                             EvalHook(batches, plan, spec.precision, reporter, task)]
+        if checkpoint is not None:
+            hooks.append(CheckpointHook(checkpoint, checkpoint_key, plan.total))
+        run_epochs(setup.stepper, plan, batches.train, state, hooks, data_seed)
+        seconds = state.seconds()
+        reporter.finish(task)
+        if setup.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    final = state.history[-1]
     return TrainResult(
-        test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=history, snapshots=snapshots,
-        seconds=seconds, steps=step - start_step, images_per_second=images / max(1e-9, time.perf_counter() - t0),
+        test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=state.history, snapshots=state.snapshots,
+        seconds=seconds, steps=state.step - start_step,
+        images_per_second=state.images / max(1e-9, time.perf_counter() - state.started),
     )

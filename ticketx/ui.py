@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -16,7 +18,10 @@ if not console.is_terminal and "COLUMNS" not in os.environ:
 class Reporter:
     """Progress for training runs; the library talks to this, never to Rich directly.
 
-    The base class is silent (library use, tests). `RichReporter` draws bars.
+    The base class is silent (library use, tests). `RichReporter` draws bars on a terminal and
+    falls back to `PlainReporter`'s one line per epoch elsewhere. `update` fields are a status:
+    train() sends `epoch` and `loss`, `acc` after an evaluation, and at each epoch end `img_s`
+    (training images/s).
     """
 
     def start(self, label: str, total: int) -> Any:
@@ -32,8 +37,67 @@ class Reporter:
         pass
 
 
+@dataclass
+class _Run:
+    label: str
+    total: int
+    first: int | None = None  # the step the run started (or resumed) at
+    t0: float = 0.0
+
+
+class PlainReporter(Reporter):
+    """One plain line per training epoch, for logs that are not a terminal (Slurm, CI, a pipe).
+
+    A progress bar cannot be drawn there, and without one nothing would appear until a round's
+    table: this prints, at each epoch end, the run's label (with its round), the epoch, step,
+    loss, test accuracy when it was measured, images/s and the time left at this session's pace.
+    """
+
+    def __init__(self, write: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.write = write or (lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        self.clock = clock
+
+    def start(self, label: str, total: int) -> Any:
+        return _Run(label, total)
+
+    def update(self, task: Any, completed: int, **fields: Any) -> None:
+        if task.first is None:
+            task.first, task.t0 = completed, self.clock()
+        if "img_s" not in fields:  # only epoch ends make a line
+            return
+        parts = [task.label]
+        if "epoch" in fields:
+            parts.append(f"epoch {fields['epoch']}")
+        parts.append(f"step {completed}/{task.total}")
+        if isinstance(fields.get("loss"), float):
+            parts.append(f"loss {fields['loss']:.4f}")
+        if isinstance(fields.get("acc"), float):
+            parts.append(f"acc {100 * fields['acc']:.2f}%")
+        parts.append(f"{fields['img_s']:,.0f} img/s")
+        done = completed - task.first
+        if done > 0 and completed < task.total:
+            left = (self.clock() - task.t0) / done * (task.total - completed)
+            parts.append(f"eta {_duration(left)}")
+        self.write("  ".join(parts))
+
+    def log(self, message: str) -> None:
+        console.print(message)
+
+
+def _duration(seconds: float) -> str:
+    """'1:02:03', '2:03' (h:mm:ss or m:ss)."""
+    s = int(round(seconds))
+    h, m = divmod(s, 3600)
+    m, s = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 class RichReporter(Reporter):
-    """Rich progress bars: one per training run (removed when done), plus persistent log lines."""
+    """Rich progress bars: one per training run (removed when done), plus persistent log lines.
+
+    When stderr is not a terminal (and $TICKETX_PROGRESS is unset) the bars are off and runs are
+    reported by a `PlainReporter` instead.
+    """
 
     def __init__(self, progress: Any | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -51,6 +115,7 @@ class RichReporter(Reporter):
             disable=not console.is_terminal and not os.environ.get("TICKETX_PROGRESS"),
         )
         self._owned = progress is None
+        self.plain = PlainReporter() if self.progress.disable else None
 
     def __enter__(self) -> "RichReporter":
         if self._owned:
@@ -62,14 +127,22 @@ class RichReporter(Reporter):
             self.progress.stop()
 
     def start(self, label: str, total: int) -> Any:
+        if self.plain is not None:
+            return self.plain.start(label, total)
         return self.progress.add_task(label, total=total, status="")
 
     def update(self, task: Any, completed: int, **fields: Any) -> None:
-        status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if self.plain is not None:
+            self.plain.update(task, completed, **fields)
+            return
+        names = {"img_s": "img/s"}
+        status = "  ".join(f"{names.get(k, k)} {v:.4g}" if isinstance(v, float) else f"{names.get(k, k)} {v}"
+                           for k, v in fields.items())
         self.progress.update(task, completed=completed, status=status)
 
     def finish(self, task: Any) -> None:
-        self.progress.remove_task(task)
+        if self.plain is None:
+            self.progress.remove_task(task)
 
     def log(self, message: str) -> None:
         if self.progress.disable:

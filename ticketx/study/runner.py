@@ -74,26 +74,14 @@ def write_provenance(study: Study, out: Path) -> None:
 def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None,
               reporter: Any = None) -> list[Cell]:
     """Run every cell not done yet, in order (searches first); return the cells."""
+    from ticketx.threads import cpu_threads
     from ticketx.train import resolve_device
 
     out = Path(out)
     device = device or study.spec.device
     dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
-    threads = torch_threads(study.spec.cpu_threads if dev.type == "cpu" else None)
-    try:
+    with cpu_threads(study.spec.cpu_threads if dev.type == "cpu" else None):
         return _run_cells(study, out, device, data_dir or study.spec.data_dir, reporter)
-    finally:
-        torch_threads(threads)
-
-
-def torch_threads(n: Optional[int]) -> Optional[int]:
-    """Set PyTorch's intra-op CPU threads (None: leave them); return the previous number."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    return before
 
 
 def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
