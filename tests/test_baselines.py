@@ -43,3 +43,17 @@ def test_registry_rejects_unknown_names_with_a_suggestion():
 
     with pytest.raises(UsageError, match="did you mean 'random-mask'"):
         BASELINES["random-mask2"]
+
+
+def test_sanity_baselines_keep_every_layers_count(digits_ticket):
+    t = ticketfile.load(digits_ticket)
+    ticket = Arm(t, 2, 5, seed=0, head="keep").build(TICKET)
+    for kind in ("shuffle", "invert"):
+        got = Arm(t, 2, 5, seed=0, head="keep").build(BASELINES[kind])
+        for n, m in ticket.mask.items():
+            assert int(got.mask[n].sum()) == int(m.sum()), (kind, n)
+        assert not all(torch.equal(got.mask[n], ticket.mask[n]) for n in t.names)
+    inv = Arm(t, 2, 5, seed=0, head="keep").build(BASELINES["invert"]).mask
+    first = t.mask(1)
+    for n in t.names:  # at 64% density the inverse holds every weight round 1 pruned (the lowest-ranked)
+        assert bool((inv[n] | first[n]).all())

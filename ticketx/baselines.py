@@ -70,6 +70,28 @@ def _dense(arm: "Arm", mask: M.Mask) -> None:
     return None
 
 
+@baseline("shuffle", "shuffled mask")
+def _shuffle(arm: "Arm", mask: M.Mask) -> M.Mask:
+    """Each layer's mask permuted within the layer (Frankle et al. 2021): same layerwise density,
+    other weights. A ticket no better than its shuffle is only a good density profile."""
+    from ticketx.sanity import shuffle
+
+    return shuffle(mask, arm.generator("shuffle"))
+
+
+@baseline("invert", "inverted mask")
+def _invert(arm: "Arm", mask: M.Mask) -> M.Mask:
+    """The weights the ticket ranked lowest, at the same layerwise density (Frankle et al. 2021):
+    the earliest-pruned first (ticketx.sanity.invert). A new output layer keeps its own mask."""
+    from ticketx.sanity import invert
+
+    if arm.round == 0:
+        return mask
+    inv = invert([arm.ticket.mask(r) for r in range(1, arm.ticket.num_rounds + 1)], arm.round, arm.generator("invert"))
+    head = arm.ticket.meta.get("head")
+    return {n: mask[n] if (arm.reset_head and n == head) else inv[n] for n in mask}
+
+
 # The ticket itself, through the same builder: its mask unchanged.
 TICKET = Baseline("ticket", "ticket", lambda arm, mask: mask)
 

@@ -114,6 +114,7 @@ def find(
     scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise \\[default: the model's paper].")] = None,
     keep_dense: Annotated[Optional[str], typer.Option("--keep-dense", help="Comma-separated tensors never pruned, e.g. 'conv1.weight'.")] = None,
     rewind: Annotated[Optional[str], typer.Option("--rewind", help="Rewind point: 0 (init), '1ep', '500it'.")] = None,
+    criterion: Annotated[Optional[str], typer.Option("--criterion", help="Which weights survive: magnitude, large_init, large_init_large_final, magnitude_increase, movement, random (Zhou et al. 2019) \\[default magnitude].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
@@ -128,7 +129,7 @@ def find(
     from ticketx.ui import RichReporter, console
 
     spec = resolve_find(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
-                        "scope": scope, "keep_dense": keep_dense, "rewind": rewind},
+                        "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
@@ -198,6 +199,87 @@ def inspect(
         return
     for renderable in ticket_summary(t):
         console.print(renderable)
+
+
+@app.command()
+def compare(
+    tickets: Annotated[list[Path], typer.Argument(help="Two or more ticket files of the same architecture.")],
+    density: Annotated[Optional[float], typer.Option("--density", help="Compare at this density (0-1] \\[default: the first ticket's lowest].")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the layerwise density profiles as a PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON on stdout.")] = False,
+) -> None:
+    """Overlap of kept weights between tickets at matched density, against chance."""
+    import json
+
+    from ticketx.compare import compare_tickets
+    from ticketx.report import compare_table
+    from ticketx.ui import console
+
+    res = compare_tickets(tickets, density)
+    console.print(compare_table(res))
+    if plot is not None:
+        from ticketx.compare import profile_plot
+
+        profile_plot(res["masks"], plot)
+        console.print(f"[green]plot:[/] {plot}")
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in res.items() if k != "masks"}, indent=2, default=str))
+
+
+@app.command()
+@training_options
+def stability(
+    ticket: Annotated[Path, typer.Argument(help="Ticket file.")],
+    round_: Annotated[Optional[int], typer.Option("--round", help="Round to test \\[default: the last].")] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Two data-order seeds, e.g. '0,1'.")] = "0,1",
+    points: Annotated[int, typer.Option("--points", help="Points on the straight line between the two networks.", min=3)] = 11,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
+    device: Device = "auto", data_dir: DataDir = None,
+    train: dict[str, Any] | None = None,
+) -> None:
+    """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
+    import json
+
+    from ticketx.spec.transfer import load_checked, ticket_train_spec
+    from ticketx.stability import run_stability
+    from ticketx.ui import RichReporter, console
+
+    t = load_checked(ticket)
+    with RichReporter() as rep:
+        res = run_stability(t, round_, seeds, ticket_train_spec(t, train or {}), points=points, device=device,
+                            data_dir=data_dir, reporter=rep)
+    console.print(f"round {res['round']} ({100 * res['density']:.2f}% weights remaining): test error barrier "
+                  f"{100 * res['test_barrier']:.2f} points, train error barrier {100 * res['train_barrier']:.2f} points")
+    if plot is not None:
+        from ticketx.stability import path_plot
+
+        path_plot(res, plot)
+        console.print(f"[green]plot:[/] {plot}")
+    typer.echo(json.dumps(res, default=str))
+
+
+@app.command()
+@training_options
+def pai(
+    method: Annotated[str, typer.Option("--method", help="snip (Lee et al. 2019), grasp (Wang et al. 2020) or synflow (Tanaka et al. 2020).")],
+    data: Data,
+    model: Model,
+    densities: Annotated[str, typer.Option("--densities", help="Target densities, decreasing, e.g. '0.5,0.2,0.1'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")] = Path("ticket.pt"),
+    scope: Annotated[str, typer.Option("--scope", help="global or layerwise.")] = "global",
+    iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
+    device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
+    train: dict[str, Any] | None = None,
+) -> None:
+    """Prune at initialisation (SNIP, GraSP, SynFlow) and write the masks as an ordinary ticket."""
+    from ticketx.pai import write_pai_ticket
+    from ticketx.ui import console
+
+    ticket = write_pai_ticket(method, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
+                              device=device, image_size=image_size, data_dir=data_dir, train=train or {})
+    console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
+    typer.echo(str(out))
 
 
 @app.command()

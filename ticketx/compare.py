@@ -207,3 +207,33 @@ def profile_plot(tickets: Mapping[str, Mapping[str, torch.Tensor]], path: Any) -
     path = Path(path)
     _save(fig, path)
     return path
+
+
+def compare_tickets(paths: Sequence[Any], density: float | None = None) -> dict[str, Any]:
+    """Load tickets, match their rounds at one density (within 1% relative), compare their masks."""
+    from pathlib import Path
+
+    from ticketx.spec.transfer import load_checked
+
+    if len(paths) < 2:
+        raise UsageError("give at least two tickets to compare")
+    tickets = [load_checked(p) for p in paths]
+    first = tickets[0]
+    for p, t in zip(paths[1:], tickets[1:]):
+        if t.meta["model"] != first.meta["model"] or t.names != first.names:
+            raise UsageError(f"{p} is a {t.meta['model']} ticket; {paths[0]} is a {first.meta['model']}: "
+                             "tickets of different architectures select different weights by construction")
+    if density is None:
+        density = first.rounds[-1]["density"]
+    rounds = []
+    for p, t in zip(paths, tickets):
+        r = match_round(t, density)
+        if r is None:
+            have = ", ".join(f"{100 * x['density']:.2f}%" for x in t.rounds)
+            raise UsageError(f"{p} has no round within 1% of {100 * density:.2f}% weights remaining (it has {have})")
+        rounds.append(r)
+    labels = [Path(str(p)).stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [str(p) for p in paths]
+    masks = {label: t.mask(r) for label, t, r in zip(labels, tickets, rounds)}
+    return {"density": density, "rounds": dict(zip(labels, rounds)), "masks": masks, **compare(masks)}

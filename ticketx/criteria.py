@@ -22,8 +22,10 @@ from typing import Callable, Mapping, Protocol
 
 import torch
 
+from ticketx.registry import Registry
+
 from ticketx import pruning
-from ticketx.errors import UsageError, did_you_mean
+from ticketx.errors import UsageError
 from ticketx.masks import Mask
 
 
@@ -44,7 +46,7 @@ class Criterion:
         return self.score(w_init, w_final, generator)
 
 
-CRITERIA: dict[str, Criterion] = {}
+CRITERIA: Registry[Criterion] = Registry("criterion")
 DEFAULT = "magnitude"
 
 
@@ -52,9 +54,7 @@ def criterion(name: str, formula: str, source: str = "Zhou et al. 2019, Fig. 2")
     """Register a scoring function under `name` (grep for `@criterion(` to list them all)."""
 
     def deco(fn: ScoreFn) -> ScoreFn:
-        if name in CRITERIA:
-            raise ValueError(f"criterion {name!r} registered twice")
-        CRITERIA[name] = Criterion(name, fn, formula, source)
+        CRITERIA.add(name, Criterion(name, fn, formula, source))
         return fn
 
     return deco
@@ -62,8 +62,6 @@ def criterion(name: str, formula: str, source: str = "Zhou et al. 2019, Fig. 2")
 
 def get(name: str) -> Criterion:
     """The criterion called `name`; an unknown name is a UsageError with a suggestion."""
-    if name not in CRITERIA:
-        raise UsageError(did_you_mean(name, list(CRITERIA), "criterion"))
     return CRITERIA[name]
 
 

@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 from ticketx import masks as M
-from ticketx import pruning, store
+from ticketx import criteria, store
 from ticketx import ticket as T
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
 from ticketx.spec import FindSpec, rewind_problem
 from ticketx.steps import to_iterations
-from ticketx.train import Plan, resolve_device, set_deterministic, state_copy, train
+from ticketx.train import Plan, resolve_device, seed_for, set_deterministic, state_copy, train
 from ticketx.ui import Reporter
 
 
@@ -110,9 +110,11 @@ def find(
             if mask_file.exists():
                 mask = store.load_torch(mask_file, "mask")
             else:
-                mask = pruning.magnitude(
-                    final, mask, spec.prune.rate, scope=spec.prune.scope, head=head,
-                    head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
+                # w_i of Zhou et al. 2019 is the rewind weights: every round restarts from them.
+                mask = criteria.prune_round(
+                    spec.prune.criterion, {n: rewind_state[n] for n in names}, final, mask, spec.prune.rate,
+                    scope=spec.prune.scope, head=head, head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
+                    generator=torch.Generator().manual_seed(seed_for(init_seed, data_seed, r)),
                 )
                 store.save_torch(mask_file, mask)
             masks.append(mask)

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from ticketx.registry import Registry
 import torch.nn.functional as F
 from torch import nn
 
 from ticketx import masks as M
 from ticketx import pruning
-from ticketx.errors import TicketxError, UsageError, did_you_mean
+from ticketx.errors import TicketxError, UsageError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Scores = dict[str, torch.Tensor]
@@ -60,22 +62,20 @@ class Method:
     paper: str
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("pruning-at-initialisation method")
 
 
 def method(name: str, *, iterative: bool = False, data_free: bool = False, paper: str) -> Callable:
     """Register a scorer `(model, batches, names, mask, device, **options) -> {name: scores}`."""
 
     def deco(fn: Callable[..., Scores]) -> Callable[..., Scores]:
-        METHODS[name] = Method(name, fn, iterative, data_free, paper)
+        METHODS.add(name, Method(name, fn, iterative, data_free, paper))
         return fn
 
     return deco
 
 
 def get(name: str) -> Method:
-    if name not in METHODS:
-        raise UsageError(did_you_mean(name, list(METHODS), "pruning-at-initialisation method"))
     return METHODS[name]
 
 
@@ -475,3 +475,34 @@ def layer_collapse(masks: Sequence[Mapping[str, torch.Tensor]]) -> list[tuple[in
     """(round, collapsed tensor names) for every round in which some tensor lost all its weights."""
     return [(r, c) for r, mk in enumerate(masks, start=1) if (c := M.collapsed(mk))]
 
+
+
+def write_pai_ticket(method_name: str, data: str, model: str, densities: str, out: Any, *, scope: str = "global",
+                     iterations: int = SYNFLOW_ITERATIONS, seed: int = 0, device: str = "auto", image_size: int | None = None,
+                     data_dir: Any = None, train: Mapping[str, Any] | None = None) -> Any:
+    """`ticketx pai`: check the options, load the data, find the masks, write the ticket atomically."""
+    from ticketx import store
+    from ticketx import ticket as ticketfile
+    from ticketx.data import load_data, parse_data
+    from ticketx.models import model_info
+    from ticketx.spec.base import as_list
+    from ticketx.train import resolve_device
+
+    get(method_name)
+    parse_data(data)
+    info = model_info(model)
+    try:
+        dens = [float(d) for d in as_list(densities)]
+    except ValueError:
+        raise UsageError(f"--densities expects numbers like '0.5,0.2,0.1', got {densities!r}") from None
+    if not dens or any(not 0 < d <= 1 for d in dens) or any(a <= b for a, b in zip(dens, dens[1:])):
+        raise UsageError(f"--densities must decrease within (0, 1], got {densities!r}")
+    if scope not in ("global", "layerwise"):
+        raise UsageError(f"--scope must be global or layerwise, got {scope!r}")
+    dev = resolve_device(device)
+    store.check_writable(out)
+    images = load_data(data, data_dir, image_size=image_size or info.image_size)
+    ticket = pai_ticket(method_name, model, images, dens, seed=seed, iterations=iterations, scope=scope, train=train,
+                        device=dev)
+    ticketfile.save(ticket, out)
+    return ticket

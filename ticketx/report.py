@@ -59,7 +59,13 @@ def _train_line(tr: Mapping[str, Any]) -> str:
 
 
 def _prune_line(p: Mapping[str, Any]) -> str:
-    s = f"{p['scope']} {p.get('criterion', 'magnitude')}, {100 * p['rate']:g}% of remaining per round"
+    crit = p.get("criterion", "magnitude")
+    if p.get("rate") is None:  # pruning at initialisation: one round per target density
+        s = f"{p['scope']} {crit} at initialisation, densities " + ", ".join(f"{100 * d:g}%" for d in p.get("densities", []))
+        if p.get("iterations"):
+            s += f", {p['iterations']} iterations"
+        return s
+    s = f"{p['scope']} {crit}, {100 * p['rate']:g}% of remaining per round"
     if p.get("head_rate") is not None:
         s += f", output layer {100 * p['head_rate']:g}%"
     if p.get("keep_dense"):
@@ -112,6 +118,23 @@ def model_table() -> Table:
     for row in rows:
         table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
     return table
+
+
+def compare_table(res: Mapping[str, Any]) -> Table:
+    """`ticketx compare`: each pair's overlap of kept weights, whole network, against chance."""
+    from rich.markup import escape
+
+    t = Table(title=f"tickets compared at {100 * res['density']:.2f}% weights remaining", title_justify="left",
+              caption="A kept by B: fraction of A's kept weights B keeps; chance: independent random masks of the "
+                      "same per-layer counts; z: standard deviations above chance", caption_justify="left")
+    for col in ("A", "B", "A kept by B", "chance", "Jaccard", "chance", "z", "density rank corr."):
+        t.add_column(col, justify="left" if col in ("A", "B") else "right")
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for p in res["pairs"]:
+        n = p["network"]
+        t.add_row(escape(p["a"]), escape(p["b"]), f(n["a_kept_by_b"]), f(n["chance_a_kept_by_b"]), f(n["jaccard"]),
+                  f(n["chance_jaccard"]), "-" if n.get("z") is None else f"{n['z']:.1f}", f(p.get("density_spearman")))
+    return t
 
 
 def _pct_interval(d: Mapping[str, Any] | None, sign: bool = False) -> str:

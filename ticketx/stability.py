@@ -230,3 +230,23 @@ def path_plot(result: Mapping[str, Any], path: Any) -> Any:
     path = Path(path)
     _save(fig, path)
     return path
+
+
+def run_stability(ticket: Any, round_: int | None, seeds: str, train_spec: Any, *, points: int = POINTS,
+                  device: str = "auto", data_dir: Any = None, reporter: Any = None) -> dict[str, Any]:
+    """`ticketx stability`: parse the seeds, load the ticket's data set, run `stability`."""
+    from ticketx.data import load_data
+    from ticketx.spec.base import as_list
+    from ticketx.train import resolve_device
+
+    parts = as_list(seeds)
+    if len(parts) != 2 or not all(str(p).isdigit() for p in parts) or parts[0] == parts[1]:
+        raise UsageError(f"--seeds expects two different data-order seeds like '0,1', got {seeds!r}")
+    r = ticket.num_rounds if round_ is None else round_
+    if not 0 <= r <= ticket.num_rounds:
+        raise UsageError(f"round {r} is not in the ticket (rounds 0..{ticket.num_rounds})")
+    dev = resolve_device(device)
+    m = ticket.meta
+    data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
+    return stability(ticket, r, data, train_spec, seeds=(int(parts[0]), int(parts[1])), device=dev, points=points,
+                     reporter=reporter)

@@ -43,6 +43,8 @@ class FindSpec(Strict):
         d = self.model_dump()
         d["init_seed"], d["data_seed"] = self.seeds
         d.pop("seed")
+        if d["prune"]["criterion"] == "magnitude":  # tickets found before criteria existed keep their keys
+            d["prune"].pop("criterion")
         return d
 
 

@@ -92,6 +92,20 @@ class PruneSpec(Strict):
     # Rewind point. '0' = original init (Frankle & Carbin 2019); '1ep' = late resetting
     # (Morcos et al. 2019 rewound to iteration 1 epoch's worth; Frankle et al. 2020).
     rewind: str = "1ep"
+    # Which weights survive a round: |final weight| (Frankle & Carbin 2019), or another of Zhou
+    # et al. 2019's criteria (ticketx.criteria), scored on (rewind weights, final weights).
+    criterion: str = "magnitude"
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        from ticketx.criteria import CRITERIA
+
+        try:
+            CRITERIA[v]
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return v
 
     @field_validator("rewind", mode="before")
     @classmethod
