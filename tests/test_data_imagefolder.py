@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_JPG
 from datafiles import CIFAR10_NAMES, write_folder
 from PIL import Image
 
@@ -112,10 +113,7 @@ def test_imagefolder_class_range_and_corrupt_image(tmp_path):
 
 
 def _cifar10_jpg() -> Path:
-    for path in (
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz",
-        Path("/work/shared/data/cifar10-jpg.tar.gz"),
-    ):
+    for path in CIFAR_JPG:
         if path.is_file():
             return path
     pytest.skip("real CIFAR-10 JPEG archive not found (../shared/data/cifar10-jpg.tar.gz)")
