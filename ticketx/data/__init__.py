@@ -14,7 +14,7 @@ tensors that live on the training device (batches.py).
     pixels.py            whole-set uint8 ops: resize, grayscale, channel statistics
     cache.py             decoded cache files
     decode.py            image files -> uint8 tensors, in threads
-    digits.py            the digits set (scikit-learn's bundled file)
+    digits.py            the embedded digits set (embedded/digits.u8.gz)
     torchvision_sets.py  cifar10, cifar100, mnist, fashion-mnist, svhn
     places.py            places365, memory-mapped
     imagefolder.py       imagefolder:PATH
