@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny ticket on the embedded digits data set (seconds on a CPU), the CLI in
-process, and no network for data sets."""
+process, no network for data sets, and a guard that fails if any data set is loaded."""
 
 from __future__ import annotations
 
@@ -50,6 +50,24 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail loudly if any data set is loaded: the command must reject its input first.
+
+    Patches the two places every load goes through, whoever calls `load_data` and however it
+    was imported: the registry's loaders (digits, cifar10, ...) and the image-folder loader.
+    """
+
+    def refuse(*a, **k):
+        raise AssertionError("a data set was loaded before the input was rejected")
+
+    from ticketx.data import images, registry
+
+    for name in registry.LOADERS:
+        monkeypatch.setitem(registry.LOADERS, name, refuse)
+    monkeypatch.setattr(images, "load_imagefolder", refuse)
 
 
 @pytest.fixture
