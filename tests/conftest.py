@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny ticket on the embedded digits data set (seconds on a CPU)."""
+"""Shared fixtures: a tiny ticket on the embedded digits data set (seconds on a CPU), the CLI in
+process, no network for data sets, and a guard that fails if any data set is loaded."""
 
 from __future__ import annotations
 
@@ -49,3 +50,64 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail loudly if any data set is loaded: the command must reject its input first.
+
+    Patches the two places every load goes through, whoever calls `load_data` and however it
+    was imported: the registry's loaders (digits, cifar10, ...) and the image-folder loader.
+    """
+
+    def refuse(*a, **k):
+        raise AssertionError("a data set was loaded before the input was rejected")
+
+    from ticketx.data import images, registry
+
+    for name in registry.LOADERS:
+        monkeypatch.setitem(registry.LOADERS, name, refuse)
+    monkeypatch.setattr(images, "load_imagefolder", refuse)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No download: every torchvision fetch fails as it does without network; $TICKETX_DATA is a temp folder."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.cifar as cifar
+    import torchvision.datasets.mnist as mnist
+    import torchvision.datasets.places365 as places365
+    import torchvision.datasets.svhn as svhn
+    import torchvision.datasets.utils as utils
+
+    def fail(*args, **kwargs):
+        raise URLError("[Errno 101] Network is unreachable")
+
+    for module, name in [
+        (cifar, "download_and_extract_archive"),
+        (mnist, "download_and_extract_archive"),
+        (places365, "download_and_extract_archive"),
+        (svhn, "download_url"),
+        (utils, "download_url"),
+        (utils, "download_and_extract_archive"),
+    ]:
+        monkeypatch.setattr(module, name, fail)
+    # Never fall back to the user's real cache folder.
+    monkeypatch.setenv("TICKETX_DATA", str(tmp_path / "env-root"))
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Tiny data files have the real layout but not the real checksums: accept any existing file."""
+    import os
+
+    import torchvision.datasets.cifar as cifar
+    import torchvision.datasets.places365 as places365
+    import torchvision.datasets.svhn as svhn
+
+    def exists(fpath, md5=None):
+        return os.path.isfile(fpath)
+
+    for module in (cifar, svhn, places365):
+        monkeypatch.setattr(module, "check_integrity", exists)

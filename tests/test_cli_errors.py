@@ -58,25 +58,15 @@ if not torch.cuda.is_available():
     CASES.append(("device-cuda", [*FIND[:-4], "--device", "cuda", "--epochs", "2"], 2, "CUDA is not available", True))
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    """Fail loudly if a data set is loaded: the command must reject its input first."""
-
-    def refuse(*a, **k):
-        raise AssertionError("a data set was loaded before the input was rejected")
-
-    import ticketx.data
+def test_no_data_guard_refuses_every_way_of_loading(no_data, tmp_path):
+    # The guard must bite whoever loads: load_data itself, find's own import of it, an image folder.
     import ticketx.find
-    import ticketx.transfer
+    from ticketx.data import load_data
 
-    for mod in (ticketx.data, ticketx.find, ticketx.transfer):
-        monkeypatch.setattr(mod, "load_data", refuse)
-    try:
-        import ticketx.study
-
-        monkeypatch.setattr(ticketx.study, "load_data", refuse, raising=False)
-    except ImportError:  # pragma: no cover - study is optional
-        pass
+    for load in (lambda: load_data("digits"), lambda: ticketx.find.load_data("cifar10[0-1]", tmp_path),
+                 lambda: load_data(f"imagefolder:{tmp_path}")):
+        with pytest.raises(AssertionError, match="loaded before the input was rejected"):
+            load()
 
 
 def check_one_error(code: int, err: str, expected_code: int, phrase: str) -> None:
