@@ -21,7 +21,14 @@ import pytest
 
 from ticketx import store
 from ticketx import study as S
-from ticketx.study.workers import Leases, launch_settings, parse_devices, parse_extra, status, worker_plan
+from ticketx.study.workers import (
+    Leases,
+    launch_settings,
+    parse_devices,
+    parse_extra,
+    status,
+    worker_plan,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "studies" / "ci.yaml"

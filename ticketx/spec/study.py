@@ -16,8 +16,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
 from ticketx.spec.base import Strict, as_list, check_seeds, error_message, partial
-from ticketx.spec.find import FindSpec
-from ticketx.spec.train import PruneSpec, TrainSpec, resolve_prune, rewind_problem, train_settings
+from ticketx.spec.train import (
+    PruneSpec,
+    TrainSpec,
+    resolve_prune,
+    rewind_problem,
+    train_settings,
+)
 from ticketx.spec.transfer import default_baselines
 from ticketx.spec.yamlfile import Path_, compose, format_path, line_of, schema_error
 

@@ -54,7 +54,13 @@ from typing import Any, Iterable, Optional
 from ticketx.errors import TicketxError
 from ticketx.spec.study import Study
 from ticketx.study.cells import Cell, TransferCell, slug
-from ticketx.study.runner import cell_dir, is_done, run_cell, torch_threads, write_provenance
+from ticketx.study.runner import (
+    cell_dir,
+    is_done,
+    run_cell,
+    torch_threads,
+    write_provenance,
+)
 
 # Long enough that a slow epoch checkpoint on a busy NFS server never looks like a dead worker
 # (the heartbeat is a separate thread, so training time itself does not count).
