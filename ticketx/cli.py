@@ -352,6 +352,15 @@ StudyOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output fo
 HeatDensity = Annotated[Optional[float], typer.Option("--density", help="Heatmap at the round closest to this density (0-1] \\[default: the lowest].")]
 
 
+LeaseTimeout = Annotated[Optional[float], typer.Option(
+    "--lease-timeout", min=0.1,
+    help="Seconds without a heartbeat after which another worker takes a running cell over \\[default: 600].")]
+
+
+def _study_out(s: Any, out: Optional[Path]) -> Path:
+    return out or Path("runs") / s.name
+
+
 @study_app.command("run")
 def study_run(
     study: StudyFile,
@@ -359,21 +368,166 @@ def study_run(
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N \\[default: the study's, else auto].")] = None,
     data_dir: DataDir = None,
     density: HeatDensity = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Worker processes on this machine (one per device with --devices; on CPU the cores are split) \\[default: 1].")] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="GPUs for the workers, e.g. 0,1,2,3: one worker each (round-robin if --workers is larger).")] = None,
+    cpu_threads: Annotated[Optional[int], typer.Option("--cpu-threads", min=1, help="PyTorch CPU threads per worker \\[default: the study's cpu_threads, else cores / workers].")] = None,
+    lease_timeout: LeaseTimeout = None,
+    do_report: Annotated[bool, typer.Option("--report/--no-report", help="Write results.csv, tables and plots at the end.")] = True,
 ) -> None:
-    """Run every cell of a study not done yet (rerun the same command to resume), then report."""
+    """Run every cell of a study not done yet (rerun to resume), then report.
+
+    Any number of `study run` processes (here or on other machines sharing the folder) may work on
+    one study at once: each cell is trained by one of them.
+    """
     from ticketx.study import count, load_study, report, run_study
+    from ticketx.study.workers import DEFAULT_LEASE_TIMEOUT, parse_devices, spawn_workers, worker_plan
     from ticketx.ui import RichReporter, console
 
+    devs = parse_devices(devices) if devices is not None else None
+    if device is not None and devs is not None:
+        raise UsageError("give --device (one worker) or --devices (one worker per device), not both")
     s = load_study(study)
-    out = out or Path("runs") / s.name
+    out = _study_out(s, out)
     c = count(s.cells)
-    console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells -> {out}")
-    with RichReporter() as rep:
-        run_study(s, out, device=device, data_dir=data_dir, reporter=rep)
-    report(out, density=density)
+    timeout = lease_timeout if lease_timeout is not None else s.spec.launcher.lease_timeout or DEFAULT_LEASE_TIMEOUT
+    n = workers or (len(devs) if devs else 1)
+    console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells -> {out}"
+                  + (f" ({n} workers)" if n > 1 else ""))
+    if n > 1:
+        plan = worker_plan(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
+        codes = spawn_workers(Path(study), out, plan, data_dir=data_dir, lease_timeout=timeout,
+                              log=lambda m: console.print(f"[dim]{m}[/]"))
+        if any(codes):
+            from ticketx.study.workers import status
+
+            st = status(out)
+            first = st["failed_cells"][0] if st["failed_cells"] else None
+            msg = f"{sum(1 for x in codes if x)} of {n} workers failed"
+            if first:
+                msg += f"; {st['failed']} cells failed, first: {first['title']}: {first['error']}"
+            raise TicketxError(msg, f"logs in {out / 'logs'}; `ticketx study status {out}`; rerun to retry")
+    else:
+        with RichReporter() as rep:
+            run_study(s, out, device=devs[0] if devs else device, data_dir=data_dir, reporter=rep,
+                      lease_timeout=timeout, threads=cpu_threads)
+    if do_report:
+        report(out, density=density)
     typer.echo(str(out))
 
 
+@study_app.command("submit")
+def study_submit(
+    study: StudyFile,
+    out: StudyOut = None,
+    local: Annotated[bool, typer.Option("--local", help="Run the jobs as local processes (submitit's local executor) instead of Slurm.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Worker jobs in the array \\[default: launcher.workers, else one per cell up to 64].")] = None,
+    array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1, help="At most this many array tasks running at once.")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", "-p", help="Slurm partition.")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", "-A", help="Slurm account.")] = None,
+    gpus_per_task: Annotated[Optional[int], typer.Option("--gpus-per-task", "--gpus", min=0, help="GPUs per worker job \\[default: 1 on Slurm, 0 local].")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", min=1, help="CPU cores per worker job (also its PyTorch threads).")] = None,
+    mem_gb: Annotated[Optional[float], typer.Option("--mem-gb", min=0.1, help="Memory per worker job, GB.")] = None,
+    time: Annotated[Optional[str], typer.Option("--time", "-t", help="Time limit per job: minutes or [D-]HH:MM:SS \\[default: 4:00:00]; a job that runs out is requeued and resumes.")] = None,
+    slurm_arg: Annotated[Optional[list[str]], typer.Option("--slurm-arg", help="Extra sbatch flag, e.g. qos=high or --constraint=a100 (repeatable).")] = None,
+    phases: Annotated[Optional[bool], typer.Option("--phases/--no-phases", help="Searches in a first array, transfers in a second one after it \\[default: on].")] = None,
+    lease_timeout: LeaseTimeout = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda \\[default: the study's].")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Submit the study's workers as a Slurm job array (submitit) and return; watch with `study status`."""
+    import json
+
+    from ticketx.spec.study import parse_minutes
+    from ticketx.study import count, load_study
+    from ticketx.study.workers import is_done, launch_settings, parse_extra, submit
+    from ticketx.ui import console
+
+    minutes = None
+    if time is not None:
+        try:
+            minutes = parse_minutes(time)
+        except ValueError as err:
+            raise UsageError(f"--time: {err}") from None
+    extra = parse_extra(slurm_arg)
+    s = load_study(study)
+    out = _study_out(s, out)
+    pending = sum(not is_done(out, c) for c in s.cells)
+    launch = launch_settings(s, pending, cluster="local" if local else None, workers=workers,
+                             array_parallelism=array_parallelism, partition=partition, account=account,
+                             gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb, time=minutes,
+                             extra=extra, phases=phases, lease_timeout=lease_timeout)
+    c = count(s.cells)
+    res = submit(s, out, launch, device=device, data_dir=data_dir)
+    if not res["arrays"]:
+        console.print(f"study [bold]{s.name}[/]: every cell is done in {out}; nothing to submit")
+        typer.echo(json.dumps({k: v for k, v in res.items()}))
+        return
+    console.print(f"study [bold]{s.name}[/]: {c['search']} search + {c['transfer']} transfer cells, {pending} to do; "
+                  f"{launch.cluster}: {launch.workers} workers, {launch.gpus_per_task} GPU(s) and {launch.time_min} min each")
+    for a in res["arrays"]:
+        ids = a["array"] if launch.cluster == "slurm" else ", ".join(a["jobs"])
+        console.print(f"  {a['phase']} {'array' if launch.cluster == 'slurm' else 'jobs'} [bold]{ids}[/]: {len(a['jobs'])} workers"
+                      + (" (starts after the search array)" if a["phase"] == "transfer" and launch.cluster == "slurm" else ""))
+    console.print(f"watch:  ticketx study status {out}")
+    if launch.cluster == "slurm":
+        console.print(f"        squeue -j {','.join(a['array'] for a in res['arrays'])}")
+    console.print(f"logs:   {out / 'slurm'} (jobs), {out / 'logs'} (workers)")
+    typer.echo(json.dumps({"cluster": launch.cluster, "out": str(out),
+                           "arrays": [{k: v for k, v in a.items() if k != "job_objects"} for a in res["arrays"]]}))
+
+
+@study_app.command("status")
+def study_status(
+    study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
+    out: StudyOut = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON on stdout.")] = False,
+) -> None:
+    """Cells done, running (by which worker, for how long), failed (error and log), pending; an ETA."""
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ticketx.study import load_study, provenance
+    from ticketx.study.workers import status
+    from ticketx.ui import console
+
+    if study.is_dir():
+        folder, prov = study, None
+    else:
+        s = load_study(study)
+        folder, prov = _study_out(s, out), provenance(s)
+        if not folder.is_dir():
+            raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
+    st = status(folder, prov)
+    eta = "unknown (no cell finished yet)" if st["eta_s"] is None else _duration(st["eta_s"])
+    console.print(f"study [bold]{escape(st['name'])}[/] in {escape(str(folder))}: {st['cells']} cells: "
+                  f"[green]{st['done']} done[/], [cyan]{st['running']} running[/], [red]{st['failed']} failed[/], "
+                  f"{st['pending']} pending; ETA {eta}"
+                  + (f" with {st['workers']} active workers" if st["workers"] else ""), soft_wrap=True)
+    if st["running_cells"]:
+        t = Table(title="running", title_justify="left")
+        for col in ("cell", "worker", "job", "host", "pid", "for", "heartbeat"):
+            t.add_column(col)
+        for r in st["running_cells"]:
+            beat = f"{r['heartbeat_s']:.0f}s ago" + (" [red](stale: will be taken over)[/]" if r["stale"] else "")
+            t.add_row(escape(r["title"]), escape(str(r["worker"])), escape(str(r["job"] or "")), escape(str(r["host"])),
+                      str(r["pid"]), _duration(r["for_s"]), beat)
+        console.print(t)
+    for f in st["failed_cells"]:
+        console.print(f"[red]failed[/] {escape(f['title'])}: {escape(f['error'])} [dim](log: {escape(str(f['log']))})[/]",
+                      soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(st, default=str))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 @study_app.command("validate")
 def study_validate(study: StudyFile) -> None:
     """Check a study file without training: schema, names, ranges; print its cells by kind."""

@@ -78,6 +78,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def create_exclusive(path: str | os.PathLike, data: bytes) -> bool:
+    """Create `path` holding `data` only if it does not exist yet; True if this call created it.
+
+    Atomic on local file systems and on NFS: the content goes to a temporary file first and is
+    then hard-linked to `path` (link(2) fails if `path` exists), the recipe open(2) gives for
+    NFS, where O_EXCL was not atomic before NFSv3. Readers never see a half-written file. A lost
+    NFS reply can make a link that succeeded report an error: the link count decides. File
+    systems without hard links fall back to O_CREAT | O_EXCL.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _os_error(path, err) from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if os.stat(tmp).st_nlink == 2:  # NFS: the link was made, its reply lost
+                pass
+            elif err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                try:
+                    excl = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                except FileExistsError:
+                    return False
+                with os.fdopen(excl, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            else:
+                raise _os_error(path, err) from err
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

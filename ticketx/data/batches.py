@@ -7,16 +7,14 @@ for the whole batch at once is far faster than per-sample PIL transforms in a Da
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Iterator, Literal, Sequence
 
 import torch
-
-from ticketx.threads import cpu_threads, one_thread_on_cpu
 import torch.nn.functional as F
 
 from ticketx.errors import TicketxError
+from ticketx.threads import cpu_threads, one_thread_on_cpu
 
 
 class Batches:

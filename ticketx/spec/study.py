@@ -16,8 +16,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
 from ticketx.spec.base import Strict, as_list, check_seeds, error_message, partial
-from ticketx.spec.find import FindSpec
-from ticketx.spec.train import PruneSpec, TrainSpec, resolve_prune, rewind_problem, train_settings
+from ticketx.spec.train import (
+    PruneSpec,
+    TrainSpec,
+    resolve_prune,
+    rewind_problem,
+    train_settings,
+)
 from ticketx.spec.transfer import default_baselines
 from ticketx.spec.yamlfile import Path_, compose, format_path, line_of, schema_error
 
@@ -205,6 +210,62 @@ class Source(Target):
         return None if v is None else check_seeds(v)
 
 
+class LauncherBlock(Strict):
+    """How `ticketx study submit` runs the study's workers (Slurm via submitit, or local processes).
+
+    Not part of any cell's key: it changes where and how fast cells run, not what they compute.
+    Command-line options override these.
+    """
+
+    cluster: Optional[Literal["slurm", "local"]] = None  # None: Slurm if sbatch is available, else local
+    workers: Optional[int] = Field(None, ge=1, le=100000)  # array size: worker jobs (default: one per cell, at most 64)
+    array_parallelism: Optional[int] = Field(None, ge=1, le=100000)  # at most this many array tasks at once
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    gpus_per_task: Optional[int] = Field(None, ge=0, le=64)
+    cpus_per_task: Optional[int] = Field(None, ge=1, le=1024)
+    mem_gb: Optional[float] = Field(None, gt=0)
+    time: Optional[Any] = None  # per job: minutes (int) or 'HH:MM:SS' / 'D-HH:MM:SS'
+    extra: dict[str, Any] = Field(default_factory=dict)  # more sbatch flags: {qos: high, constraint: a100}
+    setup: list[str] = Field(default_factory=list)  # shell lines run before each job (module load, conda activate)
+    phases: bool = True  # search cells in a first array, transfers in a second one that starts after it
+    lease_timeout: Optional[float] = Field(None, gt=0)  # seconds without heartbeat before a cell is taken over
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        return None if v is None else parse_minutes(v)
+
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _setup(cls, v: Any) -> Any:
+        return as_list(v)
+
+
+def parse_minutes(v: Any) -> int:
+    """A Slurm time limit as minutes: 90, '90', '1:30:00', '2-00:00:00', '45:00' (MM:SS)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected minutes or HH:MM:SS, got {v!r}")
+    if isinstance(v, (int, float)):
+        if v <= 0:
+            raise ValueError(f"a time limit is positive, got {v}")
+        return max(1, int(round(v)))
+    text = str(v).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"expected minutes or [D-]HH:MM:SS, got {v!r}")
+    days, a, b, c = m.groups()
+    if b is None and c is None and days is None:
+        minutes = int(a)
+    elif c is None and days is None:  # MM:SS, as sbatch reads it
+        minutes = int(a) + (1 if int(b) else 0)
+    else:
+        minutes = int(days or 0) * 1440 + int(a) * 60 + int(b or 0) + (1 if c and int(c) else 0)
+    if minutes <= 0:
+        raise ValueError(f"a time limit is positive, got {v!r}")
+    return minutes
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -228,6 +289,7 @@ class StudySpec(Strict):
     transfer: TransferBlock = Field(default_factory=TransferBlock)
     sources: list[Source]
     targets: list[Target]
+    launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
 
     @field_validator("model", "sources", "targets", mode="before")
     @classmethod

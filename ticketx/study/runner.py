@@ -1,5 +1,7 @@
 """Running a study: every cell not done yet, searches first; each cell's `done.json` is written last.
 
+Several processes may run one study at once: `ticketx.study.workers` claims the cells.
+
 A cell is keyed by a fingerprint of its full resolved configuration and lives in
 `<out>/cells/<id>/`. Rerunning a study skips finished cells without loading any data, changing
 one setting changes the keys (and so reruns) only of the cells it reaches, and an interrupted
@@ -11,7 +13,6 @@ keyed by their own configuration, so a network two cells share is trained once.
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,7 +52,7 @@ def provenance(study: Study) -> dict[str, Any]:
         "counts": count(study.cells),
         "cells": [{"id": c.id, "kind": c.kind, "key": c.key, "title": c.title, "info": c.info,
                    "source": getattr(c, "source", None), "own_ticket": getattr(c, "own_ticket", None),
-                   "config": c.config} for c in study.cells],
+                   "networks": c.networks, "config": c.config} for c in study.cells],
         "versions": store.versions(),
     }
 
@@ -72,16 +73,18 @@ def write_provenance(study: Study, out: Path) -> None:
 
 
 def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None,
-              reporter: Any = None) -> list[Cell]:
-    """Run every cell not done yet, in order (searches first); return the cells."""
-    from ticketx.threads import cpu_threads
-    from ticketx.train import resolve_device
+              reporter: Any = None, lease_timeout: Optional[float] = None, threads: Optional[int] = None) -> list[Cell]:
+    """Run every cell not done yet, searches first; return the cells.
 
-    out = Path(out)
-    device = device or study.spec.device
-    dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
-    with cpu_threads(study.spec.cpu_threads if dev.type == "cpu" else None):
-        return _run_cells(study, out, device, data_dir or study.spec.data_dir, reporter)
+    This process is one worker of `ticketx.study.workers`: other processes may work on the same
+    `<out>` at once (each cell is trained by one of them). A failed cell does not stop the
+    others; the first failure is raised at the end.
+    """
+    from ticketx.study.workers import DEFAULT_LEASE_TIMEOUT, work
+
+    work(study, out, device=device, data_dir=data_dir, reporter=reporter, threads=threads,
+         lease_timeout=DEFAULT_LEASE_TIMEOUT if lease_timeout is None else lease_timeout)
+    return study.cells
 
 
 def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
@@ -100,49 +103,3 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
                             cell.transfer.model_copy(update={"own_ticket": own}))
     result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs")
     return result["summary"]
-
-
-def _run_cells(study: Study, out: Path, device: str, data_dir: Any, reporter: Any) -> list[Cell]:
-    from rich.markup import escape
-
-    from ticketx import store
-    from ticketx.ui import Reporter
-
-    cells = study.cells
-    reporter = reporter or Reporter()
-    write_provenance(study, out)
-    done = [is_done(out, c) for c in cells]
-    progress = getattr(reporter, "progress", None)
-    overall = None
-    if progress is not None:
-        # Added first, so it sits above the per-run bars; skipped cells are counted as done from the start
-        # so they do not make the ETA look faster than the work left.
-        overall = progress.add_task(f"study {study.name}", total=len(cells), completed=sum(done), status="cells")
-    todo = len(cells) - sum(done)
-    if sum(done):
-        reporter.log(f"[dim]{sum(done)} of {len(cells)} cells already done: skipped[/]")
-    n = 0
-    for cell, finished in zip(cells, done):
-        if finished:
-            continue
-        n += 1
-        if overall is not None:
-            progress.update(overall, description=f"study {study.name}: {cell.short}")
-        here = cell_dir(out, cell)
-        store.write_json(here / "config.json", {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
-        t0 = time.perf_counter()
-        try:
-            summary = run_cell(cell, out, device=device, data_dir=data_dir, reporter=reporter)
-        except TicketxError as err:
-            raise type(err)(f"{cell.title}: {err}", err.hint or "finished cells are kept: rerun the same command to resume") from err
-        store.write_json(here / "done.json", {  # written last: the cell is done only once this exists
-            "key": cell.key, "kind": cell.kind, "summary": summary, "seconds": time.perf_counter() - t0,
-            "versions": store.versions(),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
-        if overall is not None:
-            progress.advance(overall)
-        reporter.log(f"[green]done[/] [{n}/{todo}] {escape(cell.title)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
-    if overall is not None:
-        progress.update(overall, description=f"study {study.name}")
-    return cells
