@@ -30,7 +30,7 @@ def test_t_quantiles_match_tables():
 def test_one_value_has_no_interval_and_is_inconclusive():
     d = stats.paired([0.9], [0.8])
     assert d.low is None and d.high is None
-    assert stats.verdict("random-mask", "random mask", d) == "inconclusive (n = 1)"
+    assert stats.verdict("random-mask", "random mask", d) == "inconclusive vs random mask (n = 1)"
 
 
 @pytest.mark.parametrize("arm,diffs,expected", [
@@ -39,7 +39,7 @@ def test_one_value_has_no_interval_and_is_inconclusive():
     ("random-mask", [0.02, -0.03, 0.01], "no better than random mask (n = 3)"),
     ("dense", [0.001, -0.002, 0.0], "matches dense"),
     ("dense", [-0.05, -0.06, -0.055], "below dense"),
-    ("dense", [0.0, -0.03, 0.02], "inconclusive (n = 3)"),
+    ("dense", [0.0, -0.03, 0.02], "inconclusive vs dense (n = 3)"),
     ("own-ticket", [0.002, 0.001, 0.0], "matches own ticket"),
 ])
 def test_verdicts(arm, diffs, expected):

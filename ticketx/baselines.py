@@ -96,6 +96,12 @@ def _invert(arm: "Arm", mask: M.Mask) -> M.Mask:
 TICKET = Baseline("ticket", "ticket", lambda arm, mask: mask)
 
 
+def arm_order(names: "list[str] | tuple[str, ...]") -> list[str]:
+    """Arms in one fixed order for every table and plot: the baselines as registered, then the own ticket."""
+    rank = {n: i for i, n in enumerate(BASELINES.names())}
+    return sorted(dict.fromkeys(names), key=lambda n: rank.get(n, len(rank)))
+
+
 def label(name: str) -> str:
     """Column header of an arm ('ticket', 'own-ticket' or a baseline name)."""
     if name == "own-ticket":

@@ -158,7 +158,9 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
 
     src = result["source"]
     rows = result["summary"]
-    arms = list(dict.fromkeys(a for r in rows for a in r["arms"]))
+    from ticketx.baselines import arm_order
+
+    arms = arm_order([a for r in rows for a in r["arms"]])
     title = (f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} "
              f"({result['config']['train']['optimizer']}), {'new' if result.get('head', 'new') == 'new' else 'kept'} output layer")
     n = max((r["ticket"]["n"] for r in rows), default=0)
@@ -207,7 +209,9 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
         groups = {k: v for k, v in groups.items() if k[:2] == best[:2] and k[2] == best[2]}
     tables = []
     for (model, opt, round_), rows in groups.items():
-        arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"]))
+        from ticketx.baselines import arm_order
+
+        arms = arm_order([r["arm"] for r in rows if r["arm"]])
         pairs = list(dict.fromkeys((r["source"], r["search_optimizer"], r["target"]) for r in rows))
         dens = sum(r["density"] for r in rows) / len(rows)
         res = next((r.get("resolution") for r in rows if r.get("resolution")), None)

@@ -118,16 +118,16 @@ def verdict(arm: str, label: str, diff: Interval, tolerance: float = MATCH_TOLER
 
     Rules (documented in the README, "Reading the results"):
     - dense, own ticket: "matches X" if the interval of the paired difference lies within
-      ±tolerance; "above/below X" if it lies wholly outside; else "inconclusive (n = k)".
+      ±tolerance; "above/below X" if it lies wholly outside; else "inconclusive vs X (n = k)".
     - every other baseline (a control): "beats X" if the interval lies above 0; "below X" if
       it lies below 0; else "no better than X (n = k)" when the interval holds 0.
     """
     if diff.n < 2:
-        return f"inconclusive (n = {diff.n})"
+        return f"inconclusive vs {label} (n = {diff.n})"
     if arm in ("dense", "own-ticket"):
         v = matches(diff, tolerance)
         return {"matches": f"matches {label}", "above": f"above {label}", "below": f"below {label}"}.get(
-            v, f"inconclusive (n = {diff.n})")
+            v, f"inconclusive vs {label} (n = {diff.n})")
     v = beats(diff)
     return {"above": f"beats {label}", "below": f"below {label}"}.get(v, f"no better than {label} (n = {diff.n})")
 
