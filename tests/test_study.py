@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ticketx import study as S
+from ticketx.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
@@ -393,3 +394,36 @@ targets: ["digits[5-9]"]
         own = next(c for c in s.cells if c.kind == "search" and c.info["role"] == "own")
         assert (src.find.seeds[0] == own.find.seeds[0]) is same
         assert next(c for c in s.cells if c.kind == "transfer").info["own_ticket_init"] == ("shared" if same else "independent")
+
+
+def test_criteria_axis_finds_one_ticket_per_criterion_with_matching_own_tickets(tmp_path):
+    s = _study(tmp_path, BASE.replace("search: {prune: {rounds: 3}}", "search: {prune: {rounds: 2}, criteria: [magnitude, movement]}") + """
+transfer: {rounds: [1]}
+sources: ["digits[0-4]"]
+targets: ["digits[5-9]"]
+""")
+    search = [c for c in s.cells if c.kind == "search"]
+    assert sorted((c.info["role"], c.find.prune.criterion) for c in search) == [
+        ("own", "magnitude"), ("own", "movement"), ("source", "magnitude"), ("source", "movement")]
+    by_id = {c.id: c for c in search}
+    for c in (c for c in s.cells if c.kind == "transfer"):
+        # each ticket is compared with an own ticket found by the same criterion
+        assert by_id[c.source].find.prune.criterion == by_id[c.own_ticket].find.prune.criterion == c.info["criterion"]
+
+
+def test_unknown_criterion_is_rejected_with_a_suggestion(tmp_path):
+    with pytest.raises(UsageError, match=r"s.yaml:\d+: search.criteria: unknown criterion 'movment'; did you mean 'movement'"):
+        _study(tmp_path, BASE.replace("search: {prune: {rounds: 3}}", "search: {prune: {rounds: 3}, criteria: [movment]}") + """
+sources: ["digits[0-4]"]
+targets: ["digits[5-9]"]
+""")
+
+
+def test_report_writes_the_overlap_of_the_studys_tickets(ci_run):
+    out = ci_run
+    S.report(out, plots=False)
+    rows = _rows(out / "overlap.csv")
+    # three tickets (digits[0-4], digits[0-2], the own ticket on digits[5-9]): every pair once
+    assert len(rows) == 3
+    for r in rows:
+        assert 0 <= float(r["a_kept_by_b"]) <= 1 and abs(float(r["chance_a_kept_by_b"]) - float(r["density"])) < 0.02

@@ -120,6 +120,22 @@ def model_table() -> Table:
     return table
 
 
+def overlap_table(rows: list[Mapping[str, Any]]) -> Table:
+    """A study's tickets, pair by pair at matched density: the weights they share vs chance."""
+    from rich.markup import escape
+
+    t = Table(title="ticket overlap (kept weights shared, at matched density, output layers of other sizes left out)",
+              title_justify="left", caption="chance: independent random masks with the same per-layer counts; "
+              "z: standard deviations above chance", caption_justify="left")
+    for col in ("A", "B", "% weights remaining", "A kept by B", "chance", "Jaccard", "chance", "z"):
+        t.add_column(col, justify="left" if col in ("A", "B") else "right")
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        t.add_row(escape(r["a"]), escape(r["b"]), f"{100 * r['density']:.2f}", f(r["a_kept_by_b"]),
+                  f(r["chance_a_kept_by_b"]), f(r["jaccard"]), f(r["chance_jaccard"]), "-" if r["z"] is None else f"{r['z']:.1f}")
+    return t
+
+
 def compare_table(res: Mapping[str, Any]) -> Table:
     """`ticketx compare`: each pair's overlap of kept weights, whole network, against chance."""
     from rich.markup import escape
@@ -212,7 +228,8 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
         from ticketx.baselines import arm_order
 
         arms = arm_order([r["arm"] for r in rows if r["arm"]])
-        pairs = list(dict.fromkeys((r["source"], r["search_optimizer"], r["target"]) for r in rows))
+        pairs = list(dict.fromkeys((r["source"], r["search_optimizer"], r.get("criterion", "magnitude"), r["target"])
+                                   for r in rows))
         dens = sum(r["density"] for r in rows) / len(rows)
         res = next((r.get("resolution") for r in rows if r.get("resolution")), None)
         init = next((r.get("own_ticket_init") for r in rows if r.get("own_ticket_init")), None)
@@ -231,12 +248,14 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
         for a in arms:
             t.add_column(f"vs {label(a)}", justify="right")
         t.add_column("verdict")
-        for src, sopt, tgt in pairs:
-            at = {r["arm"]: r for r in rows if (r["source"], r["search_optimizer"], r["target"]) == (src, sopt, tgt)}
+        for src, sopt, crit, tgt in pairs:
+            at = {r["arm"]: r for r in rows
+                  if (r["source"], r["search_optimizer"], r.get("criterion", "magnitude"), r["target"]) == (src, sopt, crit, tgt)}
             any_row = next(iter(at.values()))
             ticket = {"mean": any_row["ticket_acc"], "low": any_row["ticket_low"], "high": any_row["ticket_high"],
                       "n": any_row["n"], "sd": None}
-            cells = [escape(f"{src} ({sopt})"), escape(tgt), str(max(r["n"] for r in at.values())), _pct_interval(ticket)]
+            how = sopt if crit == "magnitude" else f"{sopt}, {crit}"
+            cells = [escape(f"{src} ({how})"), escape(tgt), str(max(r["n"] for r in at.values())), _pct_interval(ticket)]
             for a in arms:
                 r = at.get(a)
                 cells.append("-" if r is None else _pct_interval(
@@ -295,15 +314,16 @@ def study_plots(rows: list[Mapping[str, Any]], summary: list[Mapping[str, Any]],
         ax.grid(True, alpha=0.3)
 
     for (model, opt, target), group in groups.items():
-        sources = list(dict.fromkeys((r["source"], r["search_optimizer"]) for r in group))
-        several = len({o for _, o in sources}) > 1
-        name = {s: (f"{s[0]} ({s[1]})" if several else s[0]) for s in sources}
+        sources = list(dict.fromkeys((r["source"], r["search_optimizer"], r.get("criterion", "magnitude")) for r in group))
+        several = len({s[1:] for s in sources}) > 1
+        name = {s: (f"{s[0]} ({', '.join(x for x in s[1:] if x != 'magnitude')})" if several else s[0]) for s in sources}
+        src_of = lambda r: (r["source"], r["search_optimizer"], r.get("criterion", "magnitude"))  # noqa: E731
         xs = [100 * r["density"] for r in group]
         # accuracy: each source's ticket (solid) and its own controls (dashed, same colour)
         fig = Figure(figsize=(7.5, 4.8))
         ax = fig.add_subplot()
         for src in sources:
-            mine = sorted((r for r in group if (r["source"], r["search_optimizer"]) == src), key=lambda r: -r["density"])
+            mine = sorted((r for r in group if src_of(r) == src), key=lambda r: -r["density"])
             pts = list({r["round"]: r for r in mine}.values())
             x = [100 * r["density"] for r in pts]
             line, = ax.plot(x, [100 * r["ticket_acc"] for r in pts], "-o", markersize=3, label=f"ticket from {name[src]}")
@@ -338,7 +358,7 @@ def study_plots(rows: list[Mapping[str, Any]], summary: list[Mapping[str, Any]],
         ax.axhline(0, color="black", linewidth=0.8)
         for src in sources:
             for arm in dict.fromkeys(r["arm"] for r in group if r["arm"]):
-                ar = sorted((r for r in group if (r["source"], r["search_optimizer"]) == src and r["arm"] == arm),
+                ar = sorted((r for r in group if src_of(r) == src and r["arm"] == arm),
                             key=lambda r: -r["density"])
                 if not ar:
                     continue

@@ -56,11 +56,28 @@ class SearchBlock(Strict):
     train: TrainBlock = Field(default_factory=TrainBlock)
     prune: PruneSettings = Field(default_factory=PruneSettings)  # type: ignore[valid-type]
     seeds: list[int] = Field(default_factory=lambda: [0])  # for sources that name none
+    # An axis: one ticket per criterion (Zhou et al. 2019), each transferred next to its own
+    # baselines and an own ticket found with the same criterion. None: prune.criterion.
+    criteria: Optional[list[str]] = None
 
-    @field_validator("seeds", mode="before")
+    @field_validator("seeds", "criteria", mode="before")
     @classmethod
     def _seed_list(cls, v: Any) -> Any:
         return as_list(v)
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        from ticketx.criteria import CRITERIA
+
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("no cells: give at least one criterion")
+        try:
+            return CRITERIA.check(v)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
 
     @field_validator("seeds")
     @classmethod

@@ -64,12 +64,13 @@ def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: P
                     prune=prune, seed=seed, init_seed=init_seed, deterministic=study.spec.deterministic)
     config = {"kind": "search", "find": spec.science()}
     key = store.fingerprint(config)
+    crit = "" if prune.criterion == "magnitude" else f"-{slug(prune.criterion)}"
     return SearchCell(
-        key=key, id=f"search-{slug(model)}-{slug(data)}-{train.optimizer}-s{seed}-{key}",
+        key=key, id=f"search-{slug(model)}-{slug(data)}-{train.optimizer}{crit}-s{seed}-{key}",
         title=f"search {model} on {data} ({train.optimizer}, seed {seed})",
         short=f"search {data} {train.optimizer} s{seed}", config=config,
         info={"model": model, "data": data, "optimizer": train.optimizer, "seed": seed, "role": role,
-              "rounds": prune.rounds, "init_seed": spec.seeds[0]},
+              "rounds": prune.rounds, "init_seed": spec.seeds[0], "criterion": prune.criterion},
         networks=prune.rounds + 1, find=spec,
     )
 
@@ -97,8 +98,8 @@ def expand(study: Study) -> list[Cell]:
     searches: dict[str, SearchCell] = {}
     transfers: dict[str, TransferCell] = {}
     own_runs: set[str] = set()
-    for model in spec.model:
-        prune = prune_spec(study, model)
+    for model, prune in ((m, p.model_copy(update={"criterion": c})) for m in spec.model
+                         for p in [prune_spec(study, m)] for c in (spec.search.criteria or [p.criterion])):
         points = _points(study, model, prune)
         tickets: list[SearchCell] = []  # the source tickets, in study order
         for src, data in zip(spec.sources, study.sources):
@@ -164,12 +165,13 @@ def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[S
     src = source.info
     return TransferCell(
         key=key,
-        id=f"transfer-{slug(model)}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-to-{slug(target)}-{train.optimizer}-{point}-s{seed}-{key}",
+        id=f"transfer-{slug(model)}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-to-{slug(target)}-{train.optimizer}-{point}-s{seed}-{key}",  # noqa: E501
         title=f"transfer {src['data']} ({src['optimizer']}) -> {target} ({train.optimizer}), {what} {value:g}, seed {seed}",
         short=f"{src['data']}->{target} {train.optimizer} {point} s{seed}",
         config=config,
         info={"model": model, "source": src["data"], "search_optimizer": src["optimizer"], "search_seed": src["seed"],
               "target": target, "transfer_optimizer": train.optimizer, "seed": seed, what: value,
+              "criterion": src["criterion"],
               "own_ticket_init": tr.own_ticket_init if own else None},
         networks=1 + len(baselines) + (1 if own else 0),
         transfer=spec, source=source.id, own_ticket=own.id if own else None,

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from ticketx.errors import UsageError
 from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done
 
-COLUMNS = ["study", "kind", "model", "source", "source_classes", "target", "target_classes", "search_optimizer",
+COLUMNS = ["study", "kind", "model", "source", "source_classes", "target", "target_classes", "search_optimizer", "criterion",
            "transfer_optimizer", "search_seed", "seed", "round", "density", "label", "test_acc", "run_id", "cell",
            "versions"]
 
@@ -62,6 +62,7 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
                     "study": name, "kind": "search", "model": info["model"], "source": info["data"],
                     "source_classes": _classes_of(info["data"]), "target": info["data"],
                     "target_classes": _classes_of(info["data"]), "search_optimizer": info["optimizer"],
+                    "criterion": info.get("criterion", "magnitude"),
                     "transfer_optimizer": "", "search_seed": info["seed"], "seed": info["seed"], "round": r["round"],
                     "density": r["density"], "label": "search", "test_acc": r["test_acc"], "run_id": rid,
                     "cell": c["id"], "versions": versions,
@@ -84,14 +85,15 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
             rows.append({
                 "study": name, "kind": "transfer", "model": info["model"], "source": src,
                 "source_classes": _classes_of(src), "target": info["target"], "target_classes": _classes_of(info["target"]),
-                "search_optimizer": sopt, "transfer_optimizer": info["transfer_optimizer"], "search_seed": sseed,
+                "search_optimizer": sopt, "criterion": info.get("criterion", "magnitude"),
+                "transfer_optimizer": info["transfer_optimizer"], "search_seed": sseed,
                 "seed": run["seed"], "round": run["round"], "density": run["density"], "label": label,
                 "test_acc": run["test_acc"], "run_id": rid, "cell": c["id"], "versions": versions,
             })
     return prov, rows
 
 
-SUMMARY_COLUMNS = ["study", "model", "source", "search_optimizer", "target", "transfer_optimizer", "round", "density",
+SUMMARY_COLUMNS = ["study", "model", "source", "search_optimizer", "criterion", "target", "transfer_optimizer", "round", "density",
                    "arm", "n", "ticket_acc", "ticket_low", "ticket_high", "arm_acc", "margin", "margin_low", "margin_high",
                    "verdict", "own_ticket_init", "resolution"]
 
@@ -124,19 +126,20 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
             accs = {x["label"]: x["test_acc"] for x in runs}
             if "dense" in accs:
                 dense[pair] = accs["dense"]
-            key = (info["model"], info["source"], info["search_optimizer"], info["target"], info["transfer_optimizer"],
-                   row["round"])
+            key = (info["model"], info["source"], info["search_optimizer"], info.get("criterion", "magnitude"),
+                   info["target"], info["transfer_optimizer"], row["round"])
             groups.setdefault(key, []).append((pair, accs, row["density"]))
             meta[key] = {"own_ticket_init": info.get("own_ticket_init"), "resolution": result.get("resolution")}
     rows = []
     for key, items in groups.items():
-        model, source, sopt, target, topt, round_ = key
+        model, source, sopt, crit, target, topt, round_ = key
         for pair, accs, _ in items:
             if "dense" not in accs and pair in dense:
                 accs["dense"] = dense[pair]
         ticket = interval([accs["ticket"] for _, accs, _ in items])
         arms = list(dict.fromkeys(a for _, accs, _ in items for a in accs if a != "ticket"))
-        base = {"study": prov["name"], "model": model, "source": source, "search_optimizer": sopt, "target": target,
+        base = {"study": prov["name"], "model": model, "source": source, "search_optimizer": sopt, "criterion": crit,
+                "target": target,
                 "transfer_optimizer": topt, "round": round_, "density": sum(d for *_, d in items) / len(items),
                 "ticket_acc": ticket.mean, "ticket_low": ticket.low, "ticket_high": ticket.high, **meta[key]}
         for arm in arms:
@@ -151,7 +154,42 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
     rank = {s: i for i, s in enumerate(order["sources"])}
     trank = {t: i for i, t in enumerate(order["targets"])}
     rows.sort(key=lambda r: (r["model"], r["transfer_optimizer"], r["round"], trank.get(r["target"], 99),
-                             rank.get(r["source"], 99), r["search_optimizer"]))
+                             rank.get(r["source"], 99), r["search_optimizer"], r["criterion"]))
+    return rows
+
+
+OVERLAP_COLUMNS = ["model", "a", "b", "density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z"]
+
+
+def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """Every pair of the study's finished tickets of one model, at the lowest density both have
+    (within 1% relative): which weights they share, against chance (ticketx.compare.overlap)."""
+    from ticketx import ticket as ticketfile
+    from ticketx.compare import match_round, overlap
+
+    out = Path(out)
+    prov = prov or load_provenance(out)
+    found: dict[str, list[tuple[str, Any]]] = {}
+    for c in prov["cells"]:
+        path = cell_dir(out, c) / "ticket.pt"
+        if c["kind"] == "search" and is_done(out, c) and path.exists():
+            i = c["info"]
+            name = f"{i['data']} ({i['optimizer']}, {i.get('criterion', 'magnitude')}, seed {i['seed']}, {i['role']})"
+            found.setdefault(i["model"], []).append((name, ticketfile.load(path)))
+    rows = []
+    for model, tickets in found.items():
+        for k, (na, a) in enumerate(tickets):
+            for nb, b in tickets[k + 1:]:
+                for r in range(a.num_rounds, 0, -1):
+                    rb = match_round(b, a.rounds[r]["density"])
+                    if rb is None or rb == 0:
+                        continue
+                    ma, mb = a.mask(r), b.mask(rb)
+                    common = [n for n in ma if n in mb and ma[n].shape == mb[n].shape]
+                    net = overlap({n: ma[n] for n in common}, {n: mb[n] for n in common})["network"]
+                    rows.append({"model": model, "a": na, "b": nb, "density": a.rounds[r]["density"],
+                                 **{k2: net.get(k2) for k2 in OVERLAP_COLUMNS[4:]}, "a_kept_by_b": net["a_kept_by_b"]})
+                    break
     return rows
 
 
@@ -176,6 +214,10 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     store.write_text(out / "summary.csv", R.csv_text(summary, SUMMARY_COLUMNS))
     for table in R.study_tables(summary, title=prov["name"], density=density):
         console.print(table)
+    overlaps = ticket_overlaps(out, prov)
+    if overlaps:
+        store.write_text(out / "overlap.csv", R.csv_text(overlaps, OVERLAP_COLUMNS))
+        console.print(R.overlap_table(overlaps))
     written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
                "cells": total}
     if plots and summary:
