@@ -34,7 +34,7 @@ from benchmarks.setups import (CIFAR_MEAN, CIFAR_STD, ArrayImages, has_conv, pla
                                synthetic_images, ticketx_setup, torchvision_transform, train_flops_per_image)
 from ticketx import masks as M
 from ticketx import pruning
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.data import Batches
 from ticketx.errors import UsageError
 from ticketx.models import build_model, prunable_names
@@ -185,14 +185,14 @@ def bench_ticket(sz: Sizes, rounds: int = 5, model_name: str = "resnet50") -> li
     as_bool = {f"round_{r + 1}": m for r, m in enumerate(per_round)}
     with tempfile.TemporaryDirectory(prefix="ticketx-bench-") as tmp:
         ticket_path, bool_path = Path(tmp) / "ticket.pt", Path(tmp) / "masks_bool.pt"
-        T.save(T.make(meta, per_round, rewind), ticket_path)
+        ticketfile.save(ticketfile.make(meta, per_round, rewind), ticket_path)
         torch.save(as_bool, bool_path)
         ticket_bytes, bool_bytes = ticket_path.stat().st_size, bool_path.stat().st_size
         rewind_bytes = saved_bytes(rewind)
         int32_bytes = saved_bytes({k: {n: t.to(torch.int32) for n, t in m.items()} for k, m in as_bool.items()})
 
         def load_ticket() -> None:  # what a transfer does: open (and check) the ticket, decode its last round
-            t = T.load(ticket_path)
+            t = ticketfile.load(ticket_path)
             t.mask(t.num_rounds)
 
         def load_bool() -> None:

@@ -53,10 +53,10 @@ def synthetic_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def random_mask(model: nn.Module, density: float, seed: int = 0) -> M.Mask:
-    """Exactly `density` of every prunable tensor kept at random (`ticketx.pruning.random`, layerwise)."""
+    """Exactly `density` of every prunable tensor kept at random (`ticketx.pruning.prune_random`, layerwise)."""
     params = dict(model.named_parameters())
     dense = M.ones_like({n: params[n] for n in prunable_names(model)})
-    return pruning.random(None, dense, 1 - density, scope="layerwise", generator=torch.Generator().manual_seed(seed))
+    return pruning.prune_random(None, dense, 1 - density, scope="layerwise", generator=torch.Generator().manual_seed(seed))
 
 
 def _fixed_batch(batch: int, device: torch.device, channels_last: bool, seed: int,

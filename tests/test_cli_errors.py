@@ -219,10 +219,10 @@ def mismatched_ticket(digits_ticket, tmp_path) -> Path:
     raw["shapes"][name] = [old[0], old[1] + 1]
     raw["rewind"][name] = torch.zeros(old[0], old[1] + 1)
     # re-encode round 1 and 2 masks for the new size: every weight kept (valid nesting)
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
 
     total = sum(int(torch.Size(s).numel()) for s in raw["shapes"].values())
-    packed, bits = T.encode([torch.ones(total, dtype=torch.bool)] * len(raw["mask_bits"]))
+    packed, bits = ticketfile.encode([torch.ones(total, dtype=torch.bool)] * len(raw["mask_bits"]))
     raw["masks"], raw["mask_bits"] = packed, bits
     path = tmp_path / "mismatch.pt"
     torch.save(raw, path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ticketx.threads import cpu_threads
-
 from ticketx.data import Batches, load_data, random_crop
 from ticketx.data.pixels import channel_stats
 from ticketx.errors import TicketxError
+from ticketx.threads import cpu_threads
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -214,6 +213,3 @@ def test_random_crop_on_channels_last_input_gives_the_same_crops():
     x = torch.randint(1, 256, (5, 3, 6, 6), dtype=torch.uint8, generator=g)
     offsets = torch.tensor([[0, 0], [4, 4], [2, 2], [0, 4], [3, 1]])
     assert torch.equal(random_crop(x.contiguous(memory_format=torch.channels_last), offsets, 2), random_crop(x, offsets, 2))
-
-
-@pytest.mark.slow

@@ -9,13 +9,13 @@ import torch
 
 from conftest import tiny_find_spec
 from ticketx import masks as M
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.errors import UsageError
 from ticketx.find import find
 
 
 def test_ticket_contents(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     m = t.meta
     assert m["model"] == "lenet_300_100" and m["data"] == "digits[0-4]" and m["num_classes"] == 5
     assert m["classes"] == ["0", "1", "2", "3", "4"] and m["image_size"] == 8 and m["channels"] == 1
@@ -51,21 +51,21 @@ def test_late_rewinding_stores_weights_after_training_started(tmp_path):
 
 
 def test_rerun_is_skipped_and_other_settings_refused(digits_ticket, monkeypatch):
-    import ticketx.find as F
+    import ticketx.find as find_module
 
-    monkeypatch.setattr(F, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(find_module, "train", lambda *a, **k: pytest.fail("trained again"))
     again = find(tiny_find_spec(), digits_ticket, device="cpu")
-    assert again.meta["fingerprint"] == T.load(digits_ticket).meta["fingerprint"]
+    assert again.meta["fingerprint"] == ticketfile.load(digits_ticket).meta["fingerprint"]
     with pytest.raises(UsageError, match="already exists"):
         find(tiny_find_spec(seed=5), digits_ticket, device="cpu")
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
-    import ticketx.find as F
+    import ticketx.find as find_module
 
     spec = tiny_find_spec(deterministic=True, train=dict(length="3ep"))
     ref = find(spec, tmp_path / "ref.pt", device="cpu")
-    real_train, calls = F.train, {"n": 0}
+    real_train, calls = find_module.train, {"n": 0}
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -73,7 +73,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_train(*a, **k)
 
-    monkeypatch.setattr(F, "train", flaky)
+    monkeypatch.setattr(find_module, "train", flaky)
     with pytest.raises(KeyboardInterrupt):
         find(spec, tmp_path / "b.pt", device="cpu")
     assert (tmp_path / "b.pt.work" / "round_00" / "result.pt").exists() and not (tmp_path / "b.pt").exists()
@@ -85,7 +85,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
 
 
 def test_cli_find_and_inspect(tmp_path, cli):
-    out = tmp_path / "T.pt"
+    out = tmp_path / "ticketfile.pt"
     code, stdout, err = cli("find", "--data", "digits", "--model", "lenet_300_100", "--rounds", "2", "--epochs", "1",
                             "--image-size", "8", "--out", out)
     assert code == 0, err

@@ -15,20 +15,6 @@ def test_pack_roundtrip(n):
     assert torch.equal(M.unpack_bits(p, n), x)
 
 
-def test_pack_mask_roundtrip_with_shapes():
-    g = torch.Generator().manual_seed(0)
-    mask = {"a": torch.rand(3, 4, 5, generator=g) > 0.3, "b": torch.rand(17, generator=g) > 0.9}
-    names = list(mask)
-    out = M.unpack(M.pack(mask, names), {n: tuple(mask[n].shape) for n in names})
-    assert all(torch.equal(out[n], mask[n]) for n in mask)
-
-
-def test_check_lists_problems():
-    mask = {"a": torch.ones(2, 2, dtype=torch.bool), "x": torch.ones(1, dtype=torch.bool)}
-    problems = M.check(mask, {"a": torch.Size([2, 3]), "b": torch.Size([4])})
-    assert len(problems) == 3
-
-
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))

@@ -136,17 +136,17 @@ def test_batch_norm_model_state_is_untouched():
 
 
 def test_pai_ticket_is_an_ordinary_ticket(tmp_path):
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
     from ticketx.data import load_data
     from ticketx.models import build_model
 
     data = load_data("digits[0-4]", image_size=8)
     t = P.pai_ticket("snip", "lenet_300_100", data, [0.5, 0.2], seed=3, train={"length": "1ep"})
     path = tmp_path / "snip.pt"
-    T.save(t, path)
-    back = T.load(path)
-    T.check_meta(back, path)
-    T.check_architecture(back)
+    ticketfile.save(t, path)
+    back = ticketfile.load(path)
+    ticketfile.check_meta(back, path)
+    ticketfile.check_architecture(back)
     assert back.num_rounds == 2
     assert [r["round"] for r in back.rounds] == [0, 1, 2]
     assert back.rounds[1]["density"] == pytest.approx(0.5, abs=1e-4)

@@ -37,10 +37,10 @@ def test_find_then_transfer_on_real_cifar10(cifar_folder, tmp_path, cli, monkeyp
     common = ["--model", "conv4", "--rounds", "1", "--length", "4it", "--batch-size", "25", "--eval-every", "4it"]
     code, out, err = cli("find", "--data", f"imagefolder:{cifar_folder}[0-4]", *common, "--out", tmp_path / "a.pt")
     assert code == 0, err
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
     from ticketx.data import decode
 
-    t = T.load(tmp_path / "a.pt")
+    t = ticketfile.load(tmp_path / "a.pt")
     assert t.meta["classes"] == ["airplane", "automobile", "bird", "cat", "deer"]
     assert (t.meta["image_size"], t.meta["channels"]) == (32, 3)
     # the decoded uint8 cache is reused: a second search decodes no JPEG

@@ -23,7 +23,7 @@ import torch
 
 from conftest import tiny_find_spec
 from ticketx import store
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.errors import TicketxError
 
 # 3 rounds x (2 or 3 epochs of 89 steps); rewind to 1 epoch, so the rewind snapshot must survive
@@ -60,20 +60,20 @@ def run_main(argv: list) -> int:
     return 0
 
 
-def uninterrupted(folder: Path, args: list) -> tuple[T.Ticket, float]:
+def uninterrupted(folder: Path, args: list) -> tuple[ticketfile.Ticket, float]:
     """An uninterrupted search: (ticket, seconds of training)."""
     out = folder / "ref.pt"
     assert run_main([*args, "--out", out]) == 0
-    t = T.load(out)
+    t = ticketfile.load(out)
     return t, sum(r["seconds"] for r in t.rounds)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[T.Ticket, float]:
+def reference(tmp_path_factory) -> tuple[ticketfile.Ticket, float]:
     return uninterrupted(tmp_path_factory.mktemp("ref"), ARGS)
 
 
-def assert_same_ticket(a: T.Ticket, b: T.Ticket) -> None:
+def assert_same_ticket(a: ticketfile.Ticket, b: ticketfile.Ticket) -> None:
     assert a.num_rounds == b.num_rounds and a.names == b.names
     for r in range(a.num_rounds + 1):
         ma, mb = a.mask(r), b.mask(r)
@@ -93,7 +93,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def long_reference(tmp_path_factory) -> tuple[T.Ticket, float]:
+def long_reference(tmp_path_factory) -> tuple[ticketfile.Ticket, float]:
     return uninterrupted(tmp_path_factory.mktemp("ref"), LONG_ARGS)
 
 
@@ -155,7 +155,7 @@ def test_sigkill_then_sigint_then_resume_gives_the_same_ticket(long_reference, t
     # 3. finish in-process: the same ticket as the run that was never interrupted
     (tmp_path / ".t.pt.1234.tmp").write_bytes(b"half a ticket")  # as if killed while writing it
     assert run_main([*LONG_ARGS, "--out", out]) == 0
-    assert_same_ticket(ref, T.load(out))
+    assert_same_ticket(ref, ticketfile.load(out))
     assert leftovers(tmp_path) == []
 
 
@@ -207,7 +207,7 @@ def test_interrupt_and_sigterm_mid_round_resume_exactly(reference, cli, monkeypa
     assert code == 0, err
     assert "round 2/2: resumed from checkpoint" in err
     assert stdout.strip() == str(out)
-    assert_same_ticket(ref, T.load(out))
+    assert_same_ticket(ref, ticketfile.load(out))
     assert leftovers(tmp_path) == []
 
 
@@ -219,7 +219,7 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
     with one_thread():
         a = find(spec, tmp_path / "a.pt", device="cpu")
         b = find(spec, tmp_path / "b.pt", device="cpu")
-    assert_same_ticket(T.load(tmp_path / "a.pt"), T.load(tmp_path / "b.pt"))
+    assert_same_ticket(ticketfile.load(tmp_path / "a.pt"), ticketfile.load(tmp_path / "b.pt"))
     assert a.meta["deterministic"] and a.meta["rewind_step"] == 2
     other = find(tiny_find_spec(deterministic=True, seed=1, prune=dict(rounds=2, rewind="2it"), train=dict(length="2ep")),
                  tmp_path / "c.pt", device="cpu")
@@ -304,7 +304,7 @@ def test_full_disk_gives_one_error_and_damages_nothing(old_ticket, cli, monkeypa
     monkeypatch.setattr(ticketx.find, "train", lambda *a, **k: pytest.fail("retrained a finished round"))
     code, _, err = cli(*TINY, "--seed", "1", "--force", "--out", out)
     assert code == 0, err
-    assert T.load(out).meta["seed"] == 1
+    assert ticketfile.load(out).meta["seed"] == 1
     assert leftovers(tmp_path) == ["new.pt.work"]  # the search that hit the full disk, kept to resume
 
 

@@ -78,10 +78,10 @@ def test_path_errors_applies_the_mask():
 
 
 def test_stability_on_a_tiny_ticket(digits_ticket, tmp_path):
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
     from ticketx.data import load_data
 
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     data = load_data(t.meta["data"], image_size=t.meta["image_size"], channels=t.meta["channels"])
     res = S.stability(t, 1, data, seeds=(0, 1), points=5, train_eval_samples=200)
     assert res["alphas"] == [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -9,7 +9,7 @@ import torch
 
 from ticketx import masks as M
 from ticketx import pruning
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.errors import TicketxError
 
 
@@ -25,14 +25,14 @@ def _ticket(rounds=3):
         masks.append(mask)
     meta = {"model": "toy", "rounds": [{"round": r, "density": M.density(masks[r - 1]) if r else 1.0, "test_acc": 0.5}
                                        for r in range(rounds + 1)], "nested": {"a": [1, 2.5, None, True, "x"]}}
-    return T.make(meta, masks, rewind), masks
+    return ticketfile.make(meta, masks, rewind), masks
 
 
 def test_round_trip_bit_for_bit(tmp_path):
     t, masks = _ticket()
     path = tmp_path / "t.pt"
-    T.save(t, path)
-    back = T.load(path)
+    ticketfile.save(t, path)
+    back = ticketfile.load(path)
     assert back.meta == t.meta
     assert back.num_rounds == 3
     for r in range(1, 4):
@@ -58,7 +58,7 @@ def test_masks_take_at_most_an_eighth_of_bool_tensors(tmp_path):
         big.append(cur)
     bools, packed = io.BytesIO(), io.BytesIO()
     torch.save(big, bools)
-    torch.save(T.make({"rounds": []}, big, {}).packed, packed)
+    torch.save(ticketfile.make({"rounds": []}, big, {}).packed, packed)
     assert len(packed.getvalue()) <= len(bools.getvalue()) / 8
     ints = io.BytesIO()
     torch.save([{n: m.int() for n, m in mask.items()} for mask in big], ints)
@@ -84,37 +84,37 @@ def test_malicious_pickle_is_rejected_without_running(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "ticketx-ticket", "payload": _Evil()}, path)
     with pytest.raises(TicketxError, match="refusing to load"):
-        T.load(path)
+        ticketfile.load(path)
     assert not os.path.exists(marker)
     # also a raw pickle (not a zip archive)
     path2 = tmp_path / "evil2.pt"
     path2.write_bytes(pickle.dumps(_Evil()))
     with pytest.raises(TicketxError):
-        T.load(path2)
+        ticketfile.load(path2)
     assert not os.path.exists(marker)
 
 
 def test_truncated_foreign_and_newer_files_rejected(tmp_path):
     t, _ = _ticket()
     path = tmp_path / "t.pt"
-    T.save(t, path)
+    ticketfile.save(t, path)
     data = path.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(TicketxError, match="truncated|corrupted"):
-        T.load(tmp_path / "trunc.pt")
+        ticketfile.load(tmp_path / "trunc.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(TicketxError, match="not a ticketx ticket"):
-        T.load(tmp_path / "foreign.pt")
+        ticketfile.load(tmp_path / "foreign.pt")
     raw = torch.load(path, weights_only=True)
     raw["format_version"] = 99
     torch.save(raw, tmp_path / "new.pt")
     with pytest.raises(TicketxError, match="version 99"):
-        T.load(tmp_path / "new.pt")
+        ticketfile.load(tmp_path / "new.pt")
     (tmp_path / "text.pt").write_text("hello")
     with pytest.raises(TicketxError):
-        T.load(tmp_path / "text.pt")
+        ticketfile.load(tmp_path / "text.pt")
     with pytest.raises(TicketxError, match="not found"):
-        T.load(tmp_path / "missing.pt")
+        ticketfile.load(tmp_path / "missing.pt")
 
 
 def test_check_model_lists_mismatches():
@@ -122,6 +122,6 @@ def test_check_model_lists_mismatches():
     net = torch.nn.Module()
     net.conv = torch.nn.Conv2d(3, 8, 3)
     with pytest.raises(TicketxError) as err:
-        T.check_model(t, net)
+        ticketfile.check_model(t, net)
     msg = str(err.value)
     assert "conv.weight" in msg and "(16, 3, 3, 3)" in msg and "fc.weight" in msg

@@ -33,7 +33,7 @@ def _random_images(n_train: int, n_test: int) -> ImageData:
 def _random_mask(model, density: float):
     params = dict(model.named_parameters())
     dense = M.ones_like({n: params[n] for n in prunable_names(model)})
-    return pruning.random(None, dense, 1 - density, scope="layerwise", generator=torch.Generator().manual_seed(0))
+    return pruning.prune_random(None, dense, 1 - density, scope="layerwise", generator=torch.Generator().manual_seed(0))
 
 
 def test_eval_batch_size_keeps_cpu_activations_in_cache():

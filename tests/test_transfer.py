@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ticketx import masks as M
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import head_name
 from ticketx.baselines import BASELINES, TICKET, Arm
@@ -26,7 +26,7 @@ def transfer(path, spec, out, **kw):
 
 
 def test_ticket_network_is_mask_times_rewind_bit_for_bit(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     for classes in (5, 7):  # the ticket's own classes (head kept on request) and others (new head)
         prep = prepare("ticket", t, 2, classes, seed=0, head="keep" if classes == 5 else "new")
         mask = t.mask(2)
@@ -50,7 +50,7 @@ def test_ticket_network_is_mask_times_rewind_bit_for_bit(digits_ticket):
 
 
 def test_baselines_have_ticket_per_layer_density(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     ticket = prepare("ticket", t, 2, 5, seed=0)
     rm = prepare("random-mask", t, 2, 5, seed=0)
     ri = prepare("random-reinit", t, 2, 5, seed=0)
@@ -69,7 +69,7 @@ def test_baselines_have_ticket_per_layer_density(digits_ticket):
 
 
 def test_seeds_change_random_choices_not_the_ticket(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     a, b = prepare("random-mask", t, 2, 5, seed=0), prepare("random-mask", t, 2, 5, seed=1)
     assert not torch.equal(a.mask[t.names[0]], b.mask[t.names[0]])
     ta, tb = prepare("ticket", t, 2, 5, seed=0), prepare("ticket", t, 2, 5, seed=1)
@@ -79,7 +79,7 @@ def test_seeds_change_random_choices_not_the_ticket(digits_ticket):
 
 
 def test_incompatible_request_lists_what_differs(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     with pytest.raises(UsageError) as err:
         check_compatible(t, "conv4", 32)
     assert "model" in str(err.value) and "image size" in str(err.value) and "lenet_300_100" in str(err.value)
@@ -92,11 +92,11 @@ def test_mismatched_tensors_rejected(digits_ticket, tmp_path):
     raw["shapes"][name] = [3, 3]
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(TicketxError):
-        T.load(tmp_path / "bad.pt")
+        ticketfile.load(tmp_path / "bad.pt")
 
 
 def test_sgd_to_adam_switches_lr_unless_given(digits_ticket):
-    t = T.load(digits_ticket)
+    t = ticketfile.load(digits_ticket)
     assert t.meta["train"]["optimizer"] == "adam"
     sgd = target_train_spec(t, {"optimizer": "sgd"})
     assert sgd.optimizer == "sgd" and sgd.lr == 0.1
@@ -112,7 +112,7 @@ def test_transfer_to_grayscale_to_rgb_and_other_classes(tmp_path):
 
     src = tmp_path / "rgb.pt"
     find(tiny_find_spec(channels=3, prune=dict(rounds=1)), src, device="cpu")
-    assert T.load(src).meta["channels"] == 3
+    assert ticketfile.load(src).meta["channels"] == 3
     spec = TransferSpec(target="digits[3-9]", baselines=["dense"], train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
     result = transfer(src, spec, tmp_path / "out", device="cpu")
     assert {r["label"] for r in result["runs"]} == {"ticket", "dense"}

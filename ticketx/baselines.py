@@ -180,7 +180,7 @@ class Arm:
 
     def build(self, kind: Baseline) -> Prepared:
         """The network for `kind` (TICKET or a baseline) before any training step."""
-        from ticketx import ticket as T
+        from ticketx import ticket as ticketfile
         from ticketx.models import build_model, head_name
 
         meta, reset = self.ticket.meta, self.reset_head
@@ -188,7 +188,7 @@ class Arm:
         model = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"])
         head_param = head_name(model)
         prefix = head_param.rsplit(".", 1)[0] + "."
-        T.check_model(self.ticket, model, ignore=tuple(k for k in self.ticket.rewind if reset and k.startswith(prefix)))
+        ticketfile.check_model(self.ticket, model, ignore=tuple(k for k in self.ticket.rewind if reset and k.startswith(prefix)))
         if not kind.fresh_weights:
             # every layer from the rewind weights; the fresh (seeded) output layer when reset
             state = model.state_dict()

@@ -22,7 +22,7 @@ import torch
 
 from ticketx import masks as M
 from ticketx import criteria, store
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
@@ -50,7 +50,7 @@ def find(
     device: str = "auto",
     reporter: Reporter | None = None,
     force: bool = False,
-) -> T.Ticket:
+) -> ticketfile.Ticket:
     """Run (or resume, or skip when already done) a ticket search and write the ticket to `out`."""
     reporter = reporter or Reporter()
     out = Path(out)
@@ -61,7 +61,7 @@ def find(
         raise UsageError(f"--out {out} is a folder; give a ticket file name, e.g. {out / 'ticket.pt'}")
     if out.exists() and not force:
         try:
-            existing = T.load(out)
+            existing = ticketfile.load(out)
         except TicketxError:
             existing = None
         if existing is not None and existing.meta.get("fingerprint") == key:
@@ -181,7 +181,7 @@ def find(
         "versions": store.versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    ticket = T.make(meta, masks, rewind_state)
-    T.save(ticket, out)
+    ticket = ticketfile.make(meta, masks, rewind_state)
+    ticketfile.save(ticket, out)
     store.remove_tree(work)
     return ticket

@@ -46,18 +46,6 @@ def is_subset(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]) 
     return all(not bool((new[n] & ~old[n]).any()) for n in old)
 
 
-def check(mask: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> list[str]:
-    """Problems between a mask and the tensors it should fit: missing, extra or mis-shaped names."""
-    problems = []
-    for name in shapes:
-        if name not in mask:
-            problems.append(f"{name}: missing from the mask")
-        elif tuple(mask[name].shape) != tuple(shapes[name]):
-            problems.append(f"{name}: mask {tuple(mask[name].shape)} vs weight {tuple(shapes[name])}")
-    problems += [f"{name}: not a prunable tensor of the model" for name in mask if name not in shapes]
-    return problems
-
-
 @torch.no_grad()
 def apply(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """Zero the pruned weights of `model` in place."""
@@ -67,9 +55,9 @@ def apply(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
         p.mul_(m.to(device=p.device, dtype=p.dtype))
 
 
-# Bit-packing: one bit per weight. All tensors of one mask are flattened, concatenated in
-# name order and packed 8 to a byte, so a ticket of R rounds costs R bits per prunable weight
-# (1/8 of bool tensors, 1/32 of int32) plus one small header.
+# Bit-packing: one bit per weight, 8 to a byte (big-endian bit order). The ticket file packs only
+# the weights still alive in the previous round (ticket.encode), so a ticket's masks cost at
+# most one bit per prunable weight per round, and far less after a few rounds.
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
@@ -86,18 +74,3 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of pack_bits: the first n bits as a bool tensor."""
     bits = packed.reshape(-1, 1).bitwise_and(_BITS).ne(0).reshape(-1)
     return bits[:n].clone()
-
-
-def pack(mask: Mapping[str, torch.Tensor], names: Iterable[str]) -> torch.Tensor:
-    """Pack a mask (tensors in the order of `names`) into one uint8 tensor."""
-    return pack_bits(torch.cat([mask[n].reshape(-1).cpu() for n in names]))
-
-
-def unpack(packed: torch.Tensor, shapes: Mapping[str, tuple[int, ...]]) -> Mask:
-    """Inverse of pack: `shapes` in the same order as the names given to pack."""
-    sizes = [int(torch.Size(s).numel()) for s in shapes.values()]
-    flat = unpack_bits(packed, sum(sizes))
-    out: Mask = {}
-    for (name, shape), part in zip(shapes.items(), torch.split(flat, sizes)):
-        out[name] = part.reshape(shape).clone()
-    return out

@@ -394,7 +394,7 @@ def pai_ticket(
     `transfer` retrains with by default). `data` is a `ticketx.data.ImageData`.
     """
     from ticketx import store
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
     from ticketx.models import build_model, head_name
     from ticketx.spec import resolve_train
     from ticketx.train import Plan, state_copy
@@ -468,7 +468,7 @@ def pai_ticket(
         "versions": store.versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return T.make(meta, masks, rewind_state)
+    return ticketfile.make(meta, masks, rewind_state)
 
 
 def layer_collapse(masks: Sequence[Mapping[str, torch.Tensor]]) -> list[tuple[int, list[str]]]:

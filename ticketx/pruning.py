@@ -16,17 +16,6 @@ import torch
 from ticketx.errors import UsageError
 from ticketx.masks import Mask
 
-STRATEGIES: dict[str, Callable[..., Mask]] = {}
-
-
-def register(name: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        STRATEGIES[name] = fn
-        return fn
-
-    return deco
-
-
 def num_to_prune(remaining: int, rate: float) -> int:
     """k for one pruning group: round(rate * remaining), never more than remaining."""
     return min(remaining, int(round(rate * remaining)))
@@ -59,7 +48,6 @@ def _groups(
     return groups
 
 
-@register("magnitude")
 def magnitude(
     weights: Mapping[str, torch.Tensor],
     mask: Mapping[str, torch.Tensor],
@@ -75,8 +63,7 @@ def magnitude(
     return _prune(lambda n: weights[n].detach().abs().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense)
 
 
-@register("random")
-def random(
+def prune_random(
     weights: Mapping[str, torch.Tensor] | None,
     mask: Mapping[str, torch.Tensor],
     rate: float,
@@ -139,7 +126,7 @@ def _prune(
 
 
 def random_like(
-    mask: Mapping[str, torch.Tensor], generator: torch.Generator, *, exact_layers: bool = True
+    mask: Mapping[str, torch.Tensor], generator: torch.Generator
 ) -> Mask:
     """A random mask with exactly the same number of kept weights in every tensor as `mask`.
 

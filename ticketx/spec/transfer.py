@@ -120,14 +120,14 @@ def choose_rounds(ticket: "Ticket", spec: TransferSpec) -> list[int]:
 
 def load_checked(path: str | Path, what: str = "ticket") -> "Ticket":
     """Load a ticket and check its metadata and tensors against the model it names (before any data)."""
-    from ticketx import ticket as T
+    from ticketx import ticket as ticketfile
 
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{what} not found: {path}")
-    t = T.load(path)
-    T.check_meta(t, path)
-    T.check_architecture(t)
+    t = ticketfile.load(path)
+    ticketfile.check_meta(t, path)
+    ticketfile.check_architecture(t)
     return t
 
 
