@@ -15,6 +15,7 @@ stopped it. The ticket is written atomically at the end and the work folder remo
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,97 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / (out.name + ".work")
 
 
-def find(
-    spec: FindSpec,
-    out: str | Path,
-    *,
-    data_dir: Any = None,
-    device: str = "auto",
-    reporter: Reporter | None = None,
-    force: bool = False,
-) -> ticketfile.Ticket:
-    """Run (or resume, or skip when already done) a ticket search and write the ticket to `out`."""
-    reporter = reporter or Reporter()
-    out = Path(out)
-    key = store.fingerprint(spec.science())
-    work = work_dir_for(out)
+@dataclass
+class Search:
+    """One ticket search, set up: the data, the network at initialisation, the step plan, the work folder."""
+
+    spec: FindSpec
+    key: str  # fingerprint of the settings that change the result
+    work: Path
+    device: torch.device
+    reporter: Reporter
+    data: ImageData
+    val: Any
+    model: torch.nn.Module
+    names: list[str]  # prunable tensors
+    head: str
+    init_state: dict[str, torch.Tensor]
+    plan: Plan
+    rewind_step: int
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if n in self.names}
+
+    def round_mask(self, r: int, previous: M.Mask, final: dict[str, torch.Tensor], rewind: dict[str, torch.Tensor]) -> M.Mask:
+        """Round r's mask: pruned from round r-1's mask by its trained weights (stored, so a rerun reuses it)."""
+        spec = self.spec
+        path = self.work / f"round_{r:02d}" / "mask.pt"
+        if path.exists():
+            return store.load_torch(path, "mask")
+        init_seed, data_seed = spec.seeds
+        # w_i of Zhou et al. 2019 is the rewind weights: every round restarts from them.
+        mask = criteria.prune_round(
+            spec.prune.criterion, {n: rewind[n] for n in self.names}, final, previous, spec.prune.rate,
+            scope=spec.prune.scope, head=self.head, head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
+            generator=torch.Generator().manual_seed(seed_for(init_seed, data_seed, r)),
+        )
+        store.save_torch(path, mask)
+        return mask
+
+    def train_round(self, r: int, mask: M.Mask, rewind: dict[str, torch.Tensor] | None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Train round r (or load it when done): (record, trained prunable weights, rewind weights).
+
+        Round 0 trains the dense network from its initialisation and snapshots the rewind weights
+        on the way; round r >= 1 restarts the survivors from the rewind weights at the rewind step.
+        """
+        rdir = self.work / f"round_{r:02d}"
+        done = rdir / "result.pt"
+        if done.exists():
+            saved = store.load_torch(done, "round result")
+            if r == 0:
+                rewind = store.load_torch(self.work / "rewind.pt", "rewind weights")
+            assert rewind is not None
+            return saved["record"], saved["weights"], rewind
+        self.model.load_state_dict(self.init_state if r == 0 else rewind)
+        result = train(
+            self.model, self.data, self.spec.train, mask=mask if r > 0 else None, device=self.device,
+            data_seed=self.spec.seeds[1], start_step=0 if r == 0 else self.rewind_step,
+            snapshot_steps=(self.rewind_step,) if r == 0 else (), checkpoint=rdir / "checkpoint.pt",
+            checkpoint_key=self.key, val=self.val, reporter=self.reporter, label=f"round {r}/{self.spec.prune.rounds}",
+        )
+        if r == 0:
+            rewind = result.snapshots[self.rewind_step]
+            store.save_torch(self.work / "rewind.pt", rewind)
+        assert rewind is not None
+        final = self.weights()
+        record = {
+            "round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
+            "collapsed": M.collapsed(mask), "test_acc": result.test_acc, "val_acc": result.val_acc,
+            "seconds": result.seconds, "steps": result.steps, "history": result.history,
+        }
+        store.save_torch(done, {"record": record, "weights": final})
+        (rdir / "checkpoint.pt").unlink(missing_ok=True)
+        return record, final, rewind
+
+    def meta(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the ticket file says about itself (ticket.META_KEYS lists what readers rely on)."""
+        spec, data = self.spec, self.data
+        init_seed, data_seed = spec.seeds
+        return {
+            "kind": "ticket", "model": spec.model, "data": data.name, "classes": list(data.classes),
+            "num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels,
+            "head": self.head, "train": spec.train.model_dump(), "prune": spec.prune.model_dump(), "seed": spec.seed,
+            "init_seed": init_seed, "data_seed": data_seed, "deterministic": spec.deterministic,
+            "rewind_step": self.rewind_step, "iterations_per_epoch": self.plan.iterations_per_epoch,
+            "total_steps": self.plan.total, "rounds": records, "fingerprint": self.key, "spec": spec.model_dump(),
+            "device": str(self.device), "versions": store.versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _already_done(out: Path, key: str, work: Path, force: bool, reporter: Reporter) -> ticketfile.Ticket | None:
+    """The ticket at `out` if this very search wrote it; refuse to overwrite anything else."""
     spec_file = work / "spec.json"
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a ticket file name, e.g. {out / 'ticket.pt'}")
@@ -76,9 +154,11 @@ def find(
             f"{work} holds an unfinished search with other settings",
             f"rerun that search to finish it, or delete {work} to start this one",
         )
-    dev = resolve_device(device)
-    store.check_writable(out)
-    set_deterministic(spec.deterministic)
+    return None
+
+
+def _setup(spec: FindSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any) -> Search:
+    """Load the data and build the network at its initialisation (seeded); check the rewind step."""
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, data_seed = spec.seeds
     val = None
@@ -86,102 +166,55 @@ def find(
         data, val = split_validation(data, spec.train.val_split, data_seed)
     torch.manual_seed(init_seed)
     model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
-    names = prunable_names(model)
-    head = head_name(model)
-    init_state = state_copy(model)
     plan = Plan.make(spec.train, len(data.train_y))
     problem = rewind_problem(spec.prune.rewind, spec.train.length, plan.iterations_per_epoch)
     if problem:
         raise UsageError(problem)
-    rewind_step = to_iterations(spec.prune.rewind, plan.iterations_per_epoch)
-    store.remove_stale_temps(out)  # left by a run killed while writing the ticket
-    store.write_json(spec_file, {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
+    return Search(spec, key, work, device, reporter, data, val, model, prunable_names(model), head_name(model),
+                  state_copy(model), plan, to_iterations(spec.prune.rewind, plan.iterations_per_epoch))
 
-    weights_of = lambda: {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in names}  # noqa: E731
-    mask = M.ones_like({n: p for n, p in model.named_parameters() if n in names})
+
+def find(
+    spec: FindSpec,
+    out: str | Path,
+    *,
+    data_dir: Any = None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    force: bool = False,
+) -> ticketfile.Ticket:
+    """Run (or resume, or skip when already done) a ticket search and write the ticket to `out`."""
+    reporter = reporter or Reporter()
+    out = Path(out)
+    key = store.fingerprint(spec.science())
+    work = work_dir_for(out)
+    existing = _already_done(out, key, work, force, reporter)
+    if existing is not None:
+        return existing
+    dev = resolve_device(device)
+    store.check_writable(out)
+    set_deterministic(spec.deterministic)
+    search = _setup(spec, key, work, dev, reporter, data_dir)
+    store.remove_stale_temps(out)  # left by a run killed while writing the ticket
+    store.write_json(work / "spec.json", {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
+    mask = M.ones_like({n: p for n, p in search.model.named_parameters() if n in search.names})
     masks: list[M.Mask] = []
     records: list[dict[str, Any]] = []
-    rewind_state: dict[str, torch.Tensor] | None = None
+    rewind: dict[str, torch.Tensor] | None = None
     final: dict[str, torch.Tensor] = {}
     for r in range(spec.prune.rounds + 1):
-        rdir = work / f"round_{r:02d}"
         if r > 0:
-            mask_file = rdir / "mask.pt"
-            if mask_file.exists():
-                mask = store.load_torch(mask_file, "mask")
-            else:
-                # w_i of Zhou et al. 2019 is the rewind weights: every round restarts from them.
-                mask = criteria.prune_round(
-                    spec.prune.criterion, {n: rewind_state[n] for n in names}, final, mask, spec.prune.rate,
-                    scope=spec.prune.scope, head=head, head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
-                    generator=torch.Generator().manual_seed(seed_for(init_seed, data_seed, r)),
-                )
-                store.save_torch(mask_file, mask)
+            assert rewind is not None
+            mask = search.round_mask(r, mask, final, rewind)
             masks.append(mask)
             for name in M.collapsed(mask):
                 reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
-        done = rdir / "result.pt"
-        if done.exists():
-            saved = store.load_torch(done, "round result")
-            record, final = saved["record"], saved["weights"]
-            if r == 0:
-                rewind_state = store.load_torch(work / "rewind.pt", "rewind weights")
-        else:
-            model.load_state_dict(init_state if r == 0 else rewind_state)
-            result = train(
-                model, data, spec.train, mask=mask if r > 0 else None, device=dev, data_seed=data_seed,
-                start_step=0 if r == 0 else rewind_step, snapshot_steps=(rewind_step,) if r == 0 else (),
-                checkpoint=rdir / "checkpoint.pt", checkpoint_key=key, val=val, reporter=reporter,
-                label=f"round {r}/{spec.prune.rounds}",
-            )
-            if r == 0:
-                rewind_state = result.snapshots[rewind_step]
-                store.save_torch(work / "rewind.pt", rewind_state)
-            final = weights_of()
-            record = {
-                "round": r,
-                "density": M.density(mask),
-                "layer_density": M.layer_densities(mask),
-                "collapsed": M.collapsed(mask),
-                "test_acc": result.test_acc,
-                "val_acc": result.val_acc,
-                "seconds": result.seconds,
-                "steps": result.steps,
-                "history": result.history,
-            }
-            store.save_torch(done, {"record": record, "weights": final})
-            (rdir / "checkpoint.pt").unlink(missing_ok=True)
+        record, final, rewind = search.train_round(r, mask, rewind)
         records.append(record)
-        reporter.log(f"{spec.model} on {data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% weights "
-                     f"remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
-
-    assert rewind_state is not None
-    meta = {
-        "kind": "ticket",
-        "model": spec.model,
-        "data": data.name,
-        "classes": list(data.classes),
-        "num_classes": data.num_classes,
-        "image_size": data.image_size,
-        "channels": data.channels,
-        "head": head,
-        "train": spec.train.model_dump(),
-        "prune": spec.prune.model_dump(),
-        "seed": spec.seed,
-        "init_seed": init_seed,
-        "data_seed": data_seed,
-        "deterministic": spec.deterministic,
-        "rewind_step": rewind_step,
-        "iterations_per_epoch": plan.iterations_per_epoch,
-        "total_steps": plan.total,
-        "rounds": records,
-        "fingerprint": key,
-        "spec": spec.model_dump(),
-        "device": str(dev),
-        "versions": store.versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    ticket = ticketfile.make(meta, masks, rewind_state)
+        reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
+                     f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
+    assert rewind is not None
+    ticket = ticketfile.make(search.meta(records), masks, rewind)
     ticketfile.save(ticket, out)
     store.remove_tree(work)
     return ticket
