@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ticketx import masks as M
-from ticketx import criteria, store
+from ticketx import criteria, distributed, store
 from ticketx import ticket as T
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
@@ -150,7 +150,7 @@ def find(
                 "history": result.history,
             }
             store.save_torch(done, {"record": record, "weights": final})
-            (rdir / "checkpoint.pt").unlink(missing_ok=True)
+            store.remove_file(rdir / "checkpoint.pt")
         records.append(record)
         reporter.log(f"{spec.model} on {data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% weights "
                      f"remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
@@ -177,11 +177,12 @@ def find(
         "rounds": records,
         "fingerprint": key,
         "spec": spec.model_dump(),
-        "device": str(dev),
+        "device": distributed.describe(dev),
         "versions": store.versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     ticket = T.make(meta, masks, rewind_state)
     T.save(ticket, out)
     store.remove_tree(work)
+    distributed.barrier()  # DDP: every rank returns once rank 0 has written the ticket
     return ticket
