@@ -273,3 +273,10 @@ def test_a_killed_ddp_search_resumes_to_the_same_ticket(tmp_path):
     assert "resumed from checkpoint" in (tmp_path / "resumed.log").read_text()
     assert_same_ticket(T.load(out), ref)
     assert not (out.parent / "t.pt.work").exists()
+
+
+def test_a_study_refuses_to_run_under_torchrun(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out, err = cli("study", "run", tmp_path / "s.yaml")
+    assert code == 2, err
+    assert "does not run under torchrun" in err and "--devices" in err and not distributed.active()

@@ -603,6 +603,10 @@ def main() -> None:
     usage, exits, aborts = _click_errors()
     rv: Any = 1
     try:
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        if distributed.launched() and command == "study":  # every rank would claim its own cells
+            raise UsageError("a study does not run under torchrun: its workers do not train one cell with DDP yet",
+                             "run one worker per GPU: ticketx study run STUDY --devices 0,1,...")
         if distributed.init() and not distributed.is_main():
             rank = distributed.rank()
             console.quiet = True  # human output from rank 0 only
