@@ -568,9 +568,18 @@ def main() -> None:
 
     from rich.markup import escape
 
+    from ticketx import distributed
     from ticketx.ui import console
 
+    # torchrun --nproc-per-node N -m ticketx ...: N processes train one run with DDP
+    # (ticketx.distributed); only rank 0 prints and writes.
+    rank = 0
+
     def fail(message: str, hint: str | None, code: int) -> None:
+        if rank:  # another DDP rank: rank 0 reports usage errors; others may be this rank's alone
+            if code == 2:
+                sys.exit(code)
+            console.quiet, message = False, f"rank {rank}: {message}"
         # Messages quote user input ('digits[a]', paths): escape it so Rich prints it verbatim.
         console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         if hint:
@@ -592,7 +601,16 @@ def main() -> None:
     except ValueError:  # not the main thread (embedded use): leave signals alone
         pass
     usage, exits, aborts = _click_errors()
+    rv: Any = 1
     try:
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        if distributed.launched() and command == "study":  # every rank would claim its own cells
+            raise UsageError("a study does not run under torchrun: its workers do not train one cell with DDP yet",
+                             "run one worker per GPU: ticketx study run STUDY --devices 0,1,...")
+        if distributed.init() and not distributed.is_main():
+            rank = distributed.rank()
+            console.quiet = True  # human output from rank 0 only
+            sys.stdout = open(os.devnull, "w")  # and machine output
         rv = app(standalone_mode=False)
     except TicketxError as err:
         if _DEBUG["on"]:
@@ -616,12 +634,15 @@ def main() -> None:
     except Exception as err:  # unexpected failures
         if _DEBUG["on"]:
             raise
-        console.print(f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))}", soft_wrap=True)
+        console.quiet = False  # every DDP rank reports its own crash
+        console.print(f"[bold red]internal error:[/] {f'rank {rank}: ' if rank else ''}{escape(type(err).__name__)}: "
+                      f"{escape(str(err))}", soft_wrap=True)
         console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
         sys.exit(1)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        distributed.teardown(clean=rv in (None, 0))
     # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
     # and returns the code instead of raising.
     if rv == 130:

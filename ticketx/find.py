@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ticketx import masks as M
-from ticketx import criteria, store
+from ticketx import criteria, distributed, store
 from ticketx import ticket as ticketfile
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
@@ -113,7 +113,7 @@ class Search:
             "seconds": result.seconds, "steps": result.steps, "history": result.history,
         }
         store.save_torch(done, {"record": record, "weights": final})
-        (rdir / "checkpoint.pt").unlink(missing_ok=True)
+        store.remove_file(rdir / "checkpoint.pt")
         return record, final, rewind
 
     def meta(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class Search:
             "init_seed": init_seed, "data_seed": data_seed, "deterministic": spec.deterministic,
             "rewind_step": self.rewind_step, "iterations_per_epoch": self.plan.iterations_per_epoch,
             "total_steps": self.plan.total, "rounds": records, "fingerprint": self.key, "spec": spec.model_dump(),
-            "device": str(self.device), "versions": store.versions(),
+            "device": distributed.describe(self.device), "versions": store.versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -217,4 +217,5 @@ def find(
     ticket = ticketfile.make(search.meta(records), masks, rewind)
     ticketfile.save(ticket, out)
     store.remove_tree(work)
+    distributed.barrier()  # DDP: every rank returns once rank 0 has written the ticket
     return ticket

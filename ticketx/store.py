@@ -3,6 +3,10 @@
 Every file ticketx writes goes to a temporary name in the same folder, is fsynced, and is then
 renamed over its final name (os.replace is atomic on POSIX), so a crash never leaves a
 half-written file under a final name and never destroys the previous good copy.
+
+Under DDP (ticketx.distributed) only rank 0 writes and deletes results: the other ranks compute
+the same content and skip `write_*`, `save_torch` and the removals (a no-op in one process).
+Data caches (`atomic_path` directly) are written by whichever rank needs them.
 """
 
 from __future__ import annotations
@@ -124,7 +128,16 @@ def create_exclusive(path: str | os.PathLike, data: bytes) -> bool:
             os.unlink(tmp)
 
 
+def writes() -> bool:
+    """Whether this process writes results: always, except on DDP ranks other than 0."""
+    from ticketx import distributed
+
+    return distributed.is_main()
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    if not writes():
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -139,6 +152,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """torch.save through an atomic temporary file."""
+    if not writes():
+        return
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         # Through a Python file object, a full disk surfaces as OSError(ENOSPC) (a clear
         # error below); torch.save(obj, filename) would raise an opaque RuntimeError.
@@ -223,6 +238,8 @@ def check_writable(path: str | os.PathLike) -> None:
 
 def remove_stale_temps(path: str | os.PathLike) -> None:
     """Delete temporary files left next to `path` by an atomic write that was killed (SIGKILL)."""
+    if not writes():
+        return
     path = Path(path)
     with contextlib.suppress(OSError):
         for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
@@ -230,7 +247,14 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
 
 
 def remove_tree(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    if writes():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_file(path: str | os.PathLike) -> None:
+    """Delete `path` if it exists (on DDP rank 0 only, like every write)."""
+    if writes():
+        Path(path).unlink(missing_ok=True)
 
 
 def versions() -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ticketx import masks as M
-from ticketx import store
+from ticketx import distributed, store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.spec.transfer import TransferPlan, check_head
@@ -80,9 +80,10 @@ def transfer(
         "summary": summarise(runs),
         "overlap": own_overlap(plan),
         "versions": store.versions(),
-        "device": str(dev),
+        "device": distributed.describe(dev),
     }
     store.write_json(out / "result.json", result)
+    distributed.barrier()  # DDP: every rank returns once rank 0 has written the result
     return result
 
 
@@ -176,5 +177,5 @@ def run_one(
         "target": data.name, "optimizer": tspec.optimizer, "config": key_obj,
     }
     store.write_json(done, record)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    store.remove_file(run_dir / "checkpoint.pt")
     return record
