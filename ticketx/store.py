@@ -153,13 +153,13 @@ class FileLeases:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "FileLeases":
+    def __enter__(self) -> FileLeases:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="ticketx-lease-heartbeat", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
