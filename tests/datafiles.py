@@ -112,3 +112,38 @@ def write_folder(root: Path, split: str, classes: list[str], n: int = 3, size=(1
             v = 10 * label + i + 1
             color = v if mode == "L" else (v, 100, 200) if mode == "RGB" else (v, 100, 200, 255)
             Image.new(mode, (size[1], size[0]), color).save(folder / f"{i:03d}.{ext}")
+
+
+def write_places_many(root: Path, train_per_class: int = 12, val_per_class: int = 3, side: int = 32) -> list[Path]:
+    """write_places' layout with more, distinct images (seeded noise on each class colour), one grayscale.
+
+    Returns the training files in the order of places365_train_standard.txt, then the val files.
+    """
+    folder = root / "places365"
+    folder.mkdir(parents=True)
+    (folder / "categories_places365.txt").write_text("".join(f"{c} {i}\n" for i, c in enumerate(PLACES)))
+    rng = np.random.default_rng(0)
+    train_lines, val_lines, train_files, val_files = [], [], [], []
+
+    def image(label: int, gray: bool) -> Image.Image:
+        pixels = np.clip(np.array(PLACES_COLORS[label]) + rng.integers(-40, 41, (side, side, 3)), 0, 255).astype(np.uint8)
+        im = Image.fromarray(pixels)
+        return im.convert("L") if gray else im
+
+    for label, cls in enumerate(PLACES):
+        for j in range(train_per_class):
+            rel = f"{cls}/{j + 1:08d}.jpg"
+            path = folder / "data_256_standard" / rel.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image(label, gray=label == 1 and j == 0).save(path, quality=90)  # Places has a few gray JPEGs
+            train_lines.append(f"{rel} {label}\n")
+            train_files.append(path)
+        for j in range(val_per_class):
+            name = f"Places365_val_{label * val_per_class + j + 1:08d}.jpg"
+            (folder / "val_256").mkdir(exist_ok=True)
+            image(label, gray=False).save(folder / "val_256" / name, quality=90)
+            val_lines.append(f"{name} {label}\n")
+            val_files.append(folder / "val_256" / name)
+    (folder / "places365_train_standard.txt").write_text("".join(train_lines))
+    (folder / "places365_val.txt").write_text("".join(val_lines))
+    return train_files + val_files

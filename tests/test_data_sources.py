@@ -102,7 +102,7 @@ def test_places365_decoded_at_requested_size_into_a_mapped_cache(tmp_path, no_md
         got = d.train_x[i, :, 8, 8].int()
         assert (got - torch.tensor(PLACES_COLORS[label])).abs().max() <= 4  # JPEG rounding
     assert (d.flip, d.crop_padding) == (True, 2)  # 32 px at 256 px scales to 2 px at 16 px
-    raw = tmp_path / "cache" / "places365-16px-train.u8"
+    raw = tmp_path / "cache" / "places365-16px" / "train.u8"
     assert raw.stat().st_size == 6 * 3 * 16 * 16
 
     def boom(*args, **kwargs):

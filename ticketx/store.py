@@ -21,6 +21,8 @@ import pickle
 import re
 import shutil
 import tempfile
+import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -133,6 +135,133 @@ def writes() -> bool:
     from ticketx import distributed
 
     return distributed.is_main()
+
+
+class FileLeases:
+    """Leases on shared work, through files only: one process does a piece of work at a time.
+
+    The protocol of `ticketx.study.workers` (see its docstring), small enough for any loop: a
+    lease is created atomically (`create_exclusive`) and its modification time is refreshed by a
+    heartbeat thread every `timeout / 10` s. A lease whose (mtime, inode, size) has not changed
+    for `timeout` seconds of the *observer's own monotonic clock* is stale (clock skew between
+    nodes is irrelevant); so is, at once, a lease of a process of this host that no longer
+    exists (a job restarted on the same node does not wait). A stale lease is taken over by
+    renaming it to a unique name (one rename of a name succeeds), checking that the renamed file
+    is still the one seen stale (else it is put back), and creating a new one.
+    """
+
+    def __init__(self, timeout: float, log: Callable[[str], None] | None = None) -> None:
+        import socket
+        import uuid
+
+        self.timeout = float(timeout)
+        self.interval = max(0.05, min(30.0, self.timeout / 10))
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+        self.held: set[Path] = set()
+        self.log = log or (lambda message: None)
+        self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> FileLeases:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="ticketx-lease-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        for path in list(self.held):
+            self.release(path)
+
+    def _content(self) -> bytes:
+        return (json.dumps({**self.owner, "start_unix": time.time(), "lease_timeout": self.timeout}) + "\n").encode()
+
+    def acquire(self, path: Path) -> bool:
+        """Take the lease at `path` if it is free or stale; True if this process now holds it."""
+        if create_exclusive(path, self._content()):
+            return self._hold(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return create_exclusive(path, self._content()) and self._hold(path)
+        sig = (st.st_mtime_ns, st.st_ino, st.st_size)
+        data = _read_lease(path)
+        now = time.monotonic()
+        seen = self._seen.get(path)
+        if seen is None or seen[0] != sig:
+            self._seen[path] = (sig, now)
+            stale = _dead_here(data, self.owner["host"])
+        else:
+            stale = _dead_here(data, self.owner["host"]) or now - seen[1] >= self.timeout
+        if not stale:
+            return False
+        tomb = path.with_name(f".{path.name}.{self.owner['token']}.stale")
+        try:
+            os.rename(path, tomb)  # of several processes taking over, exactly one rename succeeds
+        except FileNotFoundError:
+            return False
+        try:
+            st = os.stat(tomb)
+            if (st.st_mtime_ns, st.st_ino, st.st_size) != sig:  # refreshed meanwhile: alive, put it back
+                with contextlib.suppress(OSError):
+                    os.link(tomb, path)
+                return False
+        finally:
+            tomb.unlink(missing_ok=True)
+        self.log(f"took over {path.name} from pid {data.get('pid', '?')} on {data.get('host', '?')}")
+        self._seen.pop(path, None)
+        return create_exclusive(path, self._content()) and self._hold(path)
+
+    def _hold(self, path: Path) -> bool:
+        with self._lock:
+            self.held.add(path)
+        self._seen.pop(path, None)
+        return True
+
+    def release(self, path: Path) -> None:
+        """Give the lease at `path` back (deleted only if it is still ours)."""
+        with self._lock:
+            if path not in self.held:
+                return
+            self.held.discard(path)
+        if _read_lease(path).get("token") == self.owner["token"]:
+            path.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                paths = list(self.held)
+            for path in paths:
+                with contextlib.suppress(OSError):  # gone or taken over: the work is deterministic, a
+                    if _read_lease(path).get("token") == self.owner["token"]:  # second copy is harmless
+                        os.utime(path)
+
+
+def _read_lease(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _dead_here(data: dict[str, Any], host: str) -> bool:
+    """Whether a lease belongs to a process of this host that no longer exists."""
+    pid = data.get("pid")
+    if data.get("host") != host or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, as another user's process
+        return False
+    return False
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

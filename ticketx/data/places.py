@@ -1,8 +1,11 @@
 """Places365-Standard (small, 256 px): 1.8M images, decoded once into memory-mapped raw files.
 
-At 256 px the decoded set would be 350 GB, far too big for RAM, so the images are decoded
-straight to the requested size and appended to raw uint8 files that are memory-mapped, never
-read whole.
+At 256 px the decoded set would be 354 GB, far too big for RAM, so the images are decoded
+straight to the requested size into raw uint8 files that are memory-mapped, never read whole.
+The decode is chunked, parallel, resumable and shared between processes (decode.decode_to_folder):
+
+    cache/places365-64px/            train.u8, test.u8, layout.json, chunk .done/.lease files
+    cache/places365-64px-v1.pt       classes and labels; written last
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ import torch
 
 from ticketx import store
 from ticketx.data.cache import CACHE_VERSION, BaseSet, cache_dir
-from ticketx.data.decode import decode_all
-from ticketx.data.pixels import CHUNK_ELEMS, chunk
+from ticketx.data.decode import decode_to_folder, map_folder
 from ticketx.data.registry import DATASETS, register
 from ticketx.data.torchvision_sets import read_torchvision
 from ticketx.errors import TicketxError
@@ -49,9 +51,8 @@ def _places365(root: Path, download: bool, image_size: int | None) -> BaseSet:
     cache = cache_dir(root)
     stem = f"places365-{size}px"
     meta_path = cache / f"{stem}-v{CACHE_VERSION}.pt"
-    x_paths = {"train": cache / f"{stem}-train.u8", "test": cache / f"{stem}-test.u8"}
 
-    cached = _load_places(meta_path, x_paths, size)
+    cached = _load_places(meta_path, cache, stem, size)
     if cached is not None:
         return cached
 
@@ -69,41 +70,36 @@ def _places365(root: Path, download: bool, image_size: int | None) -> BaseSet:
     names = [""] * len(train.class_to_idx)
     for cls_name, idx in train.class_to_idx.items():
         names[idx] = cls_name
-    meta: dict[str, Any] = {"classes": names, "size": size, "version": CACHE_VERSION}
+    # Chunked, on every core, resumable, shared with any other process decoding the same cache.
+    splits = {"train": [Path(p) for p, _ in train.imgs], "test": [Path(p) for p, _ in test.imgs]}
+    xs, _ = decode_to_folder(splits, (size, size), cache / stem, what=f"places365 at {size} px")
+    meta: dict[str, Any] = {"classes": names, "size": size, "version": CACHE_VERSION, "layout": "chunked"}
     for split, ds in (("train", train), ("test", test)):
-        paths = [Path(p) for p, _ in ds.imgs]
-        _decode_to_file(paths, size, x_paths[split], f"places365 {split}")
         meta[f"{split}_y"] = torch.as_tensor([t for _, t in ds.imgs], dtype=torch.long)
-    store.save_torch(meta_path, meta)  # written last: its presence marks the cache complete
-    loaded = _load_places(meta_path, x_paths, size)
-    assert loaded is not None
-    return loaded
+    store.save_torch(meta_path, meta)  # written last (by each process that decoded: same bytes)
+    return BaseSet(names, xs["train"], meta["train_y"], xs["test"], meta["test_y"])
 
 
-def _load_places(meta_path: Path, x_paths: dict[str, Path], size: int) -> BaseSet | None:
-    """The memory-mapped cache at `size`, or None when it is missing or incomplete (then rebuilt)."""
+def _load_places(meta_path: Path, cache: Path, stem: str, size: int) -> BaseSet | None:
+    """The memory-mapped cache at `size`, or None when it is missing or incomplete (then built or resumed)."""
     if not meta_path.is_file():
         return None
     try:
         meta = store.load_torch(meta_path, what="data cache")
-        xs = {}
-        for split in ("train", "test"):
-            n = len(meta[f"{split}_y"])
-            numel = n * 3 * size * size
-            if x_paths[split].stat().st_size != numel:
+        counts = {split: len(meta[f"{split}_y"]) for split in ("train", "test")}
+        if meta.get("layout") == "chunked":
+            mapped = map_folder(cache / stem, counts, (size, size))
+            if mapped is None:
                 return None
-            xs[split] = torch.from_file(str(x_paths[split]), shared=False, size=numel, dtype=torch.uint8).view(n, 3, size, size)
+            xs = mapped[0]
+        else:  # the layout before chunked decoding: one raw file per split next to the metadata
+            xs = {}
+            for split, n in counts.items():
+                path, numel = cache / f"{stem}-{split}.u8", n * 3 * size * size
+                if path.stat().st_size != numel:
+                    return None
+                xs[split] = torch.from_file(str(path), shared=False, size=numel, dtype=torch.uint8).view(n, 3, size, size)
         return BaseSet(meta["classes"], xs["train"], meta["train_y"], xs["test"], meta["test_y"])
-    except (TicketxError, KeyError, TypeError, OSError, RuntimeError) as err:
+    except (TicketxError, KeyError, TypeError, OSError, RuntimeError, AttributeError) as err:
         log.warning("ignoring unreadable data cache %s: %s", meta_path, err)
         return None
-
-
-def _decode_to_file(paths: list[Path], size: int, dest: Path, what: str) -> None:
-    """Decode images to RGB size x size, appending raw uint8 [C, H, W] records to `dest` chunk by chunk."""
-    step = chunk(3 * size * size, budget=4 * CHUNK_ELEMS)  # 256 MiB of decoded pixels per chunk
-    with store.atomic_path(dest) as tmp, open(tmp, "wb") as fh:
-        for a in range(0, len(paths), step):
-            x = decode_all(paths[a : a + step], (size, size), rgb=True)
-            fh.write(memoryview(x.numpy()).cast("B"))
-            log.info("%s: decoded %d/%d images", what, min(a + step, len(paths)), len(paths))
