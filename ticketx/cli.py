@@ -361,6 +361,31 @@ def _study_out(s: Any, out: Optional[Path]) -> Path:
     return out or Path("runs") / s.name
 
 
+JUnitOut = Annotated[Optional[Path], typer.Option("--junit", help="Write the claims' verdicts as JUnit XML (one test case per claim).")]
+JSONOut = Annotated[Optional[Path], typer.Option("--json", help="Write the claims' verdicts as JSON.")]
+
+
+def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Optional[Path]) -> int:
+    """Judge the study's claims on `out`, print the table, write the reports; the exit code."""
+    from ticketx.study.expect import evaluate, exit_code, table, write_reports
+    from ticketx.ui import console
+
+    results = evaluate(out, s.claims, prov)
+    console.print(table(results, f"{s.name}: expectations"))
+    write_reports(results, s.name, junit, json_out)
+    code = exit_code(results)
+    counts = {k: sum(r.outcome.status == k for r in results) for k in ("pass", "fail", "inconclusive", "unfinished")}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    colour = {0: "green", 1: "bold red"}.get(code, "yellow")
+    console.print(f"[{colour}]{len(results)} claims: {summary}[/] (exit code {code})"
+                  + "".join(f"; {kind}: {p}" for kind, p in (("junit", junit), ("json", json_out)) if p is not None))
+    for r in results:
+        if r.outcome.status != "pass":
+            console.print(f"  [{'red' if r.outcome.status == 'fail' else 'yellow'}]{r.outcome.status}[/] {r.name} "
+                          f"[dim]({r.where})[/]: {r.outcome.message}", soft_wrap=True, markup=True, highlight=False)
+    return code
+
+
 @study_app.command("run")
 def study_run(
     study: StudyFile,
@@ -372,9 +397,13 @@ def study_run(
     devices: Annotated[Optional[str], typer.Option("--devices", help="GPUs for the workers, e.g. 0,1,2,3: one worker each (round-robin if --workers is larger).")] = None,
     cpu_threads: Annotated[Optional[int], typer.Option("--cpu-threads", min=1, help="PyTorch CPU threads per worker \\[default: the study's cpu_threads, else cores / workers].")] = None,
     lease_timeout: LeaseTimeout = None,
-    do_report: Annotated[bool, typer.Option("--report/--no-report", help="Write results.csv, tables and plots at the end.")] = True,
+    do_report: Annotated[bool, typer.Option("--report/--no-report", help="Write results.csv, tables and plots, and check the claims (expect:), at the end.")] = True,
+    junit: JUnitOut = None,
+    json_out: JSONOut = None,
 ) -> None:
-    """Run every cell of a study not done yet (rerun to resume), then report.
+    """Run every cell of a study not done yet (rerun to resume), then report and check its claims (`expect:`).
+
+    Exit code with claims: 0 all pass, 1 one fails, 3 one is inconclusive or unfinished (see `study check`).
 
     Any number of `study run` processes (here or on other machines sharing the folder) may work on
     one study at once: each cell is trained by one of them.
@@ -412,7 +441,11 @@ def study_run(
                       lease_timeout=timeout, threads=cpu_threads)
     if do_report:
         report(out, density=density)
+    # Claims are judged by the process that reports (workers run with --no-report), or when asked for a file.
+    code = _check(s, out, None, junit, json_out) if s.claims and (do_report or junit or json_out) else 0
     typer.echo(str(out))
+    if code:
+        raise typer.Exit(code)
 
 
 @study_app.command("submit")
@@ -541,6 +574,36 @@ def study_validate(study: StudyFile) -> None:
     console.print(f"[green]{study}: valid.[/] study [bold]{s.name}[/]: {c['search']} search cells, "
                   f"{c['transfer']} transfer cells, {c['networks']} networks to train")
     typer.echo(json.dumps(c))
+
+
+@study_app.command("check")
+def study_check(
+    study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
+    out: StudyOut = None,
+    junit: JUnitOut = None,
+    json_out: JSONOut = None,
+) -> None:
+    """Judge the study's claims (`expect:`) on its finished results; for CI.
+
+    Exit code: 0 every claim passes, 1 a claim fails, 3 none fails but one is inconclusive (its
+    interval straddles the threshold: more seeds needed) or its cells are not finished; 2 bad input.
+    """
+    from ticketx.study import load_provenance, load_study, provenance
+
+    if study.is_dir():
+        prov = load_provenance(study)
+        s = load_study(prov.get("file") or "study.yaml", text=prov["text"])  # the study as it ran
+        folder = study
+    else:
+        s = load_study(study)
+        folder, prov = _study_out(s, out), provenance(s)
+        if not folder.is_dir():
+            raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
+    if not s.claims:
+        raise UsageError(f"{s.file}: the study has no claims to check", "add an expect: block (README, \"Studies in CI\")")
+    code = _check(s, folder, prov, junit, json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 @study_app.command("report")

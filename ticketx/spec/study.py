@@ -283,6 +283,88 @@ def parse_minutes(v: Any) -> int:
     return minutes
 
 
+def parse_accuracy(v: Any) -> float:
+    """An accuracy or a margin as a fraction: 0.8, '80%', '2pt' / '2 points' (= 0.02)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {v!r}")
+    if isinstance(v, (int, float)):
+        x = float(v)
+    else:
+        m = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\s*(%|pts?|points?)?\s*", str(v))
+        if not m:
+            raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {v!r}")
+        x = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
+    if not -1 <= x <= 1:
+        raise ValueError(f"a bare number is a fraction of the test set (0.8 = 80%); write points as '{x:g}pt', got {v!r}")
+    return x
+
+
+CLAIM_KINDS = ("beats", "matches", "search_accuracy")
+
+
+class ClaimSpec(Strict):
+    """One expectation over the study's own results (`expect:`); judges results, never part of a cell's key.
+
+    Exactly one of: `beats: ARM` (the lower end of the paired interval of ticket - ARM lies above
+    `by`), `matches: ARM` (the interval lies within ±`within`), `search_accuracy: 0.8` (the
+    search's test accuracy at `rounds`, default 0, is at least this). `sources`, `targets`,
+    `rounds`, `min_density` and `max_density` select the comparisons (default: all of them).
+    """
+
+    name: str
+    beats: Optional[str] = None
+    matches: Optional[str] = None
+    search_accuracy: Optional[float] = None
+    by: float = 0.0
+    within: Optional[float] = None  # None: stats.MATCH_TOLERANCE (1 point)
+    sources: Optional[list[str]] = None
+    targets: Optional[list[str]] = None
+    rounds: Optional[list[int]] = None
+    min_density: Optional[float] = Field(None, gt=0, le=1)
+    max_density: Optional[float] = Field(None, gt=0, le=1)
+
+    @field_validator("search_accuracy", "by", "within", mode="before")
+    @classmethod
+    def _accuracy(cls, v: Any) -> Any:
+        return None if v is None else parse_accuracy(v)
+
+    @field_validator("sources", "targets", "rounds", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        if isinstance(v, str) and "[" in v:  # 'digits[0-4]': one data set, not a comma list
+            return [v]
+        return as_list(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a claim needs a name (it names the test case in JUnit reports)")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ClaimSpec":
+        given_kinds = [k for k in CLAIM_KINDS if getattr(self, k) is not None]
+        if len(given_kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(CLAIM_KINDS)} (got {', '.join(given_kinds) or 'none'})")
+        kind = given_kinds[0]
+        if "by" in self.model_fields_set and kind != "beats":
+            raise ValueError("'by' (the margin to beat) goes with 'beats'")
+        if self.within is not None and kind != "matches":
+            raise ValueError("'within' (the tolerance) goes with 'matches'")
+        if self.within is not None and self.within <= 0:
+            raise ValueError(f"'within' is a positive tolerance, got {self.within:g}")
+        if kind == "search_accuracy" and self.targets is not None:
+            raise ValueError("a search has no target: select searches with 'sources' and 'rounds'")
+        if self.min_density is not None and self.max_density is not None and self.min_density > self.max_density:
+            raise ValueError(f"min_density {self.min_density:g} is above max_density {self.max_density:g}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in CLAIM_KINDS if getattr(self, k) is not None)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -307,6 +389,7 @@ class StudySpec(Strict):
     sources: list[Source]
     targets: list[Target]
     launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
+    expect: list[ClaimSpec] = Field(default_factory=list)  # claims on the results (`study check`): not science
 
     @field_validator("model", "sources", "targets", mode="before")
     @classmethod
@@ -347,6 +430,7 @@ class Study:
     targets: list[str]
     channels: Optional[int]  # resolved: None = each data set's own
     cells: list["Cell"] = field(default_factory=list)
+    claims: list["Claim"] = field(default_factory=list)  # `expect:`, resolved against the cells
 
     @property
     def name(self) -> str:
@@ -357,18 +441,22 @@ class Study:
         return UsageError(f"{self.file}:{line_of(self.lines, path)}: {format_path(path)}: {message}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file; every problem is one UsageError naming file, line and key."""
+def load_study(path: str | Path, text: Optional[str] = None) -> Study:
+    """Read and validate a study file; every problem is one UsageError naming file, line and key.
+
+    `text`: the file's contents as recorded (a study folder's study.json), instead of reading `path`.
+    """
     path = Path(path)
     file = str(path)
-    if not path.exists():
-        raise UsageError(f"study file not found: {file}")
-    if path.is_dir():
-        raise UsageError(f"{file} is a folder; give a study file (.yaml)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read {file}: {err}") from None
+    if text is None:
+        if not path.exists():
+            raise UsageError(f"study file not found: {file}")
+        if path.is_dir():
+            raise UsageError(f"{file} is a folder; give a study file (.yaml)")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"cannot read {file}: {err}") from None
     data, lines = compose(text, file)
     if data is None:
         raise UsageError(f"{file}:1: the study file is empty", "see studies/quickstart.yaml for an example")
@@ -392,6 +480,7 @@ def load_study(path: str | Path) -> Study:
     from ticketx.study.cells import expand
 
     study.cells = expand(study)  # resolves every configuration: errors surface here, before training
+    study.claims = resolve_claims(study)  # claims name only what the cells produce
     return study
 
 
@@ -485,3 +574,173 @@ def own_init_seed(seed: int, init: str) -> Optional[int]:
     from ticketx.train import seed_for
 
     return seed_for(seed, _salt("own-ticket-init")) % (2**31)
+
+
+# ---- expect: claims resolved against what the study produces ------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A validated claim: its kind, arm and threshold, and the comparisons it covers.
+
+    `points[model]` lists the (what, value) the claim covers: ('round', r) or ('density', d) as
+    the study's transfer cells are keyed; for `search_accuracy`, ('round', r) of the searches.
+    `densities[model]` maps each point to its density (for messages).
+    """
+
+    name: str
+    kind: str
+    arm: Optional[str]  # beats / matches: the baseline or 'own-ticket'
+    threshold: float  # beats: margin; matches: tolerance; search_accuracy: the least accuracy
+    sources: Optional[tuple[str, ...]]  # canonical data set names; None: every source
+    targets: Optional[tuple[str, ...]]
+    points: dict[str, tuple[tuple[str, Any], ...]]
+    densities: dict[str, dict[tuple[str, Any], float]]
+    where: str  # 'file:line' of the claim, for reports
+
+
+def round_densities(study: Study, model: str, prune: PruneSpec, data: str, target: Optional[str] = None) -> list[float]:
+    """The whole-network density of every round 0..rounds, before anything trains: of the search on
+    `data`, or (with `target`) of its transfer there, whose output layer is rebuilt for the
+    target's classes (dense with transfer.head_dense, else at the ticket's output-layer density).
+
+    Exact-k pruning removes round(rate x remaining) weights per group whatever the weights are,
+    so the counts follow from the tensor shapes alone (the model built on the meta device); a
+    global group's share of the output layer is taken as the group's. Falls back to the body's
+    (1 - rate)^r when the model cannot be built here (an image folder's classes are only known
+    once it is scanned).
+    """
+    from ticketx.pruning import _groups, num_to_prune
+
+    nominal = [(1 - prune.rate) ** r for r in range(prune.rounds + 1)]
+    shapes = _sizes(study, model, data)
+    out_head = _sizes(study, model, target) if target is not None else shapes
+    if shapes is None or out_head is None:
+        return nominal
+    sizes, names, head = shapes
+    new_head = out_head[0][head]
+    groups = _groups(names, prune.scope, head, prune.head_rate, prune.rate, set(prune.keep_dense or ()))
+    remaining = [sum(sizes[n] for n in g) for g, _ in groups]
+    grouped = {n for g, _ in groups for n in g}
+    fixed = sum(v for n, v in sizes.items() if n not in grouped and n != head)  # kept dense: never pruned
+    total = sum(sizes.values()) - sizes[head] + new_head
+    out = [1.0]
+    for _ in range(prune.rounds):
+        remaining = [left - num_to_prune(left, rate) for left, (_, rate) in zip(remaining, groups)]
+        kept = fixed
+        for (g, _), start, left in zip(groups, [sum(sizes[n] for n in g) for g, _ in groups], remaining):
+            frac = left / start if start else 1.0
+            body = sum(sizes[n] for n in g if n != head)
+            kept += frac * body
+            if head in g:
+                kept += new_head if (target is not None and study.spec.transfer.head_dense) else round(frac * new_head)
+        if head not in grouped:
+            kept += new_head
+        out.append(kept / total)
+    return out
+
+
+def _sizes(study: Study, model: str, data: str) -> Optional[tuple[dict[str, int], list[str], str]]:
+    """(prunable tensor sizes, their names, the output layer's name) of `model` built for `data`."""
+    import torch
+
+    from ticketx.data import DATASETS, parse_data
+    from ticketx.models import build_model, head_name, model_info, prunable_names
+
+    try:
+        d = parse_data(data)
+        info = model_info(model)
+        classes = len(d.classes) if d.classes is not None else DATASETS[d.base].num_classes
+        channels = study.channels or (DATASETS[d.base].channels if d.base in DATASETS else info.channels)
+        with torch.device("meta"):
+            net = build_model(model, classes, channels, study.spec.image_size or info.image_size)
+        names = prunable_names(net)
+        return {n: p.numel() for n, p in net.named_parameters() if n in names}, names, head_name(net)
+    except Exception:  # noqa: BLE001 - reported when the model is built for real
+        return None
+
+
+def _pick(study: Study, path: Path_, names: list[str], produced: list[str], what: str) -> tuple[str, ...]:
+    """Canonical names of `names`, each one the study produces (else a 'did you mean' error)."""
+    import difflib
+
+    from ticketx.data import parse_data
+
+    out = []
+    for j, name in enumerate(names):
+        try:
+            canon = parse_data(name).name
+        except UsageError:
+            canon = name
+        if canon not in produced:
+            close = difflib.get_close_matches(canon, produced, n=1, cutoff=0.5)
+            raise study.error(path + (j,), f"{name!r} is not a {what} of this study"
+                              + (f"; did you mean {close[0]!r}?" if close else "") + f" (its {what}s: {', '.join(produced)})")
+        out.append(canon)
+    return tuple(dict.fromkeys(out))
+
+
+def resolve_claims(study: Study) -> list[Claim]:
+    """Each `expect:` item checked against the expanded cells: names, arms, rounds and densities it
+    refers to must be ones the study produces (an error before anything trains)."""
+    from ticketx.errors import did_you_mean
+    from ticketx.stats import MATCH_TOLERANCE
+    from ticketx.study.cells import _points
+
+    spec = study.spec
+    claims: list[Claim] = []
+    seen: dict[str, int] = {}
+    arms = [*spec.transfer.baselines, *(["own-ticket"] if spec.transfer.own_ticket else [])]
+    for i, c in enumerate(spec.expect):
+        at = ("expect", i)
+        if c.name in seen:
+            raise study.error(at + ("name",), f"claim name {c.name!r} is used twice (also expect[{seen[c.name]}]); names identify claims in reports")
+        seen[c.name] = i
+        kind = c.kind
+        arm = getattr(c, kind) if kind in ("beats", "matches") else None
+        if arm is not None and arm not in arms:
+            from ticketx.baselines import BASELINES
+
+            if arm in BASELINES or arm == "own-ticket":
+                why = "transfer.own_ticket is false" if arm == "own-ticket" else "it is not in transfer.baselines"
+                raise study.error(at + (kind,), f"the study does not train {arm!r} ({why}; it trains: {', '.join(arms)})")
+            raise study.error(at + (kind,), did_you_mean(arm, arms, "arm").replace("choose from", "the study trains"))
+        sources = _pick(study, at + ("sources",), c.sources, study.sources, "source") if c.sources is not None else None
+        targets = _pick(study, at + ("targets",), c.targets, study.targets, "target") if c.targets is not None else None
+        points: dict[str, tuple[tuple[str, Any], ...]] = {}
+        densities: dict[str, dict[tuple[str, Any], float]] = {}
+        for model in spec.model:
+            prune = prune_spec(study, model)
+            data = (sources or tuple(study.sources))[0]
+            target = None if kind == "search_accuracy" else (targets or tuple(study.targets))[0]
+            dens = round_densities(study, model, prune, data, target)
+            if kind == "search_accuracy":
+                avail = [("round", r) for r in range(prune.rounds + 1)]
+                wanted = c.rounds if c.rounds is not None else ([0] if c.min_density is None and c.max_density is None else None)
+            else:
+                avail = _points(study, model, prune)
+                wanted = c.rounds
+            density = {p: (p[1] if p[0] == "density" else dens[p[1]]) for p in avail}
+            if wanted is not None:
+                if any(p[0] == "density" for p in avail):
+                    raise study.error(at + ("rounds",), "the study transfers at densities (transfer.densities): select with min_density / max_density")
+                have = [p[1] for p in avail]
+                missing = [r for r in wanted if r not in have]
+                if missing:
+                    raise study.error(at + ("rounds",), f"round {missing[0]} is not one the study "
+                                      f"{'searches' if kind == 'search_accuracy' else 'transfers'} (rounds: {', '.join(map(str, have))})")
+                avail = [p for p in avail if p[1] in wanted]
+            lo, hi = c.min_density, c.max_density
+            picked = [p for p in avail if (lo is None or density[p] >= lo * (1 - 1e-9)) and (hi is None or density[p] <= hi * (1 + 1e-9))]
+            if not picked:
+                bounds = " and ".join(x for x in (f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "") if x)
+                listed = ", ".join(f"{p[0]} {p[1]:g}: {density[p]:.4g}" for p in avail)
+                raise study.error(at + ("max_density" if hi is not None else "min_density",),
+                                  f"no density of the study is {bounds} for {model} ({listed})")
+            points[model] = tuple(picked)
+            densities[model] = {p: density[p] for p in picked}
+        threshold = (c.by if kind == "beats" else (c.within if c.within is not None else MATCH_TOLERANCE)
+                     if kind == "matches" else float(c.search_accuracy))  # type: ignore[arg-type]
+        claims.append(Claim(c.name, kind, arm, threshold, sources, targets, points, densities,
+                            f"{study.file}:{line_of(study.lines, at)}"))
+    return claims
