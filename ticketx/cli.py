@@ -322,17 +322,9 @@ def models() -> None:
 
 
 # Exit codes: 1 runtime, 2 usage, 128 + signal number when interrupted (130 Ctrl-C, 143 SIGTERM).
-_STOP = {"signal": 0}
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """SIGTERM (cluster pre-emption, `kill`): stop exactly like Ctrl-C, through KeyboardInterrupt.
-
-    The exception unwinds through every atomic write (their temporary files are deleted), so
-    only whole files remain and rerunning the command resumes from the last epoch checkpoint.
-    """
-    _STOP["signal"] = signum
-    raise KeyboardInterrupt
+# SIGINT and SIGTERM are handled by ticketx.interrupt: a flag checked at every training step and
+# atomic write, plus a KeyboardInterrupt that unwinds through every atomic write (their temporary
+# files are deleted), so only whole files remain and rerunning the command resumes.
 
 
 def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -472,9 +464,11 @@ def main() -> None:
 
     from rich.markup import escape
 
+    from ticketx import interrupt
     from ticketx.ui import console
 
     def fail(message: str, hint: str | None, code: int) -> None:
+        interrupt.closing()
         # Messages quote user input ('digits[a]', paths): escape it so Rich prints it verbatim.
         console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         if hint:
@@ -482,53 +476,59 @@ def main() -> None:
         sys.exit(code)
 
     def interrupted() -> None:
-        signum = _STOP["signal"] or signal.SIGINT
-        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        console.print(f"[yellow]{what}:[/] finished stages and the last epoch checkpoint are saved; "
-                      "rerun the same command to resume.", soft_wrap=True)
+        interrupt.closing()  # a second Ctrl-C must not cut this message short
+        signum = interrupt.requested() or signal.SIGINT
+        what, todo = interrupt.message(signum)
+        done = interrupt.finished_what()
+        if done is not None:  # the result was safely written before the signal
+            interrupt.noted()
+            console.print(f"[yellow]{what}[/] after {escape(done)} was written: it is complete; nothing to resume.",
+                          soft_wrap=True)
+            sys.exit(0)
+        console.print(f"[yellow]{what}:[/] {todo}", soft_wrap=True)
         sys.exit(128 + int(signum))
 
-    _STOP["signal"] = 0
     _DEBUG["on"] = os.environ.get("TICKETX_DEBUG", "") not in ("", "0")  # --debug sets it again
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_signal)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        pass
     usage, exits, aborts = _click_errors()
-    try:
-        rv = app(standalone_mode=False)
-    except TicketxError as err:
-        if _DEBUG["on"]:
-            raise
-        fail(str(err), err.hint, err.exit_code)
-    except KeyboardInterrupt:
-        interrupted()
-    except exits as err:
-        sys.exit(err.exit_code)
-    except aborts:
-        interrupted()
-    except usage as err:
-        if _DEBUG["on"]:
-            raise
-        message = err.format_message()
-        if not message:  # no_args_is_help: the help was printed
+    with interrupt.handled():
+        try:
+            rv = app(standalone_mode=False)
+            interrupt.closing()
+        except TicketxError as err:
+            if _DEBUG["on"]:
+                raise
+            fail(str(err), err.hint, err.exit_code)
+        except KeyboardInterrupt:
+            interrupted()
+        except exits as err:
+            interrupt.closing()
             sys.exit(err.exit_code)
-        ctx = getattr(err, "ctx", None)
-        hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
-        fail(message, hint, err.exit_code)
-    except Exception as err:  # unexpected failures
-        if _DEBUG["on"]:
-            raise
-        console.print(f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))}", soft_wrap=True)
-        console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
-        sys.exit(1)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
-    # and returns the code instead of raising.
-    if rv == 130:
-        interrupted()
-    if isinstance(rv, int) and rv:
-        sys.exit(rv)
+        except aborts:
+            interrupted()
+        except usage as err:
+            if _DEBUG["on"]:
+                raise
+            message = err.format_message()
+            if not message:  # no_args_is_help: the help was printed
+                sys.exit(err.exit_code)
+            ctx = getattr(err, "ctx", None)
+            hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+            fail(message, hint, err.exit_code)
+        except Exception as err:  # unexpected failures
+            if _DEBUG["on"]:
+                raise
+            interrupt.closing()
+            console.print(f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))}", soft_wrap=True)
+            console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
+            sys.exit(1)
+        # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
+        # and returns the code instead of raising.
+        if rv == 130:
+            interrupted()
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+        if interrupt.requested():  # it came after the command's last write: nothing was lost
+            interrupt.noted()
+            what, _ = interrupt.message(interrupt.requested())
+            console.print(f"[yellow]{what}[/] after the command had finished: its results are complete; nothing to resume.",
+                          soft_wrap=True)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketx import store
+from ticketx import interrupt, store
 from ticketx.errors import TicketxError, UsageError
 from ticketx.spec import TrainSpec
 from ticketx.steps import to_iterations
@@ -463,6 +463,7 @@ def train(
         epoch_end = min((epoch + 1) * ipe, plan.total)
         batches = itertools.islice(train_batches.epoch(gen), step - epoch * ipe, None)
         for x, y in batches:
+            interrupt.check()  # a Ctrl-C/SIGTERM whose KeyboardInterrupt was swallowed stops here
             if step >= epoch_end:
                 break
             loss = stepper(x, y, plan.schedule(step))
