@@ -8,6 +8,7 @@ weights per round).
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from ticketx import masks as M
 from ticketx import pruning
 from ticketx import ticket as T
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# fewer examples under mutation testing (scripts/mutation.py), where each mutant reruns these
+EXAMPLES = int(os.environ.get("TICKETX_HYPOTHESIS_EXAMPLES", "80"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
