@@ -5,6 +5,7 @@
     python scripts/mutation.py pruning masks        # some targets
     python scripts/mutation.py --list               # targets, functions and tests
     python scripts/mutation.py find-rewind --show   # print each surviving mutant's diff
+    python scripts/mutation.py --json r.json; python scripts/mutation.py --recheck r.json   # survivors only, after new tests
 
 A mutant is the code with one token changed (`<` for `<=`, `0` for `1`, a dropped call): a test
 suite that lets it pass does not state the behaviour that token is for. Each target names the
@@ -102,13 +103,46 @@ def run_target(name: str, workroot: Path, show: bool, repo: Path = REPO) -> dict
     killed = sorted(k for k, v in codes.items() if v in (1, 3, 36, 37, -24, 24, 152, 255))  # failed or timed out
     survived = sorted(k for k, v in codes.items() if v == 0)
     other = sorted(k for k, v in codes.items() if k not in killed and k not in survived)
-    result = {"target": name, "source": source, "total": len(codes), "killed": len(killed), "survived": survived,
+    result = {"target": name, "source": source, "workdir": str(work), "total": len(codes), "killed": len(killed), "survived": survived,
               "not_killed_other": {k: codes[k] for k in other}}
     if show:
         for k in survived:
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", k], cwd=work, env=env, capture_output=True, text=True)
             print(diff.stdout)
     return result
+
+
+def recheck(previous: dict, workroot: Path, show: bool) -> dict:
+    """Rerun the current tests against the survivors of an earlier run only (minutes, not an hour):
+    each survivor's diff (`mutmut show` in that run's folder) is applied to a copy of this tree."""
+    name = previous["target"]
+    source, _, tests, _ = TARGETS[name]
+    tests = [t for t in tests if (REPO / t).exists()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TICKETX_THREADS": "1",
+           "TICKETX_HYPOTHESIS_EXAMPLES": "25", "PYTHONDONTWRITEBYTECODE": "1"}
+    old_env = {**env, "PYTHONPATH": str(Path(previous["workdir"]) / "mutants")}
+    still, killed_now = [], []
+    for mutant in previous["survived"]:
+        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=previous["workdir"], env=old_env,
+                              capture_output=True, text=True).stdout
+        work = workroot / "recheck" / mutant
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(REPO / "ticketx", work / "ticketx", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "pyproject.toml", work / "pyproject.toml")
+        patch = subprocess.run(["patch", "-p0", "--no-backup-if-mismatch", source], cwd=work, input=diff[diff.index("---"):],
+                               capture_output=True, text=True)
+        if patch.returncode != 0:
+            print(f"    cannot apply {mutant} to this tree (the code changed): {patch.stdout.strip()}")
+            still.append(mutant)
+            continue
+        rc = subprocess.call([*(["nice", "-n", "10"] if shutil.which("nice") else []), sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests],
+                             cwd=work, env={**env, "PYTHONPATH": str(work)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (killed_now if rc != 0 else still).append(mutant)
+        if show and rc == 0:
+            print(diff)
+        shutil.rmtree(work, ignore_errors=True)
+    return {**previous, "killed": previous["killed"] + len(killed_now), "survived": still, "killed_on_recheck": killed_now}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
     ap.add_argument("--workdir", type=Path, help="where the copies go (kept for `mutmut browse`) [default: a temporary folder]")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--recheck", type=Path, action="append",
+                    help="a --json file of an earlier run: rerun only its survivors against the current tests")
     ap.add_argument("--repo", type=Path, default=REPO,
                     help="the tree to test, e.g. a `git worktree` of an older commit for a before/after score [default: this one]")
     args = ap.parse_args(argv)
@@ -131,12 +167,17 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown targets {unknown}; choose from {list(TARGETS)}")
     workroot = args.workdir or Path(tempfile.mkdtemp(prefix="ticketx-mutation-"))
     results = []
-    for name in args.targets or list(TARGETS):
-        res = run_target(name, workroot, args.show, args.repo.resolve())
+    earlier = {r["target"]: r for f in args.recheck or [] for r in json.loads(Path(f).read_text())}
+    for name in args.targets or (list(earlier) if earlier else list(TARGETS)):
+        if earlier:
+            res = recheck(earlier[name], workroot, args.show)
+        else:
+            res = run_target(name, workroot, args.show, args.repo.resolve())
         results.append(res)
         score = res["killed"] / res["total"] if res["total"] else float("nan")
         print(f"{name:14} killed {res['killed']:4d} / {res['total']:4d}  ({100 * score:.1f}%)  "
-              f"survived {len(res['survived'])}  other {len(res['not_killed_other'])}", flush=True)
+              f"survived {len(res['survived'])}  other {len(res['not_killed_other'])}"
+              + (f"  (killed on recheck: {len(res['killed_on_recheck'])})" if "killed_on_recheck" in res else ""), flush=True)
         for k in res["survived"]:
             print(f"    survived: {k}")
         for k, code in res["not_killed_other"].items():

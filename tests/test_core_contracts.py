@@ -62,3 +62,40 @@ def test_num_to_prune_rounds_half_of_the_remaining_and_never_exceeds_them():
     assert pruning.num_to_prune(5, 0.5) == 2  # round(2.5) = 2
     assert pruning.num_to_prune(3, 0.99) == 3
     assert pruning.num_to_prune(0, 0.5) == 0
+
+
+def test_pack_bits_keeps_any_nonzero_value():
+    """A mask given as 0/1 floats or small ints packs like its bool version."""
+    bools = torch.tensor([False, True, True, False, True, False, False, True, True])
+    for as_other in (bools.float() * 3, bools.to(torch.uint8) * 2, bools.to(torch.int64)):
+        assert torch.equal(M.pack_bits(as_other), M.pack_bits(bools))
+
+
+def test_the_strategy_registry_maps_names_to_the_functions():
+    assert pruning.STRATEGIES["magnitude"] is pruning.magnitude
+    assert pruning.STRATEGIES["random"] is pruning.random
+
+
+def test_prune_errors_say_what_is_wrong():
+    import pytest
+
+    from ticketx.errors import UsageError
+
+    mask = {"a": torch.ones(4, dtype=torch.bool), "b": torch.ones(2, dtype=torch.bool)}
+    scores = {"a": torch.arange(4.0), "b": torch.arange(2.0)}
+    for rate in (1.0, -0.1):
+        with pytest.raises(UsageError, match=r"^pruning rate must be in \[0, 1\), got "):
+            pruning.prune(scores, mask, rate)
+    with pytest.raises(UsageError, match=r"^scope must be 'global' or 'layerwise', got 'x'$"):
+        pruning.prune(scores, mask, 0.5, scope="x")
+    with pytest.raises(UsageError) as err:
+        pruning.prune(scores, mask, 0.5, keep_dense=["c"])
+    assert str(err.value) == "--keep-dense names unknown tensors: c (prunable: a, b)"
+    # rate 0 is allowed and prunes nothing
+    assert all(torch.equal(m, mask[n]) for n, m in pruning.prune(scores, mask, 0.0).items())
+
+
+def test_one_weight_is_pruned_when_k_is_one():
+    mask = {"a": torch.ones(5, dtype=torch.bool)}
+    new = pruning.prune({"a": torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0])}, mask, 0.2)  # round(0.2 * 5) = 1
+    assert new["a"].tolist() == [True, False, True, True, True]

@@ -21,7 +21,7 @@ from ticketx import pruning
 from ticketx import ticket as T
 
 # fewer examples under mutation testing (scripts/mutation.py), where each mutant reruns these
-EXAMPLES = int(os.environ.get("TICKETX_HYPOTHESIS_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("TICKETX_HYPOTHESIS_EXAMPLES", "50"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
