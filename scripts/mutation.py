@@ -112,6 +112,21 @@ def run_target(name: str, workroot: Path, show: bool, repo: Path = REPO) -> dict
     return result
 
 
+def _apply(path: Path, diff: str) -> bool:
+    """Apply a `mutmut show` diff (one function, hunks numbered from the function's first line) by
+    replacing its old text with its new text; False when the old text is not found exactly once."""
+    text = path.read_text()
+    for hunk in re.split(r"(?m)^@@[^\n]*\n", diff.split("+++", 1)[1].split("\n", 1)[1])[1:]:
+        lines = [ln for ln in hunk.splitlines() if ln[:1] in (" ", "-", "+")]
+        old = "\n".join(ln[1:] for ln in lines if ln[0] in " -") + "\n"
+        new = "\n".join(ln[1:] for ln in lines if ln[0] in " +") + "\n"
+        if text.count(old) != 1:
+            return False
+        text = text.replace(old, new)
+    path.write_text(text)
+    return True
+
+
 def recheck(previous: dict, workroot: Path, show: bool) -> dict:
     """Rerun the current tests against the survivors of an earlier run only (minutes, not an hour):
     each survivor's diff (`mutmut show` in that run's folder) is applied to a copy of this tree."""
@@ -130,11 +145,10 @@ def recheck(previous: dict, workroot: Path, show: bool) -> dict:
         shutil.copytree(REPO / "ticketx", work / "ticketx", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(REPO / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(REPO / "pyproject.toml", work / "pyproject.toml")
-        patch = subprocess.run(["patch", "-p0", "--no-backup-if-mismatch", source], cwd=work, input=diff[diff.index("---"):],
-                               capture_output=True, text=True)
-        if patch.returncode != 0:
-            print(f"    cannot apply {mutant} to this tree (the code changed): {patch.stdout.strip()}")
+        if not _apply(work / source, diff):
+            print(f"    cannot apply {mutant} to this tree (the code changed)")
             still.append(mutant)
+            shutil.rmtree(work, ignore_errors=True)
             continue
         rc = subprocess.call([*(["nice", "-n", "10"] if shutil.which("nice") else []), sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests],
                              cwd=work, env={**env, "PYTHONPATH": str(work)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
