@@ -25,7 +25,7 @@ from torch import nn
 
 from conftest import REPO, tiny_find_spec
 from ticketx import distributed, store
-from ticketx import ticket as T
+from ticketx import ticket as ticketfile
 from ticketx.data import Batches, load_data
 from ticketx.errors import UsageError
 
@@ -130,7 +130,7 @@ def _setup():
     model = build_model("lenet_300_100", 5, 1, 8)
     params = dict(model.named_parameters())
     dense = M.ones_like({n: params[n] for n in prunable_names(model)})
-    mask = pruning.random(None, dense, 1 - DENSITY, scope="layerwise", generator=torch.Generator().manual_seed(0))
+    mask = pruning.prune_random(None, dense, 1 - DENSITY, scope="layerwise", generator=torch.Generator().manual_seed(0))
     return model, mask, load_data("digits[0-4]", image_size=8), tiny_find_spec(train=SPEC).train
 
 
@@ -241,7 +241,7 @@ def test_a_killed_ddp_search_resumes_to_the_same_ticket(tmp_path):
     ref_out.parent.mkdir()
     proc = _torchrun(ref_out, tmp_path / "ref.log")
     assert proc.wait(300) == 0, (tmp_path / "ref.log").read_text()[-3000:]
-    ref = T.load(ref_out)
+    ref = ticketfile.load(ref_out)
     assert ref.meta["device"] == "cpu (DDP, 2 processes)"
     # Human output once (rank 0), the machine output (the ticket's path) once.
     assert (tmp_path / "ref.out").read_text().split() == [str(ref_out)]
@@ -271,7 +271,7 @@ def test_a_killed_ddp_search_resumes_to_the_same_ticket(tmp_path):
     proc = _torchrun(out, tmp_path / "resumed.log")
     assert proc.wait(300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     assert "resumed from checkpoint" in (tmp_path / "resumed.log").read_text()
-    assert_same_ticket(T.load(out), ref)
+    assert_same_ticket(ticketfile.load(out), ref)
     assert not (out.parent / "t.pt.work").exists()
 
 

@@ -1,3 +1,3 @@
-from ticketx.cli import main
+from ticketx.interrupt import entry
 
-main()
+entry()

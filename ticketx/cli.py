@@ -301,17 +301,6 @@ def models() -> None:
 
 
 # Exit codes: 1 runtime, 2 usage, 128 + signal number when interrupted (130 Ctrl-C, 143 SIGTERM).
-_STOP = {"signal": 0}
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """SIGTERM (cluster pre-emption, `kill`): stop exactly like Ctrl-C, through KeyboardInterrupt.
-
-    The exception unwinds through every atomic write (their temporary files are deleted), so
-    only whole files remain and rerunning the command resumes from the last epoch checkpoint.
-    """
-    _STOP["signal"] = signum
-    raise KeyboardInterrupt
 
 
 def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -631,7 +620,7 @@ def main() -> None:
 
     from rich.markup import escape
 
-    from ticketx import distributed
+    from ticketx import distributed, interrupt
     from ticketx.ui import console
 
     # torchrun --nproc-per-node N -m ticketx ...: N processes train one run with DDP
@@ -639,6 +628,7 @@ def main() -> None:
     rank = 0
 
     def fail(message: str, hint: str | None, code: int) -> None:
+        interrupt.closing()
         if rank:  # another DDP rank: rank 0 reports usage errors; others may be this rank's alone
             if code == 2:
                 sys.exit(code)
@@ -650,65 +640,73 @@ def main() -> None:
         sys.exit(code)
 
     def interrupted() -> None:
-        signum = _STOP["signal"] or signal.SIGINT
-        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        console.print(f"[yellow]{what}:[/] finished stages and the last epoch checkpoint are saved; "
-                      "rerun the same command to resume.", soft_wrap=True)
+        interrupt.closing()  # a second Ctrl-C must not cut this message short
+        signum = interrupt.requested() or signal.SIGINT
+        what, todo = interrupt.message(signum)
+        done = interrupt.finished_what()
+        if done is not None:  # the result was safely written before the signal
+            interrupt.noted()
+            console.print(f"[yellow]{what}[/] after {escape(done)} was written: it is complete; nothing to resume.",
+                          soft_wrap=True)
+            sys.exit(0)
+        console.print(f"[yellow]{what}:[/] {todo}", soft_wrap=True)
         sys.exit(128 + int(signum))
 
-    _STOP["signal"] = 0
     _DEBUG["on"] = os.environ.get("TICKETX_DEBUG", "") not in ("", "0")  # --debug sets it again
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_signal)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        pass
     usage, exits, aborts = _click_errors()
-    rv: Any = 1
     try:
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        if distributed.launched() and command == "study":  # every rank would claim its own cells
-            raise UsageError("a study does not run under torchrun: its workers do not train one cell with DDP yet",
-                             "run one worker per GPU: ticketx study run STUDY --devices 0,1,...")
-        if distributed.init() and not distributed.is_main():
-            rank = distributed.rank()
-            console.quiet = True  # human output from rank 0 only
-            sys.stdout = open(os.devnull, "w")  # and machine output
-        rv = app(standalone_mode=False)
-    except TicketxError as err:
-        if _DEBUG["on"]:
-            raise
-        fail(str(err), err.hint, err.exit_code)
-    except KeyboardInterrupt:
-        interrupted()
-    except exits as err:
-        sys.exit(err.exit_code)
-    except aborts:
-        interrupted()
-    except usage as err:
-        if _DEBUG["on"]:
-            raise
-        message = err.format_message()
-        if not message:  # no_args_is_help: the help was printed
-            sys.exit(err.exit_code)
-        ctx = getattr(err, "ctx", None)
-        hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
-        fail(message, hint, err.exit_code)
-    except Exception as err:  # unexpected failures
-        if _DEBUG["on"]:
-            raise
-        console.quiet = False  # every DDP rank reports its own crash
-        console.print(f"[bold red]internal error:[/] {f'rank {rank}: ' if rank else ''}{escape(type(err).__name__)}: "
-                      f"{escape(str(err))}", soft_wrap=True)
-        console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
-        sys.exit(1)
+        rv: Any = 1
+        with interrupt.handled():
+            try:
+                command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+                if distributed.launched() and command == "study":  # every rank would claim its own cells
+                    raise UsageError("a study does not run under torchrun: its workers do not train one cell with DDP yet",
+                                     "run one worker per GPU: ticketx study run STUDY --devices 0,1,...")
+                if distributed.init() and not distributed.is_main():
+                    rank = distributed.rank()
+                    console.quiet = True  # human output from rank 0 only
+                    sys.stdout = open(os.devnull, "w")  # and machine output
+                rv = app(standalone_mode=False)
+                interrupt.closing()
+            except TicketxError as err:
+                if _DEBUG["on"]:
+                    raise
+                fail(str(err), err.hint, err.exit_code)
+            except KeyboardInterrupt:
+                interrupted()
+            except exits as err:
+                interrupt.closing()
+                sys.exit(err.exit_code)
+            except aborts:
+                interrupted()
+            except usage as err:
+                if _DEBUG["on"]:
+                    raise
+                message = err.format_message()
+                if not message:  # no_args_is_help: the help was printed
+                    sys.exit(err.exit_code)
+                ctx = getattr(err, "ctx", None)
+                hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+                fail(message, hint, err.exit_code)
+            except Exception as err:  # unexpected failures
+                if _DEBUG["on"]:
+                    raise
+                interrupt.closing()
+                console.quiet = False  # every DDP rank reports its own crash
+                console.print(f"[bold red]internal error:[/] {f'rank {rank}: ' if rank else ''}{escape(type(err).__name__)}: "
+                              f"{escape(str(err))}", soft_wrap=True)
+                console.print("[dim]hint: rerun with --debug (or TICKETX_DEBUG=1) for the traceback and report it[/]")
+                sys.exit(1)
+            # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
+            # and returns the code instead of raising.
+            if rv == 130:
+                interrupted()
+            if isinstance(rv, int) and rv:
+                sys.exit(rv)
+            if interrupt.requested():  # it came after the command's last write: nothing was lost
+                interrupt.noted()
+                what, _ = interrupt.message(interrupt.requested())
+                console.print(f"[yellow]{what}[/] after the command had finished: its results are complete; nothing to resume.",
+                              soft_wrap=True)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         distributed.teardown(clean=rv in (None, 0))
-    # In non-standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130)
-    # and returns the code instead of raising.
-    if rv == 130:
-        interrupted()
-    if isinstance(rv, int) and rv:
-        sys.exit(rv)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ticketx import interrupt
 from ticketx.errors import TicketxError, UsageError
 
 
@@ -74,6 +75,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # A stop request whose KeyboardInterrupt was swallowed (in a __del__, a GC callback)
+        # stops here, before the file is committed, rather than after the whole run.
+        interrupt.check()
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as err:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketx import distributed, store
+from ticketx import distributed, interrupt, store
 from ticketx.errors import TicketxError, UsageError
 from ticketx.spec import TrainSpec
 from ticketx.steps import to_iterations
@@ -563,6 +563,7 @@ def run_epochs(stepper: Stepper, plan: Plan, batches: "Batches", state: TrainSta
         for x, y in itertools.islice(batches.epoch(gen), state.step - epoch * ipe, None):
             if state.step >= epoch_end:
                 break
+            interrupt.check()  # a Ctrl-C/SIGTERM whose KeyboardInterrupt was swallowed stops here
             state.running.add(stepper(x, y, plan.schedule(state.step)))
             state.step += 1
             state.images += y.shape[0] * world  # the global batch
