@@ -123,6 +123,7 @@ def find(
     train: dict[str, Any] | None = None,
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
+    from ticketx import interrupt
     from ticketx.find import find as run_find
     from ticketx.report import round_table
     from ticketx.spec import resolve_find
@@ -133,6 +134,7 @@ def find(
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
+    interrupt.finished(str(out))  # a Ctrl-C from now on changes nothing: say so, exit 0
     console.print(round_table(ticket.rounds, title=f"{spec.model} on {ticket.meta['data']}"))
     console.print(f"[green]ticket written:[/] {out}")
     typer.echo(str(out))
@@ -159,7 +161,7 @@ def transfer(
     train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set against random-mask, random-reinit and dense baselines."""
-    from ticketx import store
+    from ticketx import interrupt, store
     from ticketx.report import transfer_table
     from ticketx.spec.transfer import default_out, resolve_transfer_options
     from ticketx.transfer import transfer as run_transfer
@@ -173,6 +175,7 @@ def transfer(
     store.check_writable(out / "result.json")
     with RichReporter() as rep:
         result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep)
+    interrupt.finished(str(out / "result.json"))
     console.print(transfer_table(result))
     console.print(f"[green]results:[/] {out / 'result.json'}")
     typer.echo(str(out / "result.json"))
@@ -430,6 +433,9 @@ def study_run(
                       lease_timeout=timeout, threads=cpu_threads)
     if do_report:
         report(out, density=density)
+    from ticketx import interrupt
+
+    interrupt.finished(str(out))  # every cell is done and reported: a late Ctrl-C loses nothing
     # Claims are judged by the process that reports (workers run with --no-report), or when asked for a file.
     code = _check(s, out, None, junit, json_out) if s.claims and (do_report or junit or json_out) else 0
     typer.echo(str(out))

@@ -117,8 +117,11 @@ def decode_all(paths: Sequence[Path], size: tuple[int, int] | None, rgb: bool = 
     blocks = [range(a, min(a + 64, n)) for a in range(start, n, 64)]
     workers = min(8, os.cpu_count() or 1)
     if workers > 1 and len(blocks) > 1:
-        with ThreadPoolExecutor(workers) as pool:
+        pool = ThreadPoolExecutor(workers)
+        try:
             list(pool.map(work, blocks))  # list(): re-raises the first worker error
+        finally:  # a Ctrl-C must not wait for every remaining block to be decoded
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for block in blocks:
             work(block)
