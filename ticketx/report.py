@@ -136,6 +136,34 @@ def overlap_table(rows: list[Mapping[str, Any]]) -> Table:
     return t
 
 
+def stability_table(rows: list[Mapping[str, Any]]) -> Table:
+    """A study's error barriers (`stability:`): per source ticket, barrier vs density (one row per round)."""
+    from rich.markup import escape
+
+    from ticketx.stability import STABLE_BARRIER
+
+    models = len({r["model"] for r in rows}) > 1
+    t = Table(title="stability: error barrier between two copies trained from the rewind point (linear interpolation)",
+              title_justify="left", caption=f"barrier: highest error on the path minus the endpoints' mean, in points; "
+              f"stable: test barrier <= {100 * STABLE_BARRIER:g} points (Frankle et al. 2020)", caption_justify="left")
+    cols = [*(["model"] if models else []), "source ticket", "rewind", "round", "% weights remaining", "train barrier",
+            "test barrier", "stable", "copies' test acc %"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("model", "source ticket") else "right")
+    last = None
+    for r in rows:
+        ticket = (r["model"], r["source"], r["search_optimizer"], r["criterion"], r["rewind"], r["search_seed"])
+        if last is not None and ticket != last:
+            t.add_section()  # one block per source ticket: barrier vs density reads down it
+        last = ticket
+        name = f"{r['source']} ({r['search_optimizer']}, {r['criterion']}, seed {r['search_seed']})"
+        stable = "[green]yes[/]" if r["stable"] else "[red]no[/]"
+        t.add_row(*([escape(r["model"])] if models else []), escape(name), escape(str(r["rewind"])), str(r["round"]),
+                  f"{100 * r['density']:.2f}", f"{100 * r['train_barrier']:.2f}", f"{100 * r['test_barrier']:.2f}",
+                  stable, f"{pct(r['acc_a'])} / {pct(r['acc_b'])}")
+    return t
+
+
 def compare_table(res: Mapping[str, Any]) -> Table:
     """`ticketx compare`: each pair's overlap of kept weights, whole network, against chance."""
     from rich.markup import escape

@@ -85,6 +85,20 @@ class SearchBlock(Strict):
         return check_seeds(v)
 
 
+def round_list(v: Any) -> Any:
+    """`rounds:` as written -> None, 'all' or a sorted list of distinct round numbers (>= 0)."""
+    if v is None or v == "all":
+        return v
+    v = as_list(v)
+    if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
+        raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
+    if not v:
+        raise ValueError("no cells: give at least one round (or 'all')")
+    if min(v) < 0:
+        raise ValueError(f"rounds are 0 (dense) or more, got {min(v)}")
+    return sorted(set(v))
+
+
 class TransferBlock(Strict):
     """Transfer settings: what is retrained on each target, how, and against what."""
 
@@ -134,16 +148,7 @@ class TransferBlock(Strict):
     @field_validator("rounds", mode="before")
     @classmethod
     def _rounds(cls, v: Any) -> Any:
-        if v is None or v == "all":
-            return v
-        v = as_list(v)
-        if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
-            raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
-        if not v:
-            raise ValueError("no cells: give at least one round (or 'all')")
-        if min(v) < 0:
-            raise ValueError(f"rounds are 0 (dense) or more, got {min(v)}")
-        return sorted(set(v))
+        return round_list(v)
 
     @field_validator("densities")
     @classmethod
@@ -172,6 +177,45 @@ class TransferBlock(Strict):
         if self.rounds is not None and self.densities is not None:
             raise ValueError("give either rounds or densities, not both")
         return self
+
+
+class StabilityBlock(Strict):
+    """Linear mode connectivity of each source ticket (ticketx.stability; Frankle et al. 2020).
+
+    Off when the study has no `stability:` key. Per source ticket and round: two copies trained
+    from the rewind point with the ticket's own recipe and data set, data seeds `seeds`; the
+    error barrier on the straight line between them, at `points` evenly spaced alphas.
+    """
+
+    # 'all': every round, the dense network (round 0) included, so barrier vs density starts at
+    # 100% (the reference: is the dense network itself stable from this rewind point?).
+    rounds: Any = "all"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])  # the two copies' data-order seeds
+    points: int = Field(11, ge=3, le=101)  # alpha = 0, 1/(points-1), ..., 1 (3 = ends and midpoint)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return {} if v is True else v  # `stability: true`: every default
+
+    @field_validator("rounds", mode="before")
+    @classmethod
+    def _rounds(cls, v: Any) -> Any:
+        return round_list(v)  # the same forms and checks as transfer.rounds
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        if isinstance(v, str) and "," in v:  # '0, 1'
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return as_list(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _two_seeds(cls, v: list[int]) -> list[int]:
+        if len(v) != 2:
+            raise ValueError(f"give the two copies' data seeds, exactly two (such as [0, 1]), got {v}")
+        return check_seeds(v)
 
 
 def _data_item(v: Any) -> Any:
@@ -386,6 +430,7 @@ class StudySpec(Strict):
     train: TrainBlock = Field(default_factory=TrainBlock)  # for every network, both phases
     search: SearchBlock = Field(default_factory=SearchBlock)
     transfer: TransferBlock = Field(default_factory=TransferBlock)
+    stability: Optional[StabilityBlock] = None  # off when absent (`false` too)
     sources: list[Source]
     targets: list[Target]
     launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
@@ -395,6 +440,11 @@ class StudySpec(Strict):
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return as_list(v)
+
+    @field_validator("stability", mode="before")
+    @classmethod
+    def _stability_off(cls, v: Any) -> Any:
+        return None if v is False else v
 
     @field_validator("name")
     @classmethod

@@ -1,5 +1,6 @@
 """A study expanded into cells: one search cell per ticket to find, one transfer cell per
-(ticket, target, transfer optimizer, round or density, seed). Typed, keyed by their configuration.
+(ticket, target, transfer optimizer, round or density, seed), and with `stability:` one stability
+cell per (source ticket, round). Typed, keyed by their configuration.
 
 Identical configurations collapse into one cell, and a network two cells have in common (the
 target's own ticket, retrained next to every source's ticket) is counted once.
@@ -50,6 +51,18 @@ class TransferCell(Cell):
     shared: list[str] = field(default_factory=list)  # run keys other cells may also train
 
 
+@dataclass
+class StabilityCell(Cell):
+    """Linear mode connectivity of one round of one source ticket (ticketx.stability) on its own data set."""
+
+    kind: ClassVar[str] = "stability"
+    train: TrainSpec = None  # type: ignore[assignment]  # the ticket's own recipe (its search's)
+    round: int = 0
+    seeds: tuple[int, int] = (0, 1)
+    points: int = 11
+    source: str = ""  # search cell id of the ticket
+
+
 def slug(text: str) -> str:
     """'digits[0-4]' -> 'digits0-4'; 'timm:resnet18' -> 'timm-resnet18' (readable folder names)."""
     s = re.sub(r"[^A-Za-z0-9.-]+", "-", text.replace("[", "").replace("]", "")).strip("-")
@@ -98,6 +111,7 @@ def expand(study: Study) -> list[Cell]:
     searches: dict[str, SearchCell] = {}
     transfers: dict[str, TransferCell] = {}
     own_runs: set[str] = set()
+    stabs: dict[str, StabilityCell] = {}
     for model, prune in ((m, p.model_copy(update={"criterion": c})) for m in spec.model
                          for p in [prune_spec(study, m)] for c in (spec.search.criteria or [p.criterion])):
         points = _points(study, model, prune)
@@ -138,10 +152,54 @@ def expand(study: Study) -> list[Cell]:
                                     c.networks -= 1
                                 own_runs.add(run)
                             transfers[c.key] = c
-    cells: list[Cell] = [*sorted(searches.values(), key=lambda c: c.info["role"] == "own"), *transfers.values()]
+        if spec.stability is not None:
+            for cell in tickets:
+                for r in _stability_rounds(study, model, prune):
+                    c = _stability_cell(study, cell, r)
+                    stabs.setdefault(c.key, c)
+    cells: list[Cell] = [*sorted(searches.values(), key=lambda c: c.info["role"] == "own"), *transfers.values(),
+                         *stabs.values()]
     if not transfers:
         raise study.error(("targets",), "no cells: the study expands to no transfer")
     return cells
+
+
+def _stability_rounds(study: Study, model: str, prune: PruneSpec) -> list[int]:
+    """The rounds `stability.rounds` names ('all': 0..last, the dense network included)."""
+    st = study.spec.stability
+    assert st is not None
+    if st.rounds == "all":
+        return list(range(prune.rounds + 1))
+    too_far = [r for r in st.rounds if r > prune.rounds]
+    if too_far:
+        raise study.error(("stability", "rounds"),
+                          f"round {too_far[0]} is past the last round of the search ({prune.rounds} rounds for {model})")
+    return list(st.rounds)
+
+
+def _stability_cell(study: Study, source: SearchCell, round_: int) -> StabilityCell:
+    from ticketx import store
+
+    st = study.spec.stability
+    assert st is not None
+    train = source.find.train  # the ticket's own recipe, as `ticketx stability` uses by default
+    seeds = (st.seeds[0], st.seeds[1])
+    # Keyed by what the two copies and the path depend on: the ticket (its search's key), the
+    # round, the seeds, the path's resolution, the recipe. Not part of any transfer cell's key.
+    config = {"kind": "stability", "source": source.key, "round": round_, "seeds": list(seeds), "points": st.points,
+              "train": train.model_dump(), "deterministic": study.spec.deterministic}
+    key = store.fingerprint(config)
+    src = source.info
+    return StabilityCell(
+        key=key,
+        id=f"stability-{slug(src['model'])}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-r{round_}-{key}",
+        title=f"stability {src['data']} ({src['optimizer']}, seed {src['seed']}), round {round_}",
+        short=f"stability {src['data']} {src['optimizer']} r{round_}", config=config,
+        info={"model": src["model"], "source": src["data"], "search_optimizer": src["optimizer"],
+              "search_seed": src["seed"], "criterion": src["criterion"], "rewind": source.find.prune.rewind, "round": round_,
+              "seeds": list(seeds), "points": st.points},
+        networks=2, train=train, round=round_, seeds=seeds, points=st.points, source=source.id,
+    )
 
 
 def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[SearchCell], target: str,
@@ -180,9 +238,12 @@ def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[S
 
 
 def count(cells: list[Cell]) -> dict[str, int]:
-    """Cells by kind and networks to train (a network shared by cells counted once)."""
+    """Cells by kind and networks to train (a network shared by cells counted once).
+
+    'stability' appears only in a study with a `stability:` block (the counts of studies without
+    one, recorded in study.json and printed by `study validate`, stay as they were)."""
     out = {"search": 0, "transfer": 0, "networks": 0}
     for c in cells:
-        out[c.kind] += 1
+        out[c.kind] = out.get(c.kind, 0) + 1
         out["networks"] += c.networks
     return out

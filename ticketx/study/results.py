@@ -68,6 +68,8 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
                     "cell": c["id"], "versions": versions,
                 })
             continue
+        if c["kind"] != "transfer":  # stability cells train no network to compare: stability.csv
+            continue
         result = store.read_json(here / "result.json")
         own = cells[c["own_ticket"]]["info"] if c.get("own_ticket") in cells else None
         for run in result["runs"]:
@@ -158,6 +160,39 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
     return rows
 
 
+STABILITY_COLUMNS = ["study", "model", "source", "search_optimizer", "criterion", "rewind", "search_seed", "round",
+                     "density", "train_barrier", "test_barrier", "stable", "acc_a", "acc_b", "seeds", "points",
+                     "batch_norm", "cell"]
+
+
+def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """One row per finished stability cell: the ticket, its rewind point and round, the error
+    barriers (fractions) and the two trained copies' test accuracies; by source, then density."""
+    from ticketx import store
+
+    out = Path(out)
+    prov = prov or load_provenance(out)
+    rows = []
+    for c in prov["cells"]:
+        if c["kind"] != "stability" or not is_done(out, c):
+            continue
+        res = store.read_json(cell_dir(out, c) / "stability.json")
+        info = c["info"]
+        acc_a, acc_b = res["endpoint_test_acc"]
+        rows.append({
+            "study": prov["name"], "model": info["model"], "source": info["source"],
+            "search_optimizer": info["search_optimizer"], "criterion": info.get("criterion", "magnitude"),
+            "rewind": info.get("rewind", ""), "search_seed": info["search_seed"], "round": res["round"],
+            "density": res["density"], "train_barrier": res["train_barrier"], "test_barrier": res["test_barrier"],
+            "stable": res["stable"], "acc_a": acc_a, "acc_b": acc_b, "seeds": " ".join(map(str, res["seeds"])),
+            "points": len(res["alphas"]), "batch_norm": res.get("batch_norm", ""), "cell": c["id"],
+        })
+    rank = {s: i for i, s in enumerate(_order(prov)["sources"])}
+    rows.sort(key=lambda r: (r["model"], rank.get(r["source"], 99), r["search_optimizer"], r["criterion"],
+                             r["rewind"], r["search_seed"], r["round"]))
+    return rows
+
+
 OVERLAP_COLUMNS = ["model", "a", "b", "density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z"]
 
 
@@ -220,11 +255,18 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
         console.print(R.overlap_table(overlaps))
     written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
                "cells": total}
+    stab = stability_rows(out, prov)
+    if stab:
+        written["stability"] = out / "stability.csv"
+        store.write_text(out / "stability.csv", R.csv_text(stab, STABILITY_COLUMNS))
+        console.print(R.stability_table(stab))
     if plots and summary:
         written["plots"] = R.study_plots(rows, summary, out / "plots")
     state = "[green]complete[/]" if done == total else f"[yellow]{done} of {total} cells done[/] (partial results)"
     console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}, "
                   f"paired margins in {out / 'summary.csv'}")
+    if stab:
+        console.print(f"  stability: {len(stab)} error barriers in {written['stability']} (paths: cells/stability-*/path.png)")
     for p in written["plots"]:
         console.print(f"  plot: {p}")
     return written

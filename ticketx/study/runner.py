@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from ticketx.errors import TicketxError
 from ticketx.spec.study import Study
-from ticketx.study.cells import Cell, SearchCell, TransferCell, count
+from ticketx.study.cells import Cell, SearchCell, StabilityCell, TransferCell, count
 
 STUDY_FORMAT = "ticketx-study"
 STUDY_VERSION = 1
@@ -97,9 +97,34 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
     if isinstance(cell, SearchCell):
         ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
         return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "seconds")} for r in ticket.rounds]
+    if isinstance(cell, StabilityCell):
+        return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter)
     assert isinstance(cell, TransferCell)
     own = str(cell_dir(out, {"id": cell.own_ticket}) / "ticket.pt") if cell.own_ticket else None
     plan = resolve_transfer(cell_dir(out, {"id": cell.source}) / "ticket.pt",
                             cell.transfer.model_copy(update={"own_ticket": own}))
     result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs")
     return result["summary"]
+
+
+def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
+    """Two copies of the source ticket's round from its rewind point, on the ticket's own data set
+    with its own recipe; `stability.json` (the path and barriers) and `path.png` in the cell folder."""
+    from ticketx import store
+    from ticketx import ticket as ticketfile
+    from ticketx.data import load_data
+    from ticketx.stability import path_plot, stability
+    from ticketx.train import resolve_device, set_deterministic
+
+    ticket = ticketfile.load(cell_dir(out, {"id": cell.source}) / "ticket.pt")
+    m = ticket.meta
+    set_deterministic(bool(cell.config.get("deterministic")))
+    data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
+    result = stability(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
+                       points=cell.points, reporter=reporter)
+    store.write_json(here / "stability.json", result)
+    try:
+        path_plot(result, here / "path.png")
+    except ImportError:  # matplotlib is optional: the numbers are the result
+        pass
+    return {k: result[k] for k in ("round", "density", "train_barrier", "test_barrier", "stable", "endpoint_test_acc")}

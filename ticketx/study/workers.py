@@ -53,7 +53,7 @@ from typing import Any, Iterable, Optional
 
 from ticketx.errors import TicketxError
 from ticketx.spec.study import Study
-from ticketx.study.cells import Cell, TransferCell, slug
+from ticketx.study.cells import Cell, StabilityCell, TransferCell, slug
 from ticketx.study.runner import (
     cell_dir,
     is_done,
@@ -295,6 +295,8 @@ class Worker:
         """The search cells whose tickets `cell` needs (its source and its own ticket)."""
         if isinstance(cell, TransferCell):
             return [d for d in (cell.source, cell.own_ticket) if d]
+        if isinstance(cell, StabilityCell):  # its source ticket only
+            return [cell.source]
         return []
 
     def resources(self, cell: Cell) -> list[str]:
@@ -566,8 +568,8 @@ def status(out: str | Path, prov: Optional[dict[str, Any]] = None) -> dict[str, 
     cells = prov["cells"]
     state: dict[str, str] = {}
     running, failed = [], []
-    seconds: dict[str, list[float]] = {"search": [], "transfer": []}
-    networks: dict[str, list[int]] = {"search": [], "transfer": []}
+    seconds: dict[str, list[float]] = {"search": [], "transfer": [], "stability": []}
+    networks: dict[str, list[int]] = {"search": [], "transfer": [], "stability": []}
     for c in cells:
         if is_done(out, c):
             state[c["id"]] = "done"
