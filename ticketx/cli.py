@@ -412,7 +412,8 @@ def study_run(
     c = count(s.cells)
     timeout = lease_timeout if lease_timeout is not None else s.spec.launcher.lease_timeout or DEFAULT_LEASE_TIMEOUT
     n = workers or (len(devs) if devs else 1)
-    console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells -> {out}"
+    stab = f", {c['stability']} stability cells" if c.get("stability") else ""
+    console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells{stab} -> {out}"
                   + (f" ({n} workers)" if n > 1 else ""))
     if n > 1:
         plan = worker_plan(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
@@ -566,8 +567,9 @@ def study_validate(study: StudyFile) -> None:
 
     s = load_study(study)
     c = count(s.cells)
+    stab = f", {c['stability']} stability cells" if c.get("stability") else ""
     console.print(f"[green]{study}: valid.[/] study [bold]{s.name}[/]: {c['search']} search cells, "
-                  f"{c['transfer']} transfer cells, {c['networks']} networks to train")
+                  f"{c['transfer']} transfer cells{stab}, {c['networks']} networks to train")
     typer.echo(json.dumps(c))
 
 
