@@ -214,3 +214,21 @@ def test_keeping_the_output_layer_needs_the_same_class_names(digits_ticket, tmp_
     same = TransferSpec(target="digits[0-4]", baselines=[], head="keep", train=TrainSpec(optimizer="adam", length="1ep"))
     result = transfer(digits_ticket, same, tmp_path / "same", device="cpu")
     assert result["head"] == "keep" and not result["runs"][0]["head_reset"]
+
+
+def test_dense_is_trained_once_per_seed_and_paired_with_every_round(digits_ticket, tmp_path, monkeypatch):
+    import ticketx.transfer as transfer_module
+
+    calls = []
+    real = transfer_module.train
+    monkeypatch.setattr(transfer_module, "train", lambda *a, **k: (calls.append(k["label"]), real(*a, **k))[1])
+    spec = TransferSpec(target="digits[5-9]", all_rounds=True, seeds=[0, 1], baselines=["dense"],
+                        train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    result = transfer(digits_ticket, spec, tmp_path, device="cpu")
+    assert [r["round"] for r in result["summary"]] == [1, 2]  # 'all' = every pruned round
+    assert sum("dense" in c for c in calls) == 2 and sum("ticket" in c for c in calls) == 4
+    dense = {(r["for_round"], r["seed"]): r["test_acc"] for r in result["runs"] if r["label"] == "dense"}
+    assert dense[1, 0] == dense[2, 0] and dense[1, 1] == dense[2, 1]
+    for row in result["summary"]:  # each round's margin is over the same dense networks
+        ticket = {r["seed"]: r["test_acc"] for r in result["runs"] if r["label"] == "ticket" and r["for_round"] == row["round"]}
+        assert row["arms"]["dense"]["margin"]["mean"] == pytest.approx(sum(ticket[k] - dense[row["round"], k] for k in (0, 1)) / 2)

@@ -147,7 +147,7 @@ def transfer(
     to: Annotated[str, typer.Option("--to", help="Target data set, e.g. svhn, 'cifar10[5-9]', imagefolder:PATH.")],
     round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' \\[default: the last].")] = None,
     density: Annotated[Optional[float], typer.Option("--density", help="Transfer the round whose density is closest to this (0-1].")] = None,
-    rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every round (or a list like --round).")] = None,
+    rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every pruned round (or a list like --round).")] = None,
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated: random-mask,random-reinit,dense (or 'none').")] = "random-mask,random-reinit,dense",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
     own_ticket: Annotated[Optional[Path], typer.Option("--own-ticket", help="A ticket found on the target itself, retrained next to the ticket.")] = None,

@@ -50,18 +50,27 @@ def transfer(
     arms: list[tuple[str, Baseline]] = [("ticket", TICKET), *[(b, BASELINES[b]) for b in spec.baselines]]
     if plan.own is not None:
         arms.append(("own-ticket", TICKET))
-    total = len(plan.rounds) * len(arms) * len(spec.seeds)
+    total = len(spec.seeds) * sum(len(plan.rounds) if kind.per_round else 1 for _, kind in arms)
     runs: list[dict[str, Any]] = []
+    once: dict[tuple[str, int], dict[str, Any]] = {}  # arms that do not depend on the round, by (arm, seed)
     for r in plan.rounds:
         for name, kind in arms:
-            source, src_round = (plan.own, plan.own_rounds[r]) if name == "own-ticket" else (ticket, r)
+            # A round-independent arm (dense: the rewind weights, no mask) is trained once per seed,
+            # at the first round and with its data order, and paired with every round.
+            at = r if kind.per_round else plan.rounds[0]
+            source, src_round = (plan.own, plan.own_rounds[at]) if name == "own-ticket" else (ticket, at)
             assert source is not None
             for seed in spec.seeds:
-                record = run_one(
-                    name=name, kind=kind, ticket=source, round_=src_round, pair_round=r, data=data, plan=plan, seed=seed, out=out,
-                    device=dev, reporter=reporter, index=len(runs) + 1, total=total,
-                    runs_dir=Path(runs_dir) if runs_dir is not None else None,
-                )
+                if (name, seed) in once:
+                    record = once[name, seed]
+                else:
+                    record = run_one(
+                        name=name, kind=kind, ticket=source, round_=src_round, pair_round=at, data=data, plan=plan,
+                        seed=seed, out=out, device=dev, reporter=reporter, index=len(runs) + 1, total=total,
+                        runs_dir=Path(runs_dir) if runs_dir is not None else None,
+                    )
+                    if not kind.per_round:
+                        once[name, seed] = record
                 runs.append({**record, "for_round": r})  # the ticket's round this network is compared at
     result = {
         "kind": "transfer",

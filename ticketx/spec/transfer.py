@@ -106,8 +106,8 @@ def check_compatible(ticket: "Ticket", model: str | None, image_size: int | None
 
 
 def choose_rounds(ticket: "Ticket", spec: TransferSpec) -> list[int]:
-    if spec.all_rounds:
-        return list(range(ticket.num_rounds + 1))
+    if spec.all_rounds:  # every pruned round: at round 0 the ticket is the dense network
+        return list(range(1, ticket.num_rounds + 1))
     if spec.rounds:
         bad = [r for r in spec.rounds if not 0 <= r <= ticket.num_rounds]
         if bad:
