@@ -10,8 +10,8 @@ raises again while a stop is pending: a swallowed raise costs at most one step.
 
 Outcome, decided in `ticketx.cli.main`: exit 128 + the signal number (130 SIGINT, 143 SIGTERM)
 with one line that says how to resume; a signal that arrives once the command's result is
-safely written is reported and the exit code stays 0. `entry` (the `ticketx` executable and
-`python -m ticketx`) installs the handlers before anything is imported, so a signal during
+safely written is reported and the exit code stays 0. `run` (through `ticketx.__main__.entry`: the `ticketx` executable
+and `python -m ticketx`) installs the handlers before anything is imported, so a signal during
 start-up is handled the same way, and ignores signals once the outcome is decided, so the
 interpreter's shutdown can neither lose the exit code nor be killed by the default action
 (exit -2).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # signal: the pending stop request (0: none); finished: what the command wrote as its result
@@ -147,15 +147,13 @@ def ignore_from_now() -> None:
                 signal.signal(s, signal.SIG_IGN)
 
 
-def entry() -> NoReturn:
-    """The `ticketx` executable and `python -m ticketx`: the handler first, then the CLI."""
+def run(command: Callable[[], None]) -> NoReturn:
+    """Run `command` (the CLI: `ticketx.__main__.entry`) with the handler installed before its imports."""
     if _install():  # before the CLI's imports (typer, rich: a few hundred ms); never restored
         sys.unraisablehook = _unraisable(sys.unraisablehook)
     code: Any = 0
     try:
-        from ticketx.cli import main
-
-        main()
+        command()
     except SystemExit as exc:
         code = exc.code
     except KeyboardInterrupt:  # during start-up, before main() could handle it
