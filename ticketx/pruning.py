@@ -57,10 +57,10 @@ def magnitude(
     head: str | None = None,
     head_rate: float | None = None,
     keep_dense: tuple[str, ...] | list[str] = (),
-    generator: torch.Generator | None = None,
 ) -> Mask:
     """Prune `rate` of the remaining weights with the smallest |w|; returns a new mask."""
-    return _prune(lambda n: weights[n].detach().abs().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense)
+    return prune({n: weights[n].abs() for n in mask}, mask, rate, scope=scope, head=head, head_rate=head_rate,
+                 keep_dense=keep_dense)
 
 
 def prune_random(
@@ -76,7 +76,8 @@ def prune_random(
 ) -> Mask:
     """Prune `rate` of the remaining weights uniformly at random (the random-pruning control)."""
     gen = generator or torch.Generator().manual_seed(0)
-    return _prune(lambda n: torch.rand(mask[n].numel(), generator=gen), mask, rate, scope, head, head_rate, keep_dense)
+    return prune({n: torch.rand(mask[n].numel(), generator=gen) for n in mask}, mask, rate, scope=scope, head=head,
+                 head_rate=head_rate, keep_dense=keep_dense)
 
 
 def prune(
