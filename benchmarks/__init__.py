@@ -4,7 +4,7 @@ Run from a checkout: `python -m benchmarks [--quick] [--json] [--only ROWS] [--e
 They live outside the installed package because they are a developer's tool: they need the
 repository (the shared CIFAR-10 archive next to it, torchvision baselines) and time the
 library's code paths (`ticketx.train.prepare`, `ticketx.pruning`, `ticketx.ticket`,
-`ticketx.find`) rather than carrying copies of them.
+`ticketx.search`) rather than carrying copies of them.
 
   harness   interleaved timing, ratios with bootstrap intervals, goals, the machine, the table
   setups    ticketx's training setup and the plain-PyTorch baselines a row times

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from benchmarks.harness import finite, machine
 from benchmarks.setups import ArrayImages, torchvision_transform, train_spec
 from ticketx.data import load_data
-from ticketx.find import find
+from ticketx.search import find
 from ticketx.models import build_model, prunable_names
-from ticketx.spec import FindSpec, PruneSpec
-from ticketx.train import resolve_device
+from ticketx.settings import SearchSpec, PruneSpec
+from ticketx.runtime import resolve_device
 
 CIFAR10_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 
@@ -117,7 +117,7 @@ def same_within_noise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None = None,
         cache: Path | None = None) -> dict[str, Any]:
-    """Resnet20 ticket searches by `ticketx.find.find` and by a plain PyTorch loop, same hyperparameters, per seed.
+    """Resnet20 ticket searches by `ticketx.search.find` and by a plain PyTorch loop, same hyperparameters, per seed.
 
     The data subset is extracted once into `cache` (default: the user cache folder + /bench).
     """
@@ -148,7 +148,7 @@ def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None 
 
     per_seed = []
     for i, seed in enumerate(cfg.seeds):
-        spec = FindSpec(data=data_text, model="resnet20", image_size=32, train=tspec, prune=pspec, seed=seed)
+        spec = SearchSpec(data=data_text, model="resnet20", image_size=32, train=tspec, prune=pspec, seed=seed)
 
         def run_ticketx() -> tuple[float, list[dict[str, Any]]]:
             with tempfile.TemporaryDirectory(prefix="ticketx-e2e-") as tmp:
@@ -211,7 +211,7 @@ def plain_imp(data: Any, cfg: E2EConfig, device: torch.device, *, lr: float, mom
     torchvision DataLoader + PIL transforms, a per-epoch lr schedule,
     torch.nn.utils.prune.global_unstructured (20% of the remaining weights per round, over every
     conv and linear weight), loss.item() every step. It is the comparison, not a copy of
-    ticketx's search: nothing here is shared with `ticketx.find` except the model definition.
+    ticketx's search: nothing here is shared with `ticketx.search` except the model definition.
     """
     from torch.nn.utils import prune
 

@@ -39,7 +39,8 @@ from ticketx.data import Batches
 from ticketx.errors import UsageError
 from ticketx.models import build_model, prunable_names
 from ticketx.threads import cpu_threads
-from ticketx.train import resolve_device, state_copy
+from ticketx.runtime import resolve_device
+from ticketx.train import state_copy
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("data", "mask", "prune", "ticket", "speed", "mfu", "threads", "parallel")

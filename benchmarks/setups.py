@@ -17,7 +17,7 @@ from torch import nn
 from ticketx import masks as M
 from ticketx import pruning
 from ticketx.models import build_model, prunable_names
-from ticketx.spec import TrainSpec, resolve_train
+from ticketx.settings import TrainSpec, resolve_train
 from ticketx.threads import training_threads
 from ticketx.train import prepare
 

@@ -15,7 +15,7 @@ repository (so the working tree is never touched), under `nice`, one thread per 
 
 Why mutmut: maintained (3.x), mutates through trampolines so a mutant costs one forked test
 run and no re-import of torch, selects per function the tests that reach it, and can be pointed
-at single functions (`ticketx.find.x_find__mutmut_*`), which keeps long functions such as
+at single functions (`ticketx.search.x_find__mutmut_*`), which keeps long functions such as
 `train` and `find` affordable. cosmic-ray would re-import the package (and torch) per mutant.
 
 Add a target (the transfer baselines, the statistics) by adding a line to TARGETS.
@@ -50,7 +50,7 @@ TARGETS: dict[str, tuple[str, list[str], list[str], str | None]] = {
                       ["tests/test_masks.py", "tests/test_rewind.py"],
                       r"mask|Mask|enforce|snapshot|state_copy|self\.params|self\.masks|foreach|start_step"),
     # the ticket search: rewinding, pruning between rounds, the masks and weights it records
-    "find-rewind": ("ticketx/find.py", ["ticketx.find.x_find__*"], ["tests/test_rewind.py", "tests/test_find.py"],
+    "find-rewind": ("ticketx/search.py", ["ticketx.search.x_find__*"], ["tests/test_rewind.py", "tests/test_search.py"],
                     r"rewind|init_state|load_state_dict|mask|pruning\.|snapshot|start_step|final|weights_of|masks\.append|T\.make"),
     # the data side of the science: the validation split and the training augmentation
     "data-split": ("ticketx/data.py", ["ticketx.data.x__stratified_split__*", "ticketx.data.x_split_validation__*",

@@ -13,7 +13,7 @@ CIFAR_JPG = [REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz", Path("/work
 
 
 def tiny_find_spec(**over):
-    from ticketx.spec import FindSpec, PruneSpec, TrainSpec
+    from ticketx.settings import SearchSpec, PruneSpec, TrainSpec
 
     train = dict(optimizer="adam", lr=1.2e-3, batch_size=60, length="1ep", weight_decay=0.0, momentum=0.9)
     train.update(over.pop("train", {}))
@@ -21,13 +21,13 @@ def tiny_find_spec(**over):
     prune.update(over.pop("prune", {}))
     args = dict(data="digits[0-4]", model="lenet_300_100", image_size=8, train=TrainSpec(**train), prune=PruneSpec(**prune))
     args.update(over)
-    return FindSpec(**args)
+    return SearchSpec(**args)
 
 
 @pytest.fixture(scope="session")
 def digits_ticket(tmp_path_factory) -> Path:
     """A 2-round lenet_300_100 ticket found on digits[0-4] at 8x8 px."""
-    from ticketx.find import find
+    from ticketx.search import find
 
     out = tmp_path_factory.mktemp("ticket") / "digits04.pt"
     find(tiny_find_spec(), out, device="cpu")

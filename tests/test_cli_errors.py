@@ -60,10 +60,10 @@ if not torch.cuda.is_available():
 
 def test_no_data_guard_refuses_every_way_of_loading(no_data, tmp_path):
     # The guard must bite whoever loads: load_data itself, find's own import of it, an image folder.
-    import ticketx.find
+    import ticketx.search
     from ticketx.data import load_data
 
-    for load in (lambda: load_data("digits"), lambda: ticketx.find.load_data("cifar10[0-1]", tmp_path),
+    for load in (lambda: load_data("digits"), lambda: ticketx.search.load_data("cifar10[0-1]", tmp_path),
                  lambda: load_data(f"imagefolder:{tmp_path}")):
         with pytest.raises(AssertionError, match="loaded before the input was rejected"):
             load()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ticketx import study as S
-from ticketx.spec.study import Claim, parse_accuracy
+from ticketx.settings.study import Claim, parse_accuracy
 from ticketx.study.expect import CLAIMS, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code
 
 REPO = Path(__file__).resolve().parents[1]

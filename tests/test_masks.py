@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ticketx import masks as M
-from ticketx.spec import TrainSpec
+from ticketx.settings import TrainSpec
 from ticketx.train import MaskEnforcer, make_optimizer
 
 

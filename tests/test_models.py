@@ -17,7 +17,7 @@ from ticketx.models import (
     model_rows,
     prunable_names,
 )
-from ticketx.spec import PruneSpec, TrainSpec
+from ticketx.settings import PruneSpec, TrainSpec
 
 CANON = {
     "lenet_300_100", "conv2", "conv4", "conv6", "vgg11", "vgg16", "vgg19",

@@ -232,7 +232,7 @@ def test_interrupt_and_sigterm_mid_round_resume_exactly(reference, cli, monkeypa
 
 def test_deterministic_runs_are_bit_identical(tmp_path):
     """Two runs with the same seeds: the same masks, rewind weights and accuracies, bit for bit."""
-    from ticketx.find import find
+    from ticketx.search import find
 
     spec = tiny_find_spec(deterministic=True, prune=dict(rounds=2, rewind="2it"), train=dict(length="2ep"))
     with one_thread():
@@ -260,17 +260,17 @@ def old_ticket(tmp_path, cli) -> tuple[Path, bytes]:
 
 
 def test_failed_forced_run_keeps_the_old_ticket(old_ticket, cli, monkeypatch, tmp_path):
-    import ticketx.find
+    import ticketx.search
 
     out, before = old_ticket
-    real = ticketx.find.train
+    real = ticketx.search.train
 
     def train(*a, **k):
         if k.get("label", "").startswith("round 1"):
             raise TicketxError("round 1/1: training diverged (loss nan) at step 25", "lower --lr or add --warmup")
         return real(*a, **k)
 
-    monkeypatch.setattr(ticketx.find, "train", train)
+    monkeypatch.setattr(ticketx.search, "train", train)
     with one_thread():
         code, stdout, err = cli(*TINY, "--seed", "1", "--force", "--out", out)
     assert code == 1 and "training diverged" in err and "Traceback" not in err
@@ -318,9 +318,9 @@ def test_full_disk_gives_one_error_and_damages_nothing(old_ticket, cli, monkeypa
     monkeypatch.undo()
 
     # 3. space again: the rerun only writes the ticket (nothing is trained again)
-    import ticketx.find
+    import ticketx.search
 
-    monkeypatch.setattr(ticketx.find, "train", lambda *a, **k: pytest.fail("retrained a finished round"))
+    monkeypatch.setattr(ticketx.search, "train", lambda *a, **k: pytest.fail("retrained a finished round"))
     code, _, err = cli(*TINY, "--seed", "1", "--force", "--out", out)
     assert code == 0, err
     assert ticketfile.load(out).meta["seed"] == 1

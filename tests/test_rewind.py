@@ -52,7 +52,7 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys) -> bool
 
 @pytest.mark.parametrize("scope", ["layerwise", "global"])
 def test_every_round_restarts_from_the_rewind_step(record, tmp_path, scope):
-    from ticketx.find import find
+    from ticketx.search import find
     from ticketx.models import build_model
 
     rec = record(type(build_model("lenet_300_100", 5, 1, 8)))
@@ -92,7 +92,7 @@ def mask_density(mask) -> float:
 
 def test_rewind_0_restarts_from_the_initialisation(record, tmp_path):
     """Frankle & Carbin 2019: rewind point 0 is the original initialisation."""
-    from ticketx.find import find
+    from ticketx.search import find
     from ticketx.models import build_model
 
     rec = record(type(build_model("lenet_300_100", 5, 1, 8)))

@@ -30,17 +30,17 @@ def _one_thread():
 
 
 class Counter:
-    """Stands in for `train` in find.py and transfer.py: counts calls, fails at call `fail_at`."""
+    """Stands in for `train` in search.py and transfer.py: counts calls, fails at call `fail_at`."""
 
     def __init__(self, monkeypatch, fail_at: int | None = None, forbid: bool = False) -> None:
-        import ticketx.find
+        import ticketx.search
         import ticketx.transfer
         import ticketx.train
 
         self.real = ticketx.train.train
-        self.calls = {"find": 0, "transfer": 0}
+        self.calls = {"search": 0, "transfer": 0}
         self.fail_at, self.forbid = fail_at, forbid
-        for mod in ("find", "transfer"):
+        for mod in ("search", "transfer"):
             monkeypatch.setattr(f"ticketx.{mod}.train", self._wrap(mod))
 
     def _wrap(self, where: str):
@@ -192,18 +192,18 @@ def test_changing_one_transfer_setting_reruns_only_the_cells_it_affects(ci_run, 
     calls = Counter(monkeypatch)
     S.run_study(S.load_study(_variant(tmp_path, "seeds: [0, 1, 2, 3]", "seeds: [0, 1, 2, 3, 4]")), out)
     # Seed 4 only: per source a ticket, a random mask and a dense network, and the own ticket once.
-    assert calls.calls == {"find": 0, "transfer": 2 * 3 + 1}
+    assert calls.calls == {"search": 0, "transfer": 2 * 3 + 1}
     after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*/done.json")}
     assert all(after[k] == v for k, v in before.items())  # finished cells untouched
     assert len(after) == len(before) + 2
 
     calls = Counter(monkeypatch)
     S.run_study(S.load_study(_variant(tmp_path, "length: 1ep", "length: 1ep\n  weight_decay: 0.0001")), tmp_path / "x")
-    assert calls.calls["find"] > 0  # a training setting of both phases: everything is new
+    assert calls.calls["search"] > 0  # a training setting of both phases: everything is new
 
     calls = Counter(monkeypatch)
     S.run_study(S.load_study(_variant(tmp_path, "  own_ticket: true", "  own_ticket: true\n  train:\n    lr: 0.002")), out)
-    assert calls.calls == {"find": 0, "transfer": 4 * (2 * 3 + 1)}  # transfer training only: no search reruns
+    assert calls.calls == {"search": 0, "transfer": 4 * (2 * 3 + 1)}  # transfer training only: no search reruns
 
 
 @pytest.mark.parametrize("fail_at", [2, 5, 9])  # during the first search, the own-ticket search, a transfer
@@ -242,7 +242,7 @@ def test_a_source_that_is_also_a_target_is_its_own_ticket(tmp_path, monkeypatch)
     calls = Counter(monkeypatch)
     S.run_study(study, tmp_path / "out")
     # searches: digits[0-4], digits[5-9] (also the own ticket); transfers: one ticket each, nothing twice
-    assert calls.calls == {"find": 4, "transfer": 2 * 4}  # 4 transfer seeds
+    assert calls.calls == {"search": 4, "transfer": 2 * 4}  # 4 transfer seeds
     _, rows = S.collect(tmp_path / "out")
     got = {(r["source"], r["label"]) for r in rows if r["kind"] == "transfer"}
     assert got == {("digits[0-4]", "ticket"), ("digits[5-9]", "own-ticket")}

@@ -116,7 +116,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_tiny_study_writes_barriers_plots_and_reruns_nothing(tmp_path, monkeypatch):
-    import ticketx.find
+    import ticketx.search
     import ticketx.train
     import ticketx.transfer
 
@@ -144,7 +144,7 @@ def test_tiny_study_writes_barriers_plots_and_reruns_nothing(tmp_path, monkeypat
     def forbid(*args, **kwargs):
         raise AssertionError("a finished study trained a network")
 
-    for mod in (ticketx.train, ticketx.find, ticketx.transfer):
+    for mod in (ticketx.train, ticketx.search, ticketx.transfer):
         monkeypatch.setattr(mod, "train", forbid)
     S.run_study(S.load_study(path), out)  # everything is done: nothing trains, nothing fails
     S.report(out, plots=False)

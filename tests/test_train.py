@@ -15,7 +15,7 @@ from ticketx import train as TR
 from ticketx.data import ImageData, load_data
 from ticketx.errors import TicketxError
 from ticketx.models import build_model, prunable_names
-from ticketx.spec import TrainSpec
+from ticketx.settings import TrainSpec
 
 
 def _digits():
@@ -135,7 +135,7 @@ def test_compiled_training_does_not_recompile_between_rounds(tmp_path, monkeypat
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from ticketx.find import find
+    from ticketx.search import find
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # no C++ build in tests
     monkeypatch.setenv("TICKETX_COMPILE", "1")

@@ -12,8 +12,8 @@ from ticketx import ticket as ticketfile
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import head_name
 from ticketx.baselines import BASELINES, TICKET, Arm
-from ticketx.spec import TrainSpec, TransferSpec, resolve_transfer
-from ticketx.spec.transfer import check_compatible, ticket_train_spec as target_train_spec
+from ticketx.settings import TrainSpec, TransferSpec, resolve_transfer
+from ticketx.settings.transfer import check_compatible, ticket_train_spec as target_train_spec
 from ticketx.transfer import transfer as run_transfer
 
 
@@ -108,7 +108,7 @@ def test_transfer_to_grayscale_to_rgb_and_other_classes(tmp_path):
     """A ticket on 3-channel inputs transfers to a grayscale target (replicated to 3 channels)."""
     from conftest import tiny_find_spec
 
-    from ticketx.find import find
+    from ticketx.search import find
 
     src = tmp_path / "rgb.pt"
     find(tiny_find_spec(channels=3, prune=dict(rounds=1)), src, device="cpu")
@@ -146,7 +146,7 @@ def test_transfer_is_idempotent_and_writes_json(digits_ticket, tmp_path, monkeyp
 def test_own_ticket_is_retrained_next_to_the_ticket(digits_ticket, tmp_path):
     from conftest import tiny_find_spec
 
-    from ticketx.find import find
+    from ticketx.search import find
 
     own = tmp_path / "own.pt"
     find(tiny_find_spec(data="digits[5-9]"), own, device="cpu")
@@ -194,7 +194,7 @@ def test_cli_transfer_bad_input(digits_ticket, tmp_path, cli, args, phrase):
 def test_own_ticket_must_match_the_density_and_the_target(digits_ticket, tmp_path):
     from conftest import tiny_find_spec
 
-    from ticketx.find import find
+    from ticketx.search import find
 
     other_rate = tmp_path / "own-rate.pt"
     find(tiny_find_spec(data="digits[5-9]", prune=dict(rounds=2, rate=0.5)), other_rate, device="cpu")

@@ -224,7 +224,7 @@ def _check_order(out: Path) -> None:
 
 HOOK = """
 import sys, time, pathlib
-import ticketx.find, ticketx.transfer, ticketx.train
+import ticketx.search, ticketx.transfer, ticketx.train
 real, calls, marker = ticketx.train.train, [0], pathlib.Path(sys.argv[1])
 def train(*a, **k):
     calls[0] += 1
@@ -232,7 +232,7 @@ def train(*a, **k):
         marker.write_text("in training")
         time.sleep(3600)        # until the test SIGKILLs this process
     return real(*a, **k)
-ticketx.find.train = ticketx.transfer.train = train
+ticketx.search.train = ticketx.transfer.train = train
 sys.argv = ["ticketx", *sys.argv[2:]]
 from ticketx.cli import main
 main()

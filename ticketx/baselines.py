@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ticketx import masks as M
-from ticketx import pruning
+from ticketx import pruning, runtime
 from ticketx.registry import Registry
 
 if TYPE_CHECKING:
@@ -112,11 +112,6 @@ def label(name: str) -> str:
 
 # ---- building an arm --------------------------------------------------------------------------
 
-def _salt(stream: str) -> int:
-    """A stable 56-bit number per random stream name: streams of one arm never share numbers."""
-    return int.from_bytes(hashlib.sha256(stream.encode()).digest()[:7], "big")
-
-
 def ticket_id(ticket: "Ticket") -> int:
     """A number that identifies the ticket: its fingerprint, else a hash of its masks and metadata."""
     fp = ticket.meta.get("fingerprint")
@@ -165,14 +160,10 @@ class Arm:
         independent samples. The output layer's weights do not depend on the round (so the
         networks of one seed differ across rounds only by their masks).
         """
-        from ticketx.train import seed_for
-
-        if stream in ("head-weights", "fresh-weights"):
-            return seed_for(ticket_id(self.ticket), self.seed, _salt(stream))
-        return seed_for(ticket_id(self.ticket), self.seed, _salt(stream), self.round)
+        return runtime.arm_seed(ticket_id(self.ticket), self.seed, stream, self.round)
 
     def generator(self, stream: str) -> torch.Generator:
-        return torch.Generator().manual_seed(self.stream_seed(stream))
+        return runtime.generator(self.stream_seed(stream))
 
     @property
     def reset_head(self) -> bool:
@@ -184,7 +175,7 @@ class Arm:
         from ticketx.models import build_model, head_name
 
         meta, reset = self.ticket.meta, self.reset_head
-        torch.manual_seed(self.stream_seed("fresh-weights" if kind.fresh_weights else "head-weights"))
+        runtime.seed_weights(self.stream_seed("fresh-weights" if kind.fresh_weights else "head-weights"))
         model = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"])
         head_param = head_name(model)
         prefix = head_param.rsplit(".", 1)[0] + "."

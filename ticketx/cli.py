@@ -43,7 +43,7 @@ def _root(
 Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
-Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see train.set_deterministic).")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see runtime.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 
@@ -124,12 +124,12 @@ def find(
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
     from ticketx import interrupt
-    from ticketx.find import find as run_find
+    from ticketx.search import find as run_find
     from ticketx.report import round_table
-    from ticketx.spec import resolve_find
+    from ticketx.settings import resolve_search
     from ticketx.ui import RichReporter, console
 
-    spec = resolve_find(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
+    spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
                         "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
@@ -163,7 +163,7 @@ def transfer(
     """Retrain a ticket on a target data set against random-mask, random-reinit and dense baselines."""
     from ticketx import interrupt, store
     from ticketx.report import transfer_table
-    from ticketx.spec.transfer import default_out, resolve_transfer_options
+    from ticketx.settings.transfer import default_out, resolve_transfer_options
     from ticketx.transfer import transfer as run_transfer
     from ticketx.ui import RichReporter, console
 
@@ -190,7 +190,7 @@ def inspect(
     import json
 
     from ticketx.report import ticket_summary
-    from ticketx.spec.transfer import load_checked
+    from ticketx.settings.transfer import load_checked
     from ticketx.ui import console
 
     t = load_checked(path)
@@ -243,7 +243,7 @@ def stability(
     """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
     import json
 
-    from ticketx.spec.transfer import load_checked, ticket_train_spec
+    from ticketx.settings.transfer import load_checked, ticket_train_spec
     from ticketx.stability import run_stability
     from ticketx.ui import RichReporter, console
 
@@ -466,7 +466,7 @@ def study_submit(
     """Submit the study's workers as a Slurm job array (submitit) and return; watch with `study status`."""
     import json
 
-    from ticketx.spec.study import parse_minutes
+    from ticketx.settings.study import parse_minutes
     from ticketx.study import count, load_study
     from ticketx.study.workers import is_done, launch_settings, parse_extra, submit
     from ticketx.ui import console

@@ -213,7 +213,7 @@ def compare_tickets(paths: Sequence[Any], density: float | None = None) -> dict[
     """Load tickets, match their rounds at one density (within 1% relative), compare their masks."""
     from pathlib import Path
 
-    from ticketx.spec.transfer import load_checked
+    from ticketx.settings.transfer import load_checked
 
     if len(paths) < 2:
         raise UsageError("give at least two tickets to compare")

@@ -48,7 +48,6 @@ SYNFLOW_ITERATIONS = 100  # Tanaka et al. 2020 §6: 100 pruning iterations
 SAMPLES_PER_CLASS = 10  # Wang et al. 2020 (10 per class on CIFAR); Tanaka et al. 2020 (10 x classes)
 DEFAULT_BATCH_SIZE = 256  # scoring batch; gradients are summed over batches, so only memory depends on it
 
-_SAMPLE_STREAM = 0x5A1  # seed_for(data_seed, _SAMPLE_STREAM): which training images score the weights
 
 
 @dataclass(frozen=True)
@@ -354,9 +353,9 @@ def score_sample(data: Any, samples_per_class: int, seed: int, batch_size: int =
     The images are a pure function of (seed, data set), drawn per class in label order.
     """
     from ticketx.data import Batches
-    from ticketx.train import seed_for
+    from ticketx.runtime import score_sample as sample_stream
 
-    gen = torch.Generator().manual_seed(seed_for(seed, _SAMPLE_STREAM))
+    gen = sample_stream(seed)
     picks = []
     for c in range(data.num_classes):
         idx = torch.nonzero(data.train_y == c, as_tuple=False).reshape(-1)
@@ -396,15 +395,17 @@ def pai_ticket(
     from ticketx import store
     from ticketx import ticket as ticketfile
     from ticketx.models import build_model, head_name
-    from ticketx.spec import resolve_train
-    from ticketx.train import Plan, state_copy
+    from ticketx.settings import resolve_train
+    from ticketx.train import Steps, state_copy
 
     m = get(method_name)
     init_seed = seed if init_seed is None else init_seed
     data_seed = seed if data_seed is None else data_seed
     dens = [float(d) for d in densities]
     train_spec = resolve_train(model_name, dict(train or {}))
-    torch.manual_seed(init_seed)
+    from ticketx.runtime import seed_weights
+
+    seed_weights(init_seed)
     model = build_model(model_name, data.num_classes, data.channels, data.image_size)
     head = head_name(model)
     rewind_state = state_copy(model)
@@ -414,7 +415,7 @@ def pai_ticket(
     masks = prune_at_init(method_name, model, batches, dens, scope=scope, iterations=iterations,
                           keep_dense=keep_dense, input_shape=shape, device=device)
     seconds = time.perf_counter() - t0
-    plan = Plan.make(train_spec, len(data.train_y))
+    steps = Steps.of(train_spec, len(data.train_y))
     prune = {
         "method": method_name,
         "criterion": method_name,
@@ -459,8 +460,8 @@ def pai_ticket(
         "data_seed": data_seed,
         "deterministic": False,
         "rewind_step": 0,
-        "iterations_per_epoch": plan.iterations_per_epoch,
-        "total_steps": plan.total,
+        "iterations_per_epoch": steps.iterations_per_epoch,
+        "total_steps": steps.total,
         "rounds": records,
         "fingerprint": store.fingerprint(science),
         "spec": science,
@@ -485,8 +486,8 @@ def write_pai_ticket(method_name: str, data: str, model: str, densities: str, ou
     from ticketx import ticket as ticketfile
     from ticketx.data import load_data, parse_data
     from ticketx.models import model_info
-    from ticketx.spec.base import as_list
-    from ticketx.train import resolve_device
+    from ticketx.settings.base import as_list
+    from ticketx.runtime import resolve_device
 
     get(method_name)
     parse_data(data)

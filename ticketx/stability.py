@@ -30,6 +30,7 @@ from torch import nn
 
 from ticketx import masks as M
 from ticketx.errors import UsageError
+from ticketx.runtime import evaluation_subset
 
 # Frankle et al. 2020 §3 call a network stable when its error barrier is under 2 percentage
 # points (their threshold for "stable"; the barrier of a truly stable network is about 0).
@@ -121,7 +122,7 @@ def path_errors(
 def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or n >= len(y):
         return x, y
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    idx = torch.randperm(len(y), generator=evaluation_subset(seed))[:n]
     return x[idx], y[idx]
 
 
@@ -147,7 +148,7 @@ def stability(
     """
     from ticketx.data import Batches
     from ticketx.models import build_model
-    from ticketx.spec import TrainSpec
+    from ticketx.settings import TrainSpec
     from ticketx.train import eval_batch_size, state_copy, train
 
     meta = ticket.meta
@@ -236,8 +237,8 @@ def run_stability(ticket: Any, round_: int | None, seeds: str, train_spec: Any, 
                   device: str = "auto", data_dir: Any = None, reporter: Any = None) -> dict[str, Any]:
     """`ticketx stability`: parse the seeds, load the ticket's data set, run `stability`."""
     from ticketx.data import load_data
-    from ticketx.spec.base import as_list
-    from ticketx.train import resolve_device
+    from ticketx.settings.base import as_list
+    from ticketx.runtime import resolve_device
 
     parts = as_list(seeds)
     if len(parts) != 2 or not all(str(p).isdigit() for p in parts) or parts[0] == parts[1]:

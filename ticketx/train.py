@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketx import distributed, interrupt, store
+from ticketx import distributed, interrupt, runtime, store
 from ticketx.errors import TicketxError, UsageError
-from ticketx.spec import TrainSpec
+from ticketx.settings import TrainSpec
 from ticketx.steps import to_iterations
 from ticketx.threads import cpu_threads, training_threads
 
@@ -46,57 +46,6 @@ def eval_batch_size(device: torch.device, image_shape: Sequence[int]) -> int:
     return int(min(1024, max(16, 256 * 32 * 32 // pixels)))
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; under DDP a bare 'cuda' is the local rank's GPU."""
-    if name in ("auto", "", None):
-        return distributed.device_for(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        dev = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"invalid device {name!r}: use auto, cpu, cuda or cuda:N") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
-    return distributed.device_for(dev)
-
-
-def set_deterministic(on: bool) -> None:
-    """Bit-reproducible runs where PyTorch allows it.
-
-    CPU: two runs with the same seeds give bit-identical tickets (masks, rewind weights,
-    accuracies) on the same machine, torch version and thread count (tests/test_reliability.py).
-    Another CPU type or thread count may round differently (other BLAS kernels).
-
-    CUDA cannot always guarantee it:
-    - ops without a deterministic CUDA kernel (e.g. the backward of adaptive/avg pooling,
-      index_add_/scatter_add_, some interpolation backwards used by timm models) only *warn*
-      here (warn_only=True) and stay nondeterministic, since refusing would stop those models;
-    - cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set before its first use in the
-      process: set here if unset, which is too late when CUDA ran earlier in the same process;
-    - results differ across GPU models, driver/CUDA/cuDNN versions and precisions (bf16/fp16).
-    """
-    if on:
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # torch.use_deterministic_algorithms also imports torch._inductor (~2.5 s); the
-        # switch it flips for eager mode is this one.
-        setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-        if setter is not None:
-            setter(True, warn_only=True)
-        else:  # pragma: no cover - other torch versions
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
-def seed_for(*parts: int) -> int:
-    """Derive an independent 63-bit seed from integers (stable across runs and machines)."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
-    return h
-
-
 @dataclass
 class Schedule:
     """Learning rate at each absolute step: linear warmup from 0, then step decay at milestones."""
@@ -114,7 +63,7 @@ class Schedule:
 
 
 @dataclass
-class Plan:
+class Steps:
     """A TrainSpec turned into iteration counts for one data set."""
 
     iterations_per_epoch: int
@@ -123,7 +72,7 @@ class Plan:
     schedule: Schedule
 
     @classmethod
-    def make(cls, spec: TrainSpec, num_train: int) -> "Plan":
+    def of(cls, spec: TrainSpec, num_train: int) -> "Steps":
         ipe = max(1, num_train // min(spec.batch_size, num_train))
         total = max(1, to_iterations(spec.length, ipe))
         sched = Schedule(
@@ -475,7 +424,7 @@ class LogHook(Hook):
     reporter: Any
     task: Any
     label: str
-    plan: Plan
+    steps: Steps
 
     def after_step(self, state: TrainState) -> None:
         if state.step % LOG_EVERY:
@@ -483,11 +432,11 @@ class LogHook(Hook):
         loss = state.running.read()
         if not math.isfinite(loss):
             raise TicketxError(f"{self.label}: training diverged (loss {loss}) at step {state.step}", "lower --lr or add --warmup")
-        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.plan.iterations_per_epoch:.1f}", loss=loss)
+        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.steps.iterations_per_epoch:.1f}", loss=loss)
 
     def after_epoch(self, state: TrainState) -> None:
-        ipe = self.plan.iterations_per_epoch
-        fields: dict[str, Any] = {"epoch": f"{math.ceil(state.step / ipe)}/{math.ceil(self.plan.total / ipe)}",
+        ipe = self.steps.iterations_per_epoch
+        fields: dict[str, Any] = {"epoch": f"{math.ceil(state.step / ipe)}/{math.ceil(self.steps.total / ipe)}",
                                   "loss": state.running.last}
         if state.history and state.history[-1]["step"] == state.step:
             fields["acc"] = state.history[-1]["test_acc"]
@@ -508,24 +457,24 @@ class SnapshotHook(Hook):
 
 @dataclass
 class EvalHook(Hook):
-    """Every `plan.eval_every` steps and at the end: test (and validation) accuracy into the history."""
+    """Every `steps.eval_every` steps and at the end: test (and validation) accuracy into the history."""
 
     batches: RunBatches
-    plan: Plan
+    steps: Steps
     precision: str
     reporter: Any
     task: Any
 
     def after_step(self, state: TrainState) -> None:
-        if state.step % self.plan.eval_every and state.step != self.plan.total:
+        if state.step % self.steps.eval_every and state.step != self.steps.total:
             return
         loss = state.running.read()
-        record = {"step": state.step, "epoch": round(state.step / self.plan.iterations_per_epoch, 4), "loss": loss,
+        record = {"step": state.step, "epoch": round(state.step / self.steps.iterations_per_epoch, 4), "loss": loss,
                   "test_acc": evaluate(state.model, self.batches.test, self.precision)}
         if self.batches.val is not None:
             record["val_acc"] = evaluate(state.model, self.batches.val, self.precision)
         state.history.append(record)
-        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.plan.iterations_per_epoch:.1f}",
+        self.reporter.update(self.task, state.step, epoch=f"{state.step / self.steps.iterations_per_epoch:.1f}",
                              loss=loss, acc=record["test_acc"])
 
 
@@ -545,26 +494,23 @@ class CheckpointHook(Hook):
 # ---- The loop -----------------------------------------------------------------------------------
 
 
-def run_epochs(stepper: Stepper, plan: Plan, batches: "Batches", state: TrainState, hooks: Sequence[Hook],
+def run_epochs(stepper: Stepper, steps: Steps, batches: "Batches", state: TrainState, hooks: Sequence[Hook],
                data_seed: int) -> None:
-    """Train from `state.step` to `plan.total`, calling the hooks after every step and epoch."""
-    ipe = plan.iterations_per_epoch
+    """Train from `state.step` to `steps.total`, calling the hooks after every step and epoch."""
+    ipe = steps.iterations_per_epoch
     rank, world = distributed.shard()
     state.model.train()
     state.started = time.perf_counter()
-    while state.step < plan.total:
+    while state.step < steps.total:
         epoch = state.step // ipe
-        # Data order and augmentation depend only on (data_seed, epoch): resumable and the
-        # same in every round of a ticket search (open_lth uses one data order per level).
-        gen = torch.Generator().manual_seed(seed_for(data_seed, epoch))
-        # Dropout and other stochastic layers; under DDP each rank's shard gets its own stream.
-        torch.manual_seed(seed_for(data_seed, epoch, 1) if world == 1 else seed_for(data_seed, epoch, 1, rank))
-        epoch_end = min((epoch + 1) * ipe, plan.total)
+        gen = runtime.data_order(data_seed, epoch)  # resumable: a pure function of (data seed, epoch)
+        torch.manual_seed(runtime.dropout_seed(data_seed, epoch, rank if world > 1 else None))
+        epoch_end = min((epoch + 1) * ipe, steps.total)
         for x, y in itertools.islice(batches.epoch(gen), state.step - epoch * ipe, None):
             if state.step >= epoch_end:
                 break
             interrupt.check()  # a Ctrl-C/SIGTERM whose KeyboardInterrupt was swallowed stops here
-            state.running.add(stepper(x, y, plan.schedule(state.step)))
+            state.running.add(stepper(x, y, steps.schedule(state.step)))
             state.step += 1
             state.images += y.shape[0] * world  # the global batch
             for hook in hooks:
@@ -607,12 +553,12 @@ def train(
     from ticketx.ui import Reporter
 
     reporter = reporter if reporter is not None and distributed.is_main() else Reporter()
-    plan = Plan.make(spec, len(data.train_y))
+    steps = Steps.of(spec, len(data.train_y))
     batch = max(1, min(spec.batch_size, len(data.train_y)))
     distributed.check_batch_size(batch)
     threads = training_threads(model, tuple(data.train_x.shape[1:]), batch // distributed.world_size(), device)
-    if start_step >= plan.total:
-        raise UsageError(f"the rewind point (step {start_step}) is not before the end of training ({plan.total} steps)")
+    if start_step >= steps.total:
+        raise UsageError(f"the rewind point (step {start_step}) is not before the end of training ({steps.total} steps)")
     sync_bn = distributed.sync_bn_wanted()
     if sync_bn and torch.device(device).type == "cpu":
         raise UsageError("TICKETX_SYNC_BN=1 needs GPUs: PyTorch's SyncBatchNorm has no CPU kernel")
@@ -623,14 +569,14 @@ def train(
         if start_step in snapshot_steps:
             state.snapshots[start_step] = state_copy(model)
         if checkpoint is not None and state.load(checkpoint, checkpoint_key):
-            reporter.log(f"[dim]{label}: resumed from checkpoint at step {state.step}/{plan.total}[/]")
-        task = reporter.start(label, plan.total)
+            reporter.log(f"[dim]{label}: resumed from checkpoint at step {state.step}/{steps.total}[/]")
+        task = reporter.start(label, steps.total)
         reporter.update(task, state.step)
-        hooks: list[Hook] = [LogHook(reporter, task, label, plan), SnapshotHook(snapshot_steps),
-                             EvalHook(batches, plan, spec.precision, reporter, task)]
+        hooks: list[Hook] = [LogHook(reporter, task, label, steps), SnapshotHook(snapshot_steps),
+                             EvalHook(batches, steps, spec.precision, reporter, task)]
         if checkpoint is not None:
-            hooks.append(CheckpointHook(checkpoint, checkpoint_key, plan.total))
-        run_epochs(setup.stepper, plan, batches.train, state, hooks, data_seed)
+            hooks.append(CheckpointHook(checkpoint, checkpoint_key, steps.total))
+        run_epochs(setup.stepper, steps, batches.train, state, hooks, data_seed)
         seconds = state.seconds()
         reporter.finish(task)
         if setup.channels_last:

@@ -1,6 +1,6 @@
 """Transfer: retrain a ticket on a target data set, against the baselines (Morcos et al. 2019).
 
-Takes a resolved `TransferPlan` (ticketx.spec.transfer: every check is done there) and trains,
+Takes a resolved `TransferPlan` (ticketx.settings.transfer: every check is done there) and trains,
 for each chosen round and seed, the ticket and each baseline (ticketx.baselines), and the
 target's own ticket when given. Every network is trained on the target from step 0 for the full
 training length; accuracy is the target's test accuracy at the end (nothing is selected on the
@@ -19,10 +19,12 @@ from ticketx import masks as M
 from ticketx import distributed, store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data, split_validation
-from ticketx.spec.transfer import TransferPlan, check_head
+from ticketx.settings.transfer import TransferPlan, check_head
 from ticketx.stats import MATCH_TOLERANCE, interval, paired, resolution, verdict
 from ticketx.ticket import Ticket
-from ticketx.train import resolve_device, seed_for, set_deterministic, train
+from ticketx import runtime
+from ticketx.runtime import resolve_device, set_deterministic
+from ticketx.train import train
 from ticketx.ui import Reporter
 
 
@@ -173,7 +175,7 @@ def run_one(
         data, val = split_validation(data, tspec.val_split, seed)
     density = M.density(prep.mask) if prep.mask is not None else 1.0
     result = train(
-        prep.model, data, tspec, mask=prep.mask, device=device, data_seed=seed_for(seed, pair_round),
+        prep.model, data, tspec, mask=prep.mask, device=device, data_seed=runtime.transfer_data_seed(seed, pair_round),
         checkpoint=run_dir / "checkpoint.pt", checkpoint_key=key, reporter=reporter, val=val,
         label=f"[{index}/{total}] {name} r{round_} s{seed}",
     )

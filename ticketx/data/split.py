@@ -10,6 +10,7 @@ import torch
 from ticketx.data.images import ImageData
 from ticketx.data.pixels import channel_stats
 from ticketx.errors import UsageError
+from ticketx.runtime import validation_split
 
 
 def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +29,7 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - take[i]), i))
     for i in order[: max(0, extra)]:
         take[i] += 1
-    g = torch.Generator().manual_seed(seed)
+    g = validation_split(seed)
     held = []
     for label, count, k in zip(labels.tolist(), counts.tolist(), take):
         k = min(k, count - 1)

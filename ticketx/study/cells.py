@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from ticketx.spec.find import FindSpec
-from ticketx.spec.study import Study, check_lengths, own_init_seed, prune_spec, train_spec
-from ticketx.spec.train import PruneSpec, TrainSpec
-from ticketx.spec.transfer import TransferSpec
+from ticketx.settings.search import SearchSpec
+from ticketx.settings.study import Study, check_lengths, own_init_seed, prune_spec, train_spec
+from ticketx.settings.train import PruneSpec, TrainSpec
+from ticketx.settings.transfer import TransferSpec
 
 
 @dataclass
@@ -34,10 +34,10 @@ class Cell:
 
 @dataclass
 class SearchCell(Cell):
-    """Find one ticket (ticketx.find)."""
+    """Find one ticket (ticketx.search)."""
 
     kind: ClassVar[str] = "search"
-    find: FindSpec = None  # type: ignore[assignment]
+    find: SearchSpec = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: P
                  init_seed: Optional[int] = None) -> SearchCell:
     from ticketx import store
 
-    spec = FindSpec(data=data, model=model, image_size=study.spec.image_size, channels=study.channels, train=train,
+    spec = SearchSpec(data=data, model=model, image_size=study.spec.image_size, channels=study.channels, train=train,
                     prune=prune, seed=seed, init_seed=init_seed, deterministic=study.spec.deterministic)
     config = {"kind": "search", "find": spec.science()}
     key = store.fingerprint(config)

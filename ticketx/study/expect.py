@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ticketx.registry import Registry
-from ticketx.spec.study import Claim
+from ticketx.settings.study import Claim
 from ticketx.stats import Interval, beats, interval, matches, n_needed, t975
 
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ticketx.errors import TicketxError
-from ticketx.spec.study import Study
+from ticketx.settings.study import Study
 from ticketx.study.cells import Cell, SearchCell, StabilityCell, TransferCell, count
 
 STUDY_FORMAT = "ticketx-study"
@@ -89,8 +89,8 @@ def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, da
 
 def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
     """Train one cell (resuming what its folder holds); return its summary for done.json."""
-    from ticketx.find import find
-    from ticketx.spec.transfer import resolve_transfer
+    from ticketx.search import find
+    from ticketx.settings.transfer import resolve_transfer
     from ticketx.transfer import transfer
 
     here = cell_dir(out, cell)
@@ -114,7 +114,7 @@ def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, d
     from ticketx import ticket as ticketfile
     from ticketx.data import load_data
     from ticketx.stability import path_plot, stability
-    from ticketx.train import resolve_device, set_deterministic
+    from ticketx.runtime import resolve_device, set_deterministic
 
     ticket = ticketfile.load(cell_dir(out, {"id": cell.source}) / "ticket.pt")
     m = ticket.meta

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ticketx.errors import TicketxError
-from ticketx.spec.study import Study
+from ticketx.settings.study import Study
 from ticketx.study.cells import Cell, StabilityCell, TransferCell, slug
 from ticketx.study.runner import (
     cell_dir,
@@ -447,7 +447,7 @@ def work(study: Study, out: str | Path, *, device: Optional[str] = None, data_di
     `threads`: PyTorch CPU threads for this worker (default: the study's `cpu_threads`).
     """
     from ticketx.threads import cpu_threads
-    from ticketx.train import resolve_device
+    from ticketx.runtime import resolve_device
 
     device = device or study.spec.device
     dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
@@ -647,7 +647,7 @@ class SubmititWorker:
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        from ticketx.spec.study import load_study
+        from ticketx.settings.study import load_study
 
         job = str(submitit.JobEnvironment().job_id)
         study = load_study(self.study_file)

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
-from ticketx.spec.base import Strict, as_list, check_seeds, error_message, partial
-from ticketx.spec.train import (
+from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial
+from ticketx.settings.train import (
     PruneSpec,
     TrainSpec,
     resolve_prune,
     rewind_problem,
     train_settings,
 )
-from ticketx.spec.transfer import default_baselines
-from ticketx.spec.yamlfile import Path_, compose, format_path, line_of, schema_error
+from ticketx.settings.transfer import default_baselines
+from ticketx.settings.yamlfile import Path_, compose, format_path, line_of, schema_error
 
 if TYPE_CHECKING:
     from ticketx.study.cells import Cell
@@ -620,10 +620,9 @@ def own_init_seed(seed: int, init: str) -> Optional[int]:
     """The own ticket's weight-initialisation seed: the source's for 'shared', else one derived from it."""
     if init == "shared":
         return None
-    from ticketx.baselines import _salt
-    from ticketx.train import seed_for
+    from ticketx.runtime import own_ticket_init
 
-    return seed_for(seed, _salt("own-ticket-init")) % (2**31)
+    return own_ticket_init(seed)
 
 
 # ---- expect: claims resolved against what the study produces ------------------------------

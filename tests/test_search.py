@@ -11,7 +11,7 @@ from conftest import tiny_find_spec
 from ticketx import masks as M
 from ticketx import ticket as ticketfile
 from ticketx.errors import UsageError
-from ticketx.find import find
+from ticketx.search import find
 
 
 def test_ticket_contents(digits_ticket):
@@ -51,7 +51,7 @@ def test_late_rewinding_stores_weights_after_training_started(tmp_path):
 
 
 def test_rerun_is_skipped_and_other_settings_refused(digits_ticket, monkeypatch):
-    import ticketx.find as find_module
+    import ticketx.search as find_module
 
     monkeypatch.setattr(find_module, "train", lambda *a, **k: pytest.fail("trained again"))
     again = find(tiny_find_spec(), digits_ticket, device="cpu")
@@ -61,7 +61,7 @@ def test_rerun_is_skipped_and_other_settings_refused(digits_ticket, monkeypatch)
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
-    import ticketx.find as find_module
+    import ticketx.search as find_module
 
     spec = tiny_find_spec(deterministic=True, train=dict(length="3ep"))
     ref = find(spec, tmp_path / "ref.pt", device="cpu")

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
-from ticketx.spec.base import Strict, as_list, check_seeds
-from ticketx.spec.train import TrainSpec, train_settings
+from ticketx.settings.base import Strict, as_list, check_seeds
+from ticketx.settings.train import TrainSpec, train_settings
 
 if TYPE_CHECKING:
     from ticketx.ticket import Ticket
@@ -187,8 +187,8 @@ def resolve_transfer_options(ticket_path: str | Path, target: str, *, round_: st
                              rounds: str | None = None, train: dict[str, Any] | None = None, model: str | None = None,
                              image_size: int | None = None, device: str = "auto", **fields: Any) -> TransferPlan:
     """The CLI's options (lists as text: '1,3,5', 'all') -> a checked TransferPlan."""
-    from ticketx.spec.base import describe_validation_error
-    from ticketx.train import resolve_device
+    from ticketx.settings.base import describe_validation_error
+    from ticketx.runtime import resolve_device
 
     all_rounds = rounds is not None and rounds.strip().lower() == "all"
     listed = round_ if round_ is not None else (None if all_rounds else rounds)

@@ -7,11 +7,11 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from ticketx.errors import UsageError
-from ticketx.spec.base import Strict
-from ticketx.spec.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem
+from ticketx.settings.base import Strict
+from ticketx.settings.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem
 
 
-class FindSpec(Strict):
+class SearchSpec(Strict):
     """One ticket search: a data set, a model, how to train, how to prune."""
 
     data: str
@@ -26,7 +26,7 @@ class FindSpec(Strict):
     deterministic: bool = False
 
     @model_validator(mode="after")
-    def _rewind_before_end(self) -> "FindSpec":
+    def _rewind_before_end(self) -> "SearchSpec":
         problem = rewind_problem(self.prune.rewind, self.train.length)
         if problem:
             raise ValueError(problem)
@@ -48,7 +48,7 @@ class FindSpec(Strict):
         return d
 
 
-def check_names(spec: FindSpec) -> None:
+def check_names(spec: SearchSpec) -> None:
     """Data set, model and --keep-dense tensors exist (registries; the model on the meta device)."""
     from ticketx.data import parse_data
     from ticketx.models import model_info, prunable_names_of
@@ -64,19 +64,19 @@ def check_names(spec: FindSpec) -> None:
             raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
 
 
-def resolve_find(data: str, model: str, *, train: dict[str, Any] | None = None, prune: dict[str, Any] | None = None,
-                 **fields: Any) -> FindSpec:
-    """A checked FindSpec from names and overrides (None = the model's paper default)."""
+def resolve_search(data: str, model: str, *, train: dict[str, Any] | None = None, prune: dict[str, Any] | None = None,
+                 **fields: Any) -> SearchSpec:
+    """A checked SearchSpec from names and overrides (None = the model's paper default)."""
     from pydantic import ValidationError
 
     from ticketx.data import parse_data
     from ticketx.models import model_info
-    from ticketx.spec.base import describe_validation_error
+    from ticketx.settings.base import describe_validation_error
 
     parse_data(data)
     model_info(model)
     try:
-        spec = FindSpec(data=data, model=model, train=resolve_train(model, train or {}),
+        spec = SearchSpec(data=data, model=model, train=resolve_train(model, train or {}),
                         prune=resolve_prune(model, prune or {}), **{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
         raise UsageError(f"invalid option: {describe_validation_error(err)}") from None

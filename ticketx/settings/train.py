@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator
 
 from ticketx.errors import UsageError
-from ticketx.spec.base import Strict, as_list
+from ticketx.settings.base import Strict, as_list
 from ticketx.steps import check_step, to_iterations
 
 # A paper's learning rate belongs to its optimizer: switching optimizer without an lr uses the

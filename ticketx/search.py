@@ -27,9 +27,11 @@ from ticketx import ticket as ticketfile
 from ticketx.data import ImageData, load_data, split_validation
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
-from ticketx.spec import FindSpec, rewind_problem
+from ticketx.settings import SearchSpec, rewind_problem
 from ticketx.steps import to_iterations
-from ticketx.train import Plan, resolve_device, seed_for, set_deterministic, state_copy, train
+from ticketx import runtime
+from ticketx.runtime import resolve_device, set_deterministic
+from ticketx.train import Steps, state_copy, train
 from ticketx.ui import Reporter
 
 
@@ -47,7 +49,7 @@ def work_dir_for(out: Path) -> Path:
 class Search:
     """One ticket search, set up: the data, the network at initialisation, the step plan, the work folder."""
 
-    spec: FindSpec
+    spec: SearchSpec
     key: str  # fingerprint of the settings that change the result
     work: Path
     device: torch.device
@@ -58,7 +60,7 @@ class Search:
     names: list[str]  # prunable tensors
     head: str
     init_state: dict[str, torch.Tensor]
-    plan: Plan
+    steps: Steps
     rewind_step: int
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -75,7 +77,7 @@ class Search:
         mask = criteria.prune_round(
             spec.prune.criterion, {n: rewind[n] for n in self.names}, final, previous, spec.prune.rate,
             scope=spec.prune.scope, head=self.head, head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
-            generator=torch.Generator().manual_seed(seed_for(init_seed, data_seed, r)),
+            generator=runtime.prune_round(init_seed, data_seed, r),
         )
         store.save_torch(path, mask)
         return mask
@@ -125,8 +127,8 @@ class Search:
             "num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels,
             "head": self.head, "train": spec.train.model_dump(), "prune": spec.prune.model_dump(), "seed": spec.seed,
             "init_seed": init_seed, "data_seed": data_seed, "deterministic": spec.deterministic,
-            "rewind_step": self.rewind_step, "iterations_per_epoch": self.plan.iterations_per_epoch,
-            "total_steps": self.plan.total, "rounds": records, "fingerprint": self.key, "spec": spec.model_dump(),
+            "rewind_step": self.rewind_step, "iterations_per_epoch": self.steps.iterations_per_epoch,
+            "total_steps": self.steps.total, "rounds": records, "fingerprint": self.key, "spec": spec.model_dump(),
             "device": distributed.describe(self.device), "versions": store.versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -157,25 +159,25 @@ def _already_done(out: Path, key: str, work: Path, force: bool, reporter: Report
     return None
 
 
-def _setup(spec: FindSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any) -> Search:
+def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any) -> Search:
     """Load the data and build the network at its initialisation (seeded); check the rewind step."""
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, data_seed = spec.seeds
     val = None
     if spec.train.val_split > 0:
         data, val = split_validation(data, spec.train.val_split, data_seed)
-    torch.manual_seed(init_seed)
+    runtime.seed_weights(init_seed)
     model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
-    plan = Plan.make(spec.train, len(data.train_y))
-    problem = rewind_problem(spec.prune.rewind, spec.train.length, plan.iterations_per_epoch)
+    steps = Steps.of(spec.train, len(data.train_y))
+    problem = rewind_problem(spec.prune.rewind, spec.train.length, steps.iterations_per_epoch)
     if problem:
         raise UsageError(problem)
     return Search(spec, key, work, device, reporter, data, val, model, prunable_names(model), head_name(model),
-                  state_copy(model), plan, to_iterations(spec.prune.rewind, plan.iterations_per_epoch))
+                  state_copy(model), steps, to_iterations(spec.prune.rewind, steps.iterations_per_epoch))
 
 
 def find(
-    spec: FindSpec,
+    spec: SearchSpec,
     out: str | Path,
     *,
     data_dir: Any = None,

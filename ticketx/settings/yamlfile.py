@@ -7,7 +7,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from ticketx.errors import UsageError
-from ticketx.spec.base import error_message
+from ticketx.settings.base import error_message
 
 Path_ = tuple[Any, ...]
 
