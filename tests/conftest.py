@@ -34,6 +34,29 @@ def digits_ticket(tmp_path_factory) -> Path:
     return out
 
 
+def each_run(fn):
+    """A stand-in for `ticketx.train.train` that calls `fn(run, recipe, reporter)` once per run handed over
+    (the trainer is called with a list of runs); `fn` may call the real trainer on `[run]`."""
+
+    def trainer(runs, recipe, reporter=None, done=None):
+        out = []
+        for run in runs:
+            out.append(fn(run, recipe, reporter))
+            if done is not None:
+                done(run, out[-1])
+        return out
+
+    return trainer
+
+
+def real_train_one():
+    """The real trainer on one run: `real(run, recipe, reporter) -> TrainResult` (for `each_run` stand-ins)."""
+    from ticketx import train as TR
+
+    real = TR.train
+    return lambda run, recipe, reporter=None: real([run], recipe, reporter)[0]
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run `ticketx ARGS` in-process through cli.main (the real error handling): (code, stdout, stderr)."""

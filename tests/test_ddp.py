@@ -158,7 +158,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     TR.MaskEnforcer.__call__ = enforce_and_record
     try:
         model, mask, data, spec = _setup()
-        res = TR.train(model, data, spec, mask=mask, device="cpu", data_seed=1)
+        res = TR.train([TR.Run.of(model, mask, data_seed=1)], TR.Recipe.of(data, spec, "cpu"))[0]
         torch.save({"history": res.history, "digests": digests, "state": model.state_dict(),
                     "writes": store.writes()}, Path(out) / f"rank{rank}.pt")
     finally:
@@ -179,7 +179,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
 
     model, mask, data, spec = _setup()
     with torch.inference_mode(False):
-        ref = TR.train(model, data, spec, mask=mask, device="cpu", data_seed=1)
+        ref = TR.train([TR.Run.of(model, mask, data_seed=1)], TR.Recipe.of(data, spec, "cpu"))[0]
     ddp_loss = torch.tensor([h["loss"] for h in r0["history"]])
     one_loss = torch.tensor([h["loss"] for h in ref.history])
     # The global batch's mean loss is the mean of the two half-batch means: equal up to float

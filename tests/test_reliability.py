@@ -260,17 +260,18 @@ def old_ticket(tmp_path, cli) -> tuple[Path, bytes]:
 
 
 def test_failed_forced_run_keeps_the_old_ticket(old_ticket, cli, monkeypatch, tmp_path):
-    import ticketx.search
+    import ticketx.train
+    from conftest import each_run, real_train_one
 
     out, before = old_ticket
-    real = ticketx.search.train
+    real = real_train_one()
 
-    def train(*a, **k):
-        if k.get("label", "").startswith("round 1"):
+    def train(run, recipe, reporter):
+        if run.label.startswith("round 1"):
             raise TicketxError("round 1/1: training diverged (loss nan) at step 25", "lower --lr or add --warmup")
-        return real(*a, **k)
+        return real(run, recipe, reporter)
 
-    monkeypatch.setattr(ticketx.search, "train", train)
+    monkeypatch.setattr(ticketx.train, "train", each_run(train))
     with one_thread():
         code, stdout, err = cli(*TINY, "--seed", "1", "--force", "--out", out)
     assert code == 1 and "training diverged" in err and "Traceback" not in err
@@ -320,7 +321,7 @@ def test_full_disk_gives_one_error_and_damages_nothing(old_ticket, cli, monkeypa
     # 3. space again: the rerun only writes the ticket (nothing is trained again)
     import ticketx.search
 
-    monkeypatch.setattr(ticketx.search, "train", lambda *a, **k: pytest.fail("retrained a finished round"))
+    monkeypatch.setattr(ticketx.train, "train", lambda *a, **k: pytest.fail("retrained a finished round"))
     code, _, err = cli(*TINY, "--seed", "1", "--force", "--out", out)
     assert code == 0, err
     assert ticketfile.load(out).meta["seed"] == 1

@@ -118,10 +118,10 @@ class TinyBN(nn.Module):
 
 
 def test_the_rewind_snapshot_is_the_state_after_exactly_k_steps():
-    """train(snapshot_steps=(k,)) returns the state after k optimizer steps, batch-norm statistics
+    """A run with snapshot_steps=(k,) returns the state after k optimizer steps, batch-norm statistics
     included: the same as a run that stops at step k, and not the state one step before or after."""
     from ticketx.data import load_data
-    from ticketx.train import state_copy, train
+    from ticketx.train import Recipe, Run, state_copy, train
 
     data = load_data("digits[0-4]", image_size=8)
     spec = tiny_find_spec(train=dict(length="7it", batch_size=32)).train
@@ -129,8 +129,8 @@ def test_the_rewind_snapshot_is_the_state_after_exactly_k_steps():
     def run(length: str, snapshot_steps=()):
         torch.manual_seed(0)
         model = TinyBN()
-        res = train(model, data, spec.model_copy(update={"length": length}), device="cpu", snapshot_steps=snapshot_steps,
-                    channels_last=False)
+        res = train([Run.of(model, snapshot_steps=snapshot_steps)],
+                    Recipe.of(data, spec.model_copy(update={"length": length}), "cpu", channels_last=False))[0]
         return model, res
 
     k = 4
@@ -148,12 +148,12 @@ def test_the_rewind_snapshot_is_the_state_after_exactly_k_steps():
 
 def test_snapshot_at_step_0_is_the_initial_state():
     from ticketx.data import load_data
-    from ticketx.train import state_copy, train
+    from ticketx.train import Recipe, Run, state_copy, train
 
     data = load_data("digits[0-4]", image_size=8)
     spec = tiny_find_spec(train=dict(length="2it", batch_size=32)).train
     torch.manual_seed(0)
     model = TinyBN()
     init = state_copy(model)
-    res = train(model, data, spec, device="cpu", snapshot_steps=(0,), channels_last=False)
+    res = train([Run.of(model, snapshot_steps=(0,))], Recipe.of(data, spec, "cpu", channels_last=False))[0]
     assert all(torch.equal(res.snapshots[0][n], init[n]) for n in init)

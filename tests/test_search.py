@@ -51,9 +51,9 @@ def test_late_rewinding_stores_weights_after_training_started(tmp_path):
 
 
 def test_rerun_is_skipped_and_other_settings_refused(digits_ticket, monkeypatch):
-    import ticketx.search as find_module
+    import ticketx.train
 
-    monkeypatch.setattr(find_module, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(ticketx.train, "train", lambda *a, **k: pytest.fail("trained again"))
     again = find(tiny_find_spec(), digits_ticket, device="cpu")
     assert again.meta["fingerprint"] == ticketfile.load(digits_ticket).meta["fingerprint"]
     with pytest.raises(UsageError, match="already exists"):
@@ -61,19 +61,20 @@ def test_rerun_is_skipped_and_other_settings_refused(digits_ticket, monkeypatch)
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
-    import ticketx.search as find_module
+    import ticketx.train
+    from conftest import each_run, real_train_one
 
     spec = tiny_find_spec(deterministic=True, train=dict(length="3ep"))
     ref = find(spec, tmp_path / "ref.pt", device="cpu")
-    real_train, calls = find_module.train, {"n": 0}
+    real_train, calls = real_train_one(), {"n": 0}
 
-    def flaky(*a, **k):
+    def flaky(run, recipe, reporter):
         calls["n"] += 1
         if calls["n"] == 2:  # round 1 crashes
             raise KeyboardInterrupt
-        return real_train(*a, **k)
+        return real_train(run, recipe, reporter)
 
-    monkeypatch.setattr(find_module, "train", flaky)
+    monkeypatch.setattr(ticketx.train, "train", each_run(flaky))
     with pytest.raises(KeyboardInterrupt):
         find(spec, tmp_path / "b.pt", device="cpu")
     assert (tmp_path / "b.pt.work" / "round_00" / "result.pt").exists() and not (tmp_path / "b.pt").exists()

@@ -18,6 +18,13 @@ from ticketx.models import build_model, prunable_names
 from ticketx.settings import TrainSpec
 
 
+
+def train_one(model, data, spec, *, mask=None, device="cpu", data_seed=0, snapshot_steps=(), folder=None,
+              checkpoint_key="", reporter=None, compile=None):
+    """The trainer on one already built network (a run of `model`)."""
+    run = TR.Run.of(model, mask, key=checkpoint_key, folder=folder, data_seed=data_seed, snapshot_steps=snapshot_steps)
+    return TR.train([run], TR.Recipe.of(data, spec, device, compile=compile), reporter)[0]
+
 def _digits():
     return load_data("digits[0-4]", image_size=8)
 
@@ -87,7 +94,7 @@ def test_train_uses_channels_last_for_conv_models_and_returns_plain_layout(monke
     model = build_model("resnet20", 10, 3, 32)
     mask = _random_mask(model, 0.5)
     spec = TrainSpec(batch_size=16, length="2it", eval_every="2it", lr=0.01)
-    res = TR.train(model, data, spec, mask=mask, device="cpu", snapshot_steps=(0, 1))
+    res = train_one(model, data, spec, mask=mask, device="cpu", snapshot_steps=(0, 1))
     assert layouts == [True, True]
     for name, p in model.named_parameters():
         assert p.is_contiguous(), name
@@ -104,7 +111,7 @@ def test_train_runs_on_its_threads_and_restores_the_count(monkeypatch):
     real = TR.Stepper.__call__
     monkeypatch.setattr(TR.Stepper, "__call__", lambda self, *a, **k: (seen.append(torch.get_num_threads()), real(self, *a, **k))[1])
     monkeypatch.setenv("TICKETX_THREADS", "1" if before > 1 else "2")
-    TR.train(build_model("lenet_300_100", 5, 1, 8), _digits(), tiny_find_spec().train, device="cpu")
+    train_one(build_model("lenet_300_100", 5, 1, 8), _digits(), tiny_find_spec().train, device="cpu")
     assert torch.get_num_threads() == before
     assert set(seen) == {1 if before > 1 else 2}
 
@@ -121,10 +128,10 @@ def test_compile_flag_from_environment(monkeypatch):
     data = _digits()
     spec = tiny_find_spec(train=dict(length="1it", eval_every="1it")).train
     monkeypatch.setenv("TICKETX_COMPILE", "1")
-    TR.train(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu")
+    train_one(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu")
     monkeypatch.delenv("TICKETX_COMPILE")
-    TR.train(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu")
-    TR.train(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu", compile=True)
+    train_one(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu")
+    train_one(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu", compile=True)
     assert seen == [True, False, True]
 
 
@@ -183,7 +190,7 @@ def test_log_hook_reports_every_epoch_with_throughput_and_accuracy():
     data = _digits()  # 721 training images: 12 steps per epoch at batch 60
     rep = _Recorder()
     spec = tiny_find_spec(train=dict(length="2ep", eval_every="1ep")).train
-    res = TR.train(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu", reporter=rep)
+    res = train_one(build_model("lenet_300_100", 5, 1, 8), data, spec, device="cpu", reporter=rep)
     ends = [(step, f) for step, f in rep.updates if "img_s" in f]
     ipe = len(data.train_y) // 60
     assert [step for step, _ in ends] == [ipe, 2 * ipe]
@@ -196,7 +203,7 @@ def test_a_diverged_run_stops_with_a_clear_error(monkeypatch):
     monkeypatch.setattr(TR.Stepper, "__call__", lambda self, x, y, lr=None: torch.tensor(float("nan")))
     spec = tiny_find_spec(train=dict(length="3ep")).train  # 36 steps: one loss read at step 25
     with pytest.raises(TicketxError, match=f"diverged.*step {TR.LOG_EVERY}"):
-        TR.train(build_model("lenet_300_100", 5, 1, 8), _digits(), spec, device="cpu")
+        train_one(build_model("lenet_300_100", 5, 1, 8), _digits(), spec, device="cpu")
 
 
 def test_an_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
@@ -207,7 +214,7 @@ def test_an_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
     def run(**extra):
         torch.manual_seed(0)
         model = build_model("lenet_300_100", 5, 1, 8)
-        return model, TR.train(model, data, spec, **kw, **extra)
+        return model, train_one(model, data, spec, **kw, **extra)
 
     ref_model, ref = run()
     real_save = TR.TrainState.save
@@ -218,15 +225,15 @@ def test_an_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TR.TrainState, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        run(checkpoint=tmp_path / "ck.pt")
+        run(folder=tmp_path)
     monkeypatch.setattr(TR.TrainState, "save", real_save)
-    ck = torch.load(tmp_path / "ck.pt", weights_only=True)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     # The checkpoint layout of every earlier ticketx version: old checkpoints stay resumable.
     assert set(ck) == {"key", "start_step", "step", "model", "optimizer", "scaler", "history", "elapsed",
                        "snapshots", "running"}
     assert ck["step"] == len(data.train_y) // 60 and list(ck["snapshots"]) == ["5"] and len(ck["running"]) == 3
     rep = _Recorder()
-    model, res = run(checkpoint=tmp_path / "ck.pt", reporter=rep)
+    model, res = run(folder=tmp_path, reporter=rep)
     assert rep.logs == [f"[dim]train: resumed from checkpoint at step {ck['step']}/{3 * ck['step']}[/]"]
     assert rep.updates[0][0] == ck["step"]  # the progress starts where the checkpoint left off
     assert res.history == ref.history

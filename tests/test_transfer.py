@@ -136,9 +136,9 @@ def test_transfer_is_idempotent_and_writes_json(digits_ticket, tmp_path, monkeyp
     assert abs(row["density"] - 0.64) < 0.01
     assert data["versions"]["torch"] and data["config"]["train"]["optimizer"] == "adam"
 
-    import ticketx.transfer as tr
+    import ticketx.train
 
-    monkeypatch.setattr(tr, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(ticketx.train, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     again = transfer(digits_ticket, spec, tmp_path, device="cpu")
     assert [r["test_acc"] for r in again["runs"]] == [r["test_acc"] for r in result["runs"]]
 
@@ -217,11 +217,12 @@ def test_keeping_the_output_layer_needs_the_same_class_names(digits_ticket, tmp_
 
 
 def test_dense_is_trained_once_per_seed_and_paired_with_every_round(digits_ticket, tmp_path, monkeypatch):
-    import ticketx.transfer as transfer_module
+    import ticketx.train
+    from conftest import each_run, real_train_one
 
     calls = []
-    real = transfer_module.train
-    monkeypatch.setattr(transfer_module, "train", lambda *a, **k: (calls.append(k["label"]), real(*a, **k))[1])
+    real = real_train_one()
+    monkeypatch.setattr(ticketx.train, "train", each_run(lambda run, *a: (calls.append(run.label), real(run, *a))[1]))
     spec = TransferSpec(target="digits[5-9]", all_rounds=True, seeds=[0, 1], baselines=["dense"],
                         train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
     result = transfer(digits_ticket, spec, tmp_path, device="cpu")

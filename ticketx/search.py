@@ -24,14 +24,15 @@ import torch
 from ticketx import masks as M
 from ticketx import criteria, distributed, store
 from ticketx import ticket as ticketfile
-from ticketx.data import ImageData, load_data, split_validation
+from ticketx.data import ImageData, load_data
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
 from ticketx.settings import SearchSpec, rewind_problem
 from ticketx.steps import to_iterations
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
-from ticketx.train import Steps, state_copy, train
+from ticketx.runs import ensure
+from ticketx.train import Recipe, Run, Start, Steps, state_copy
 from ticketx.ui import Reporter
 
 
@@ -55,16 +56,16 @@ class Search:
     device: torch.device
     reporter: Reporter
     data: ImageData
-    val: Any
+    recipe: Recipe
     model: torch.nn.Module
     names: list[str]  # prunable tensors
     head: str
     init_state: dict[str, torch.Tensor]
-    steps: Steps
     rewind_step: int
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if n in self.names}
+    @property
+    def steps(self) -> Steps:
+        return self.recipe.steps
 
     def round_mask(self, r: int, previous: M.Mask, final: dict[str, torch.Tensor], rewind: dict[str, torch.Tensor]) -> M.Mask:
         """Round r's mask: pruned from round r-1's mask by its trained weights (stored, so a rerun reuses it)."""
@@ -89,34 +90,29 @@ class Search:
         Round 0 trains the dense network from its initialisation and snapshots the rewind weights
         on the way; round r >= 1 restarts the survivors from the rewind weights at the rewind step.
         """
-        rdir = self.work / f"round_{r:02d}"
-        done = rdir / "result.pt"
-        if done.exists():
-            saved = store.load_torch(done, "round result")
-            if r == 0:
-                rewind = store.load_torch(self.work / "rewind.pt", "rewind weights")
-            assert rewind is not None
-            return saved["record"], saved["weights"], rewind
-        self.model.load_state_dict(self.init_state if r == 0 else rewind)
-        result = train(
-            self.model, self.data, self.spec.train, mask=mask if r > 0 else None, device=self.device,
-            data_seed=self.spec.seeds[1], start_step=0 if r == 0 else self.rewind_step,
-            snapshot_steps=(self.rewind_step,) if r == 0 else (), checkpoint=rdir / "checkpoint.pt",
-            checkpoint_key=self.key, val=self.val, reporter=self.reporter, label=f"round {r}/{self.spec.prune.rounds}",
+        start_state = self.init_state if r == 0 else rewind
+        assert start_state is not None
+
+        def start() -> Start:
+            self.model.load_state_dict(start_state)
+            return Start(self.model, mask if r > 0 else None)
+
+        run = Run(
+            key=self.key, start=start, folder=self.work / f"round_{r:02d}", label=f"round {r}/{self.spec.prune.rounds}",
+            start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1],
+            snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
+            info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
+                  "collapsed": M.collapsed(mask)},
         )
+        outcome = ensure([run], self.recipe, self.reporter, names=self.names)[0]
         if r == 0:
-            rewind = result.snapshots[self.rewind_step]
-            store.save_torch(self.work / "rewind.pt", rewind)
+            # Rounds written before results kept their snapshots have the rewind weights beside them.
+            rewind = outcome.snapshots.get(self.rewind_step)
+            if rewind is None:
+                rewind = store.load_torch(self.work / "rewind.pt", "rewind weights")
         assert rewind is not None
-        final = self.weights()
-        record = {
-            "round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
-            "collapsed": M.collapsed(mask), "test_acc": result.test_acc, "val_acc": result.val_acc,
-            "seconds": result.seconds, "steps": result.steps, "history": result.history,
-        }
-        store.save_torch(done, {"record": record, "weights": final})
-        store.remove_file(rdir / "checkpoint.pt")
-        return record, final, rewind
+        record = {k: v for k, v in outcome.record.items() if k != "key"}
+        return record, outcome.weights, rewind
 
     def meta(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """What the ticket file says about itself (ticket.META_KEYS lists what readers rely on)."""
@@ -162,18 +158,15 @@ def _already_done(out: Path, key: str, work: Path, force: bool, reporter: Report
 def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any) -> Search:
     """Load the data and build the network at its initialisation (seeded); check the rewind step."""
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
-    init_seed, data_seed = spec.seeds
-    val = None
-    if spec.train.val_split > 0:
-        data, val = split_validation(data, spec.train.val_split, data_seed)
+    init_seed, _ = spec.seeds
     runtime.seed_weights(init_seed)
     model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
-    steps = Steps.of(spec.train, len(data.train_y))
-    problem = rewind_problem(spec.prune.rewind, spec.train.length, steps.iterations_per_epoch)
+    recipe = Recipe.of(data, spec.train, device)
+    problem = rewind_problem(spec.prune.rewind, spec.train.length, recipe.steps.iterations_per_epoch)
     if problem:
         raise UsageError(problem)
-    return Search(spec, key, work, device, reporter, data, val, model, prunable_names(model), head_name(model),
-                  state_copy(model), steps, to_iterations(spec.prune.rewind, steps.iterations_per_epoch))
+    return Search(spec, key, work, device, reporter, data, recipe, model, prunable_names(model), head_name(model),
+                  state_copy(model), to_iterations(spec.prune.rewind, recipe.steps.iterations_per_epoch))
 
 
 def find(

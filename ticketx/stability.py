@@ -23,12 +23,14 @@ batches; the result records which was done, and `bn_reset=False` evaluates as is
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ticketx import masks as M
+from ticketx import store
 from ticketx.errors import UsageError
 from ticketx.runtime import evaluation_subset
 
@@ -139,17 +141,20 @@ def stability(
     bn_reset_batches: int = BN_RESET_BATCHES,
     train_eval_samples: int | None = None,
     reporter: Any = None,
+    work: Any = None,
 ) -> dict[str, Any]:
     """Instability analysis of one round of a ticket on `data` (an ImageData with the ticket's classes).
 
     Trains two copies from the rewind point with data seeds `seeds` (train_spec: None = the
     ticket's own recipe), then measures train and test error at `points` alphas between them.
     `train_eval_samples` limits the train-error evaluation to a fixed random subset (None = all).
+    `work`: a folder where the copies keep their checkpoints and results (resumable), or None.
     """
     from ticketx.data import Batches
     from ticketx.models import build_model
+    from ticketx.runs import ensure
     from ticketx.settings import TrainSpec
-    from ticketx.train import eval_batch_size, state_copy, train
+    from ticketx.train import Recipe, Run, Start, eval_batch_size
 
     meta = ticket.meta
     a_seed, b_seed = seeds
@@ -161,15 +166,25 @@ def stability(
     mask = ticket.mask(round)
     rewind_step = int(meta["rewind_step"])
     dev = torch.device(device)
+
+    def copy() -> Start:
+        net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+        net.load_state_dict(ticket.rewind)
+        return Start(net, mask)
+
+    # Both copies hold out the validation split the ticket's search held out (its data seed), so
+    # neither trains on images its recipe kept for validation.
+    key = store.fingerprint({"stability": meta.get("fingerprint"), "round": round, "train": spec.model_dump()})
+    runs = [Run(key=f"{key}-{s}", start=copy, folder=None if work is None else Path(work) / f"copy-{i + 1}",
+                label=f"stability copy {i + 1}/2 (data seed {s})", start_step=rewind_step, data_seed=s,
+                split_seed=int(meta.get("data_seed", 0)), experiment="stability", keep_weights=True,
+                info={"copy": i + 1, "data_seed": s})
+            for i, s in enumerate((a_seed, b_seed))]
+    names = list(ticket.rewind)  # every tensor of the state: the path interpolates the whole network
+    outcomes = ensure(runs, Recipe.of(data, spec, dev), reporter, names=names)
+    ends = [o.weights for o in outcomes]
+    accs = [o.record["test_acc"] for o in outcomes]
     model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
-    ends = []
-    accs = []
-    for i, s in enumerate((a_seed, b_seed)):
-        model.load_state_dict(ticket.rewind)
-        res = train(model, data, spec, mask=mask, device=dev, data_seed=s, start_step=rewind_step,
-                    reporter=reporter, label=f"stability copy {i + 1}/2 (data seed {s})")
-        ends.append(state_copy(model))
-        accs.append(res.test_acc)
     model.to(dev)
     use_bn = has_batch_norm(model) if bn_reset is None else bool(bn_reset and has_batch_norm(model))
     ebs = eval_batch_size(dev, tuple(data.test_x.shape))

@@ -207,7 +207,9 @@ class TrainResult:
     seconds: float
     steps: int
     images_per_second: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None  # the trained network (in place: the run's own model)
+    mask: Mapping[str, torch.Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # the run's Start.info
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -519,64 +521,134 @@ def run_epochs(stepper: Stepper, steps: Steps, batches: "Batches", state: TrainS
             hook.after_epoch(state)
 
 
-def train(
-    model: nn.Module,
-    data: "ImageData",
-    spec: TrainSpec,
-    *,
-    mask: Mapping[str, torch.Tensor] | None = None,
-    device: torch.device | str = "cpu",
-    data_seed: int = 0,
-    start_step: int = 0,
-    snapshot_steps: Sequence[int] = (),
-    checkpoint: Path | None = None,
-    checkpoint_key: str = "",
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
-    reporter: Any = None,
-    label: str = "train",
-    channels_last: bool | None = None,
-    compile: bool | None = None,
-) -> TrainResult:
-    """Train `model` (in place) from absolute step `start_step` to the end of `spec.length`.
+@dataclass
+class Start:
+    """A run's network before its first step: the model with its weights set, and the mask to enforce."""
+
+    model: nn.Module
+    mask: Mapping[str, torch.Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # what is known once it is built (its density, ...)
+
+
+@dataclass
+class Run:
+    """One network to train: what it starts from, where in the schedule, with which data seed, where it lives.
+
+    `start` builds the network only when the run is trained (a finished run is never built).
+    The run's checkpoint lives in `folder` (None: nothing is written; the run is not resumable);
+    `key` names the configuration a checkpoint or a stored result belongs to.
+    """
+
+    key: str
+    start: Callable[[], Start]
+    folder: Path | None = None
+    label: str = "train"
+    start_step: int = 0  # absolute step: the rewind point of a retrained ticket, else 0
+    data_seed: int = 0  # data order, augmentation and dropout
+    split_seed: int | None = None  # the validation split's seed (the recipe's val_split); None: data_seed
+    snapshot_steps: tuple[int, ...] = ()  # absolute steps whose weights are returned (the rewind point)
+    experiment: str = ""  # what it belongs to (search, transfer, stability): for logs and counts
+    info: dict[str, Any] = field(default_factory=dict)  # the record's fields known before training
+    keep_weights: bool = False  # store the final weights and snapshots with the result (a search needs them)
+
+    @classmethod
+    def of(cls, model: nn.Module, mask: Mapping[str, torch.Tensor] | None = None, **fields: Any) -> "Run":
+        """A run of an already built network (no checkpoint unless `folder` is given)."""
+        return cls(key=fields.pop("key", ""), start=lambda: Start(model, mask), **fields)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return None if self.folder is None else self.folder / "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What every run handed to the trainer together shares: the data set, the settings, the steps, the device.
+
+    `steps` is computed once from the number of training images after the validation split
+    (the same for every split seed), so the experiment that built the recipe and the trainer
+    agree on the rewind step and the end of training.
+    """
+
+    data: "ImageData"
+    spec: TrainSpec
+    steps: Steps
+    device: torch.device
+    channels_last: bool | None = None  # as in `prepare`
+    compile: bool | None = None
+
+    @classmethod
+    def of(cls, data: "ImageData", spec: TrainSpec, device: torch.device | str = "cpu", **options: Any) -> "Recipe":
+        from ticketx.data import held_out_count
+
+        n = len(data.train_y) - (held_out_count(data.train_y, spec.val_split) if spec.val_split > 0 else 0)
+        return cls(data, spec, Steps.of(spec, n), torch.device(device), **options)
+
+
+def train(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
+          done: Callable[[Run, TrainResult], None] | None = None) -> list[TrainResult]:
+    """Train every run of `runs` (they share `recipe`), one after another; a result per run, in order.
+
+    `done(run, result)` is called as soon as a run has finished, so its result can be recorded
+    before the next one starts (an interruption then loses only the run in progress). Runs that
+    share a recipe are what a cohort trainer can train together; this trainer is the one-network
+    path every other one must agree with.
+    """
+    results = []
+    for run in runs:
+        results.append(_train_one(run, recipe, reporter))
+        if done is not None:
+            done(run, results[-1])
+    return results
+
+
+def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
+    """Train one run (in place) from absolute step `run.start_step` to the end of the recipe's length.
 
     The learning-rate schedule is indexed by the absolute step, so a rewound network retrained
     from step k sees the same schedule as the original run from step k onwards (open_lth).
-    `snapshot_steps` are absolute steps whose weights are returned (the rewind point).
-    With `checkpoint`, state is saved atomically at every epoch end and restored on start.
-    `channels_last` and `compile` as in `prepare`. CPU runs pick their thread count with
-    `ticketx.threads.training_threads`.
+    With a folder, state is saved atomically at every epoch end and restored on start. CPU runs
+    pick their thread count with `ticketx.threads.training_threads`.
 
     Under DDP (ticketx.distributed) every rank calls this with the same arguments: each trains on
     its shard of every global batch of `spec.batch_size`, with the same schedule and number of
     steps as one process; only rank 0 reports progress and writes the checkpoint.
     """
+    from ticketx.data import split_validation
     from ticketx.ui import Reporter
 
+    spec, device, steps = recipe.spec, recipe.device, recipe.steps
     reporter = reporter if reporter is not None and distributed.is_main() else Reporter()
-    steps = Steps.of(spec, len(data.train_y))
+    data, val = recipe.data, None
+    if spec.val_split > 0:  # held out of the training set; the test set chooses nothing
+        data, val = split_validation(data, spec.val_split, run.data_seed if run.split_seed is None else run.split_seed)
+    start = run.start()
+    model, mask = start.model, start.mask
     batch = max(1, min(spec.batch_size, len(data.train_y)))
     distributed.check_batch_size(batch)
     threads = training_threads(model, tuple(data.train_x.shape[1:]), batch // distributed.world_size(), device)
-    if start_step >= steps.total:
-        raise UsageError(f"the rewind point (step {start_step}) is not before the end of training ({steps.total} steps)")
+    if run.start_step >= steps.total:
+        raise UsageError(f"the rewind point (step {run.start_step}) is not before the end of training ({steps.total} steps)")
     sync_bn = distributed.sync_bn_wanted()
-    if sync_bn and torch.device(device).type == "cpu":
+    if sync_bn and device.type == "cpu":
         raise UsageError("TICKETX_SYNC_BN=1 needs GPUs: PyTorch's SyncBatchNorm has no CPU kernel")
     with cpu_threads(threads), distributed.sync_batchnorm(model, sync_bn):
-        setup = prepare(model, spec, mask=mask, device=device, channels_last=channels_last, compile=compile)
+        setup = prepare(model, spec, mask=mask, device=device, channels_last=recipe.channels_last, compile=recipe.compile)
         batches = make_batches(data, spec.batch_size, setup, val)
-        state = TrainState(model, setup.optimizer, setup.stepper.scaler, start_step, start_step, RunningLoss(setup.device))
-        if start_step in snapshot_steps:
-            state.snapshots[start_step] = state_copy(model)
-        if checkpoint is not None and state.load(checkpoint, checkpoint_key):
-            reporter.log(f"[dim]{label}: resumed from checkpoint at step {state.step}/{steps.total}[/]")
-        task = reporter.start(label, steps.total)
+        state = TrainState(model, setup.optimizer, setup.stepper.scaler, run.start_step, run.start_step,
+                           RunningLoss(setup.device))
+        if run.start_step in run.snapshot_steps:
+            state.snapshots[run.start_step] = state_copy(model)
+        checkpoint = run.checkpoint
+        if checkpoint is not None and state.load(checkpoint, run.key):
+            reporter.log(f"[dim]{run.label}: resumed from checkpoint at step {state.step}/{steps.total}[/]")
+        task = reporter.start(run.label, steps.total)
         reporter.update(task, state.step)
-        hooks: list[Hook] = [LogHook(reporter, task, label, steps), SnapshotHook(snapshot_steps),
+        hooks: list[Hook] = [LogHook(reporter, task, run.label, steps), SnapshotHook(run.snapshot_steps),
                              EvalHook(batches, steps, spec.precision, reporter, task)]
         if checkpoint is not None:
-            hooks.append(CheckpointHook(checkpoint, checkpoint_key, steps.total))
-        run_epochs(setup.stepper, steps, batches.train, state, hooks, data_seed)
+            hooks.append(CheckpointHook(checkpoint, run.key, steps.total))
+        run_epochs(setup.stepper, steps, batches.train, state, hooks, run.data_seed)
         seconds = state.seconds()
         reporter.finish(task)
         if setup.channels_last:
@@ -584,6 +656,7 @@ def train(
     final = state.history[-1]
     return TrainResult(
         test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=state.history, snapshots=state.snapshots,
-        seconds=seconds, steps=state.step - start_step,
-        images_per_second=state.images / max(1e-9, time.perf_counter() - state.started),
+        seconds=seconds, steps=state.step - run.start_step,
+        images_per_second=state.images / max(1e-9, time.perf_counter() - state.started), model=model,
+        mask=mask, info=start.info,
     )

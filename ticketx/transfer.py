@@ -18,13 +18,14 @@ import torch
 from ticketx import masks as M
 from ticketx import distributed, store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
-from ticketx.data import ImageData, load_data, split_validation
+from ticketx.data import ImageData, load_data
 from ticketx.settings.transfer import TransferPlan, check_head
 from ticketx.stats import MATCH_TOLERANCE, interval, paired, resolution, verdict
 from ticketx.ticket import Ticket
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
-from ticketx.train import train
+from ticketx.runs import ensure
+from ticketx.train import Recipe, Run, Start
 from ticketx.ui import Reporter
 
 
@@ -52,28 +53,25 @@ def transfer(
     arms: list[tuple[str, Baseline]] = [("ticket", TICKET), *[(b, BASELINES[b]) for b in spec.baselines]]
     if plan.own is not None:
         arms.append(("own-ticket", TICKET))
-    total = len(spec.seeds) * sum(len(plan.rounds) if kind.per_round else 1 for _, kind in arms)
-    runs: list[dict[str, Any]] = []
-    once: dict[tuple[str, int], dict[str, Any]] = {}  # arms that do not depend on the round, by (arm, seed)
+    recipe = Recipe.of(data, plan.train, dev)
+    runs_root = Path(runs_dir) if runs_dir is not None else out / "runs"
+    # Which network each (arm, ticket round, seed) is: a round-independent arm (dense: the rewind
+    # weights, no mask) is trained once per seed, at the first round and with its data order, and
+    # paired with every round.
+    at = {(name, r, seed): (r if baseline.per_round else plan.rounds[0])
+          for r in plan.rounds for name, baseline in arms for seed in spec.seeds}
+    todo = list(dict.fromkeys((name, a, seed) for (name, _, seed), a in at.items()))
+    outcomes: dict[tuple[str, int, int], dict[str, Any]] = {}
     for r in plan.rounds:
-        for name, kind in arms:
-            # A round-independent arm (dense: the rewind weights, no mask) is trained once per seed,
-            # at the first round and with its data order, and paired with every round.
-            at = r if kind.per_round else plan.rounds[0]
-            source, src_round = (plan.own, plan.own_rounds[at]) if name == "own-ticket" else (ticket, at)
-            assert source is not None
-            for seed in spec.seeds:
-                if (name, seed) in once:
-                    record = once[name, seed]
-                else:
-                    record = run_one(
-                        name=name, kind=kind, ticket=source, round_=src_round, pair_round=at, data=data, plan=plan,
-                        seed=seed, out=out, device=dev, reporter=reporter, index=len(runs) + 1, total=total,
-                        runs_dir=Path(runs_dir) if runs_dir is not None else None,
-                    )
-                    if not kind.per_round:
-                        once[name, seed] = record
-                runs.append({**record, "for_round": r})  # the ticket's round this network is compared at
+        for seed in spec.seeds:
+            # One call to the trainer per round and seed: every arm compared there, one data order.
+            group = [(name, baseline) for name, baseline in arms if (name, r, seed) in todo and (name, r, seed) not in outcomes]
+            runs = [arm_run(name=name, baseline=baseline, plan=plan, data=data, round_=r, seed=seed, runs_root=runs_root,
+                            index=todo.index((name, r, seed)) + 1, total=len(todo)) for name, baseline in group]
+            for (name, _), outcome in zip(group, ensure(runs, recipe, reporter)):
+                outcomes[name, r, seed] = outcome.record
+    runs_out = [{**outcomes[name, at[name, r, seed], seed], "for_round": r}  # the ticket's round it is compared at
+                for r in plan.rounds for name, _ in arms for seed in spec.seeds]
     result = {
         "kind": "transfer",
         "ticket": str(plan.ticket_path),
@@ -87,8 +85,8 @@ def transfer(
         "test_images": int(len(data.test_y)),
         "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
         "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
-        "runs": runs,
-        "summary": summarise(runs),
+        "runs": runs_out,
+        "summary": summarise(runs_out),
         "overlap": own_overlap(plan),
         "versions": store.versions(),
         "device": distributed.describe(dev),
@@ -147,46 +145,37 @@ def own_overlap(plan: TransferPlan) -> list[dict[str, Any]]:
     return out
 
 
-def run_one(
-    *, name: str, kind: Baseline, ticket: Ticket, round_: int, pair_round: int, data: ImageData, plan: TransferPlan, seed: int,
-    out: Path, device: torch.device, reporter: Reporter, index: int = 1, total: int = 1, runs_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Train one network on the target (or return its stored result).
+def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageData, round_: int, seed: int,
+            runs_root: Path, index: int = 1, total: int = 1) -> Run:
+    """One arm's network on the target, as a run: built (from the ticket or the own ticket) only when it trains.
 
-    Every arm compared at the ticket's round `pair_round` trains with the same data order
-    (seed, pair_round), so a paired difference removes the data order's share of the noise.
+    Every arm compared at the ticket's round `round_` trains with the same data order
+    (seed, round_), so a paired difference removes the data order's share of the noise.
     """
     spec, tspec = plan.spec, plan.train
+    own = name == "own-ticket"
+    ticket = plan.own if own else plan.ticket
+    assert ticket is not None
+    src_round = plan.own_rounds[round_] if own else round_
     key_obj = {
-        "protocol": PROTOCOL, "ticket": ticket.meta.get("fingerprint"), "round": round_, "kind": kind.name,
-        "target": data.name, "seed": seed, "pair_round": pair_round,
+        "protocol": PROTOCOL, "ticket": ticket.meta.get("fingerprint"), "round": src_round, "kind": baseline.name,
+        "target": data.name, "seed": seed, "pair_round": round_,
         "train": tspec.model_dump(), "head": spec.head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
     }
     key = store.fingerprint(key_obj)
-    run_dir = (runs_dir or out / "runs") / f"{name}-r{round_:02d}-s{seed}-{key}"
-    done = run_dir / "result.json"
-    if done.exists():
-        saved = store.read_json(done)
-        if saved.get("key") == key:
-            return saved
-    prep = Arm(ticket, round_, data.num_classes, seed, head=spec.head, head_dense=spec.head_dense).build(kind)
-    val = None
-    if tspec.val_split > 0:  # held out of the target's train set; the test set chooses nothing
-        data, val = split_validation(data, tspec.val_split, seed)
-    density = M.density(prep.mask) if prep.mask is not None else 1.0
-    result = train(
-        prep.model, data, tspec, mask=prep.mask, device=device, data_seed=runtime.transfer_data_seed(seed, pair_round),
-        checkpoint=run_dir / "checkpoint.pt", checkpoint_key=key, reporter=reporter, val=val,
-        label=f"[{index}/{total}] {name} r{round_} s{seed}",
+
+    def start() -> Start:
+        prep = Arm(ticket, src_round, data.num_classes, seed, head=spec.head, head_dense=spec.head_dense).build(baseline)
+        mask = prep.mask
+        return Start(prep.model, mask, {
+            "density": M.density(mask) if mask is not None else 1.0,
+            "layer_density": M.layer_densities(mask) if mask is not None else {}, "head_reset": prep.head_reset})
+
+    return Run(
+        key=key, start=start, folder=runs_root / f"{name}-r{src_round:02d}-s{seed}-{key}",
+        label=f"[{index}/{total}] {name} r{src_round} s{seed}", data_seed=runtime.transfer_data_seed(seed, round_),
+        split_seed=seed, experiment="transfer",
+        info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
+              "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],
+              "target": data.name, "optimizer": tspec.optimizer, "config": key_obj},
     )
-    record = {
-        "key": key, "label": name, "kind": kind.name, "round": round_, "seed": seed, "density": density,
-        "layer_density": M.layer_densities(prep.mask) if prep.mask is not None else {},
-        "head_reset": prep.head_reset, "test_acc": result.test_acc, "val_acc": result.val_acc,
-        "seconds": result.seconds, "steps": result.steps, "history": result.history,
-        "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],
-        "target": data.name, "optimizer": tspec.optimizer, "config": key_obj,
-    }
-    store.write_json(done, record)
-    store.remove_file(run_dir / "checkpoint.pt")
-    return record

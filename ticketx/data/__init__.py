@@ -24,7 +24,7 @@ from ticketx.data.batches import Batches, random_crop
 from ticketx.data.images import ImageData, load_data
 from ticketx.data.names import DataSpec, parse_data
 from ticketx.data.registry import DATASETS, DatasetInfo, data_root, dataset_rows, register
-from ticketx.data.split import split_validation
+from ticketx.data.split import held_out_count, split_validation
 
 # Each source family registers its sets on import; this order is the order `ticketx datasets` lists.
 from ticketx.data import digits, torchvision_sets, places  # noqa: E402,F401  isort: skip
@@ -41,5 +41,6 @@ __all__ = [
     "parse_data",
     "random_crop",
     "register",
+    "held_out_count",
     "split_validation",
 ]

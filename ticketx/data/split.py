@@ -13,30 +13,39 @@ from ticketx.errors import UsageError
 from ticketx.runtime import validation_split
 
 
-def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held out), both sorted; `fraction` of every class held out.
-
-    The total held out is round(fraction * N), shared among classes by largest remainder, so
-    per-class rounding never drifts the total; a class always keeps at least one sample.
-    """
+def _held_per_class(y: torch.Tensor, fraction: float) -> tuple[torch.Tensor, list[int], list[int]]:
+    """(labels, their counts, how many of each to hold out): round(fraction * N) in all, shared among
+    classes by largest remainder, so per-class rounding never drifts the total; a class always keeps
+    at least one sample."""
     y = y.long()
-    n = len(y)
     labels, counts = torch.unique(y, sorted=True, return_counts=True)
     exact = [fraction * int(c) for c in counts]
     take = [math.floor(e) for e in exact]
-    extra = round(fraction * n) - sum(take)
+    extra = round(fraction * len(y)) - sum(take)
     # Largest fractional part first; ties by class order, so the result is deterministic.
     order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - take[i]), i))
     for i in order[: max(0, extra)]:
         take[i] += 1
+    sizes = counts.tolist()
+    return labels, sizes, [min(k, c - 1) for k, c in zip(take, sizes)]
+
+
+def held_out_count(y: torch.Tensor, fraction: float) -> int:
+    """How many images `stratified_split(y, fraction, seed)` holds out, whatever the seed."""
+    return sum(_held_per_class(y, fraction)[2]) if fraction > 0 else 0
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out), both sorted; `fraction` of every class held out (`_held_per_class`)."""
+    y = y.long()
+    labels, counts, take = _held_per_class(y, fraction)
     g = validation_split(seed)
     held = []
-    for label, count, k in zip(labels.tolist(), counts.tolist(), take):
-        k = min(k, count - 1)
+    for label, k in zip(labels.tolist(), take):
         idx = (y == label).nonzero().squeeze(1)
         held.append(idx[torch.randperm(len(idx), generator=g)[:k]])
     held_idx = torch.sort(torch.cat(held)).values if held else torch.zeros(0, dtype=torch.long)
-    keep = torch.ones(n, dtype=torch.bool)
+    keep = torch.ones(len(y), dtype=torch.bool)
     keep[held_idx] = False
     return keep.nonzero().squeeze(1), held_idx
 
