@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ticketx import study as S
-from ticketx.settings.study import Claim, parse_accuracy
+from ticketx.settings.study import parse_accuracy
+from ticketx.study.claims import Claim
 from ticketx.study.expect import CLAIMS, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,16 +30,16 @@ def _one_thread():
 
 
 def _claim(kind: str, threshold: float, arm: str | None = None) -> Claim:
-    return Claim("c", kind, arm, threshold, None, None, {"m": (("round", 1),)}, {"m": {("round", 1): 0.1}}, "s.yaml:3")
+    return Claim("c", kind, arm, threshold, {}, frozenset({("cell", 1)}), (0.1,), "s.yaml:3")
 
 
 def _row(diffs: list[float], arm: str = "random-mask") -> dict:
-    """A paired-summary row from per-seed differences ticket - arm, as results.paired_summary writes it."""
+    """A paired-summary row from per-seed differences ticket - control, as results.paired_summary writes it."""
     from ticketx.stats import interval
 
     d = interval(diffs)
     return {"model": "m", "source": "a", "search_optimizer": "adam", "target": "b", "transfer_optimizer": "adam",
-            "round": 1, "density": 0.1, "arm": arm, "n": d.n, "margin": d.mean, "margin_low": d.low, "margin_high": d.high}
+            "round": 1, "density": 0.1, "control": arm, "n": d.n, "margin": d.mean, "margin_low": d.low, "margin_high": d.high}
 
 
 # ---- each claim kind passes, fails and is inconclusive on hand-made results ---------------------
@@ -51,7 +52,7 @@ def test_beats_passes_above_the_margin_fails_below_and_is_inconclusive_across_it
     assert out.status == "fail" and out.n == 4 and out.measured.high < 0.40
     out = beats([_row([0.05, -0.02, 0.08, 0.01])], _claim("beats", 0.0))
     assert out.status == "inconclusive" and out.n_needed is not None and out.n_needed > 4
-    assert "n = " in out.message and "a -> b" in out.message
+    assert "n = " in out.message and "a (adam) -> b (adam)" in out.message
     # one pair has no interval: never a pass, however large the margin
     assert beats([_row([0.5])], _claim("beats", 0.0)).status == "inconclusive"
     # several comparisons: one failing one fails the claim, and it is the one reported
@@ -166,7 +167,7 @@ def test_ci_claims_hold_and_the_reports_name_each_claim(cli, ci_out, tmp_path):
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "0"
     assert [c.get("name") for c in suite.iter("testcase")] == ["searches-learn", "ticket-trains-like-dense"]
-    assert "ticket - arm" in suite.findall("testcase")[1].find("system-out").text
+    assert "ticket - control" in suite.findall("testcase")[1].find("system-out").text
     data = json.loads(js.read_text())
     assert data["exit_code"] == 0 and [c["status"] for c in data["claims"]] == ["pass", "pass"]
     assert data["claims"][1]["measured"]["n"] == 4 and data["claims"][1]["measured"]["low"] is not None

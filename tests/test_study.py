@@ -65,7 +65,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def _key(rows) -> set[tuple]:
     """What must match between two runs of the same study: which networks, and their accuracy."""
-    return {(r["run_id"], r["label"], str(r["round"]), str(r["seed"]), round(float(r["test_acc"]), 9)) for r in rows}
+    return {(r["run_id"], r["arm"], str(r["round"]), str(r["seed"]), round(float(r["test_acc"]), 9)) for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,10 @@ def test_ci_study_end_to_end_and_rerun_trains_nothing(cli, tmp_path, monkeypatch
     assert "complete" in stderr
 
     rows = _rows(out / "results.csv")
-    assert list(rows[0]) == S.COLUMNS
+    assert list(rows[0]) == S.columns()
     # 3 searches x 2 rounds; per transfer seed (4) and source: ticket + random-mask + dense; the own ticket once
     assert len(rows) == 6 + 4 * (2 * 3 + 1)
-    labels = [r["label"] for r in rows]
+    labels = [r["arm"] for r in rows]
     assert labels.count("search") == 6
     assert labels.count("ticket") == 8 and labels.count("own-ticket") == 4
     assert labels.count("random-mask") == 8 and labels.count("dense") == 8
@@ -120,23 +120,23 @@ def test_ci_study_end_to_end_and_rerun_trains_nothing(cli, tmp_path, monkeypatch
     for r in rows:
         assert 0.0 <= float(r["test_acc"]) <= 1.0
         assert "ticketx=" in r["versions"] and r["study"] == "ci"
-    ticket = next(r for r in rows if r["label"] == "ticket" and r["source"] == "digits[0-4]")
+    ticket = next(r for r in rows if r["arm"] == "ticket" and r["source"] == "digits[0-4]")
     assert (ticket["target"], ticket["source_classes"], ticket["target_classes"]) == ("digits[5-9]", "0-4", "5-9")
     assert (ticket["search_optimizer"], ticket["transfer_optimizer"], ticket["round"]) == ("adam", "adam", "1")
     assert abs(float(ticket["density"]) - 0.8) < 0.01
-    assert next(r for r in rows if r["label"] == "dense")["density"] == "1.0"
+    assert next(r for r in rows if r["arm"] == "dense")["density"] == "1.0"
 
     plots = sorted((out / "plots").glob("*.png"))
-    assert [p.name for p in plots] == ["accuracy-lenet-300-100-adam-digits5-9.png", "margins-lenet-300-100-adam-digits5-9.png"]
+    assert [p.name for p in plots] == ["accuracy-lenet-300-100-digits5-9-adam.png", "margins-lenet-300-100-digits5-9-adam.png"]
     summary = _rows(out / "summary.csv")
-    assert {(r["source"], r["arm"]) for r in summary} == {
+    assert {(r["source"], r["control"]) for r in summary} == {
         (s, a) for s in ("digits[0-4]", "digits[0-2]") for a in ("random-mask", "dense", "own-ticket")}
     for r in summary:  # each source's margin is over its own controls: mean of ticket - arm of the same cell
         diffs = []
-        for cell in {y["cell"] for y in rows if y["label"] == "ticket" and y["source"] == r["source"]}:
-            mine = {x["label"]: float(x["test_acc"]) for x in rows if x["cell"] == cell}
-            if r["arm"] in mine:
-                diffs.append(mine["ticket"] - mine[r["arm"]])
+        for cell in {y["cell"] for y in rows if y["arm"] == "ticket" and y["source"] == r["source"]}:
+            mine = {x["arm"]: float(x["test_acc"]) for x in rows if x["cell"] == cell}
+            if r["control"] in mine:
+                diffs.append(mine["ticket"] - mine[r["control"]])
         if diffs:
             assert int(r["n"]) == len(diffs) == 4
             assert float(r["margin"]) == pytest.approx(sum(diffs) / len(diffs))
@@ -243,7 +243,7 @@ def test_a_source_that_is_also_a_target_is_its_own_ticket(tmp_path, monkeypatch)
     # searches: digits[0-4], digits[5-9] (also the own ticket); transfers: one ticket each, nothing twice
     assert calls.calls == {"search": 4, "transfer": 2 * 4}  # 4 transfer seeds
     _, rows = S.collect(tmp_path / "out")
-    got = {(r["source"], r["label"]) for r in rows if r["kind"] == "transfer"}
+    got = {(r["source"], r["arm"]) for r in rows if r["kind"] == "transfer"}
     assert got == {("digits[0-4]", "ticket"), ("digits[5-9]", "own-ticket")}
 
 
@@ -275,13 +275,13 @@ targets: ["digits[5-9]", {data: digits, classes: [0, 1, 2, 3, 4]}]
     transfer = [c for c in cells if c.kind == "transfer"]
     # sources: digits[0-4] adam, digits[0-4] sgd, digits[5-9] (model default: adam); each target's
     # own tickets (adam, sgd) are the same configurations: 2 data sets x 2 optimizers in all.
-    assert {(c.info["data"], c.info["optimizer"]) for c in search} == {
+    assert {(c.info["source"], c.info["search_optimizer"]) for c in search} == {
         ("digits[0-4]", "adam"), ("digits[0-4]", "sgd"), ("digits[5-9]", "adam"), ("digits[5-9]", "sgd")}
     assert len(search) == 4
     assert cells[: len(search)] == search  # searches run first
     # tickets x transfer optimizers ('same' and sgd): adam/sgd 2 + sgd/sgd 1 + digits[5-9] adam/sgd 2
     assert len(transfer) == 5 * 2 * 2 * 2  # (ticket, transfer optimizer) x target x round x seed
-    tickets = {(c.info["data"], c.info["optimizer"]) for c in search if c.info["role"] == "source"}
+    tickets = {(c.info["source"], c.info["search_optimizer"]) for c in search if c.info["role"] == "source"}
     for c in transfer:
         # the own ticket is retrained next to each transferred one, unless it is itself a source:
         # then the cell transferring it to its own data set trains it, once

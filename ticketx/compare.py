@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ticketx.errors import UsageError
+from ticketx.ticket import match_round  # noqa: F401  (part of this module's API)
 
 Layer = dict[str, Any]
 
@@ -144,21 +145,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return cov / math.sqrt(vx * vy)
 
 
-def match_round(ticket: Any, density: float, tol: float = 0.01) -> int | None:
-    """The round of `ticket` whose density is within `tol` (relative) of `density`, else None.
-
-    Tickets are compared at matched densities only: overlap between a 10% and a 13% ticket
-    mostly measures the density difference. Of several matches, the closest wins.
-    """
-    rounds = ticket.rounds if hasattr(ticket, "rounds") else ticket["rounds"]
-    best = None
-    for r, rec in enumerate(rounds):
-        gap = abs(float(rec["density"]) - density)
-        if gap <= tol * density and (best is None or gap < best[0]):
-            best = (gap, r)
-    return None if best is None else best[1]
-
-
 def density_profile(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Per-layer density of a mask, in the mask's tensor order."""
     return {n: float(m.sum()) / max(1, m.numel()) for n, m in mask.items()}
@@ -185,7 +171,7 @@ def profile_plot(tickets: Mapping[str, Mapping[str, torch.Tensor]], path: Any) -
 
     from matplotlib.figure import Figure
 
-    from ticketx.report import _save
+    from ticketx.report import save_png
 
     labels = list(tickets)
     if not labels:
@@ -205,7 +191,7 @@ def profile_plot(tickets: Mapping[str, Mapping[str, torch.Tensor]], path: Any) -
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     path = Path(path)
-    _save(fig, path)
+    save_png(fig, path)
     return path
 
 

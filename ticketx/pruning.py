@@ -36,7 +36,7 @@ def prune_lowest(scores: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tens
     return keep
 
 
-def _groups(
+def groups(
     names: list[str], scope: str, head: str | None, head_rate: float | None, rate: float, keep_dense: set[str]
 ) -> list[tuple[list[str], float]]:
     """Pruning groups as (tensor names, rate). The head has its own group when it has its own rate."""
@@ -117,7 +117,7 @@ def _prune(
     if unknown:
         raise UsageError(f"--keep-dense names unknown tensors: {', '.join(unknown)} (prunable: {', '.join(names)})")
     new: Mask = {n: m.clone().cpu() for n, m in mask.items()}
-    for group, group_rate in _groups(names, scope, head, head_rate, rate, set(keep_dense)):
+    for group, group_rate in groups(names, scope, head, head_rate, rate, set(keep_dense)):
         keep = torch.cat([mask[n].reshape(-1).cpu() for n in group])
         scores = torch.cat([score(n) for n in group])
         keep = prune_lowest(scores, keep, num_to_prune(int(keep.sum()), group_rate))

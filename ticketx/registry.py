@@ -54,6 +54,9 @@ class Registry(Generic[E]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def values(self) -> list[E]:
+        return list(self._entries.values())
+
     def check(self, names: list[str]) -> list[str]:
         """The names, each checked (the first unknown one raises); duplicates dropped, order kept."""
         for n in names:

@@ -229,7 +229,7 @@ def path_plot(result: Mapping[str, Any], path: Any) -> Any:
 
     from matplotlib.figure import Figure
 
-    from ticketx.report import _save
+    from ticketx.report import save_png
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -244,7 +244,7 @@ def path_plot(result: Mapping[str, Any], path: Any) -> Any:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     path = Path(path)
-    _save(fig, path)
+    save_png(fig, path)
     return path
 
 

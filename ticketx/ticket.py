@@ -73,6 +73,21 @@ class Ticket:
         return min(range(len(self.rounds)), key=lambda r: (abs(self.rounds[r]["density"] - density), r))
 
 
+def match_round(ticket: Any, density: float, tol: float = 0.01) -> int | None:
+    """The round of `ticket` whose density is within `tol` (relative) of `density`, else None.
+
+    Tickets are compared at matched densities only: overlap between a 10% and a 13% ticket
+    mostly measures the density difference. Of several matches, the closest wins.
+    """
+    rounds = ticket.rounds if hasattr(ticket, "rounds") else ticket["rounds"]
+    best = None
+    for r, rec in enumerate(rounds):
+        gap = abs(float(rec["density"]) - density)
+        if gap <= tol * density and (best is None or gap < best[0]):
+            best = (gap, r)
+    return None if best is None else best[1]
+
+
 def encode(flat_masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
     """Nested bit-packing of shrinking flat masks: round r keeps bits only where round r-1 was kept."""
     if not flat_masks:

@@ -20,6 +20,38 @@ def as_list(v: Any) -> Any:
     return [v] if v is not None and not isinstance(v, (list, tuple)) else v
 
 
+def comma_list(v: Any) -> Any:
+    """`as_list`, and 'sgd, adam' (a comma list written as one string) -> ['sgd', 'adam']."""
+    if isinstance(v, str) and "," in v:
+        return [s.strip() for s in v.split(",") if s.strip()]
+    return as_list(v)
+
+
+def round_list(v: Any) -> Any:
+    """`rounds:` as written -> None, 'all' or a sorted list of distinct round numbers (>= 0)."""
+    if v is None or v == "all":
+        return v
+    v = as_list(v)
+    if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
+        raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
+    if not v:
+        raise ValueError("no cells: give at least one round (or 'all')")
+    if min(v) < 0:
+        raise ValueError(f"rounds are 0 (dense) or more, got {min(v)}")
+    return sorted(set(v))
+
+
+def nonempty(what: str) -> Any:
+    """A validator: a list that must not be empty ('no cells: give at least one source')."""
+
+    def check(v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError(f"no cells: give at least one {what}")
+        return v
+
+    return check
+
+
 def check_seeds(v: list[int]) -> list[int]:
     """Seeds are distinct non-negative integers, at least one (each seed is one paired sample)."""
     if not v:

@@ -1,8 +1,10 @@
-"""The study file: schema, line-numbered loading, names and per-phase settings (the resolve layer).
+"""The study file: its base schema, line-numbered parsing and per-phase settings (resolved settings).
 
-Validation happens before any training: schema (unknown keys with "did you mean", types, ranges),
-then names (models, data sets, class subsets) and cross-field checks. Every error is one line
-naming the file, the line and the key path: `studies/x.yaml:12: sources[0].optimzer: unknown key`.
+Every study has the keys below; the study axes (`ticketx.study.axes`) add theirs, and
+`assemble` builds the whole schema from both. Validation happens before any training: schema
+(unknown keys with "did you mean", types, ranges) here, then names and cross-field checks by the
+axes (`ticketx.study.load`). Every error is one line naming the file, the line and the key path:
+`studies/x.yaml:12: sources[0].optimzer: unknown key`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
-from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial
+from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial, round_list
 from ticketx.settings.train import (
     PruneSpec,
     TrainSpec,
@@ -25,9 +27,6 @@ from ticketx.settings.train import (
 )
 from ticketx.settings.transfer import default_baselines
 from ticketx.settings.yamlfile import Path_, compose, format_path, line_of, schema_error
-
-if TYPE_CHECKING:
-    from ticketx.study.cells import Cell
 
 # Blocks are TrainSpec / PruneSpec with every field optional (an override): the constraints
 # (ranges, literals, validators) are the very same ones the CLI enforces, written once.
@@ -51,71 +50,24 @@ class TrainBlock(TrainSettings):  # type: ignore[misc, valid-type]
 
 
 class SearchBlock(Strict):
-    """Ticket-search settings: training overrides, pruning, default seeds."""
+    """Ticket-search settings: training overrides and pruning (the search axes add their keys)."""
 
     train: TrainBlock = Field(default_factory=TrainBlock)
     prune: PruneSettings = Field(default_factory=PruneSettings)  # type: ignore[valid-type]
-    seeds: list[int] = Field(default_factory=lambda: [0])  # for sources that name none
-    # An axis: one ticket per criterion (Zhou et al. 2019), each transferred next to its own
-    # baselines and an own ticket found with the same criterion. None: prune.criterion.
-    criteria: Optional[list[str]] = None
-
-    @field_validator("seeds", "criteria", mode="before")
-    @classmethod
-    def _seed_list(cls, v: Any) -> Any:
-        return as_list(v)
-
-    @field_validator("criteria")
-    @classmethod
-    def _criteria(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from ticketx.criteria import CRITERIA
-
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("no cells: give at least one criterion")
-        try:
-            return CRITERIA.check(v)
-        except UsageError as err:
-            raise ValueError(str(err)) from None
-
-    @field_validator("seeds")
-    @classmethod
-    def _check_seeds(cls, v: list[int]) -> list[int]:
-        return check_seeds(v)
-
-
-def round_list(v: Any) -> Any:
-    """`rounds:` as written -> None, 'all' or a sorted list of distinct round numbers (>= 0)."""
-    if v is None or v == "all":
-        return v
-    v = as_list(v)
-    if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
-        raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
-    if not v:
-        raise ValueError("no cells: give at least one round (or 'all')")
-    if min(v) < 0:
-        raise ValueError(f"rounds are 0 (dense) or more, got {min(v)}")
-    return sorted(set(v))
 
 
 class TransferBlock(Strict):
-    """Transfer settings: what is retrained on each target, how, and against what."""
+    """Transfer settings: how tickets are retrained on each target and against what (the transfer axes
+    add their keys: optimizer, rounds or densities, seeds)."""
 
     train: TrainBlock = Field(default_factory=TrainBlock)
-    # 'same' retrains each ticket with the optimizer it was found with; a list crosses them
-    # (Morcos et al. 2019 sec. 4.3: tickets found with Adam trained with SGD and vice versa).
-    optimizer: list[Literal["same", "sgd", "adam"]] = Field(default_factory=lambda: ["same"])
-    rounds: Any = None  # 'all' (every pruned round), a round or a list of rounds
-    densities: Optional[list[float]] = None  # else: the round whose density is closest to each
-    seeds: list[int] = Field(default_factory=lambda: [0])
     baselines: list[str] = Field(default_factory=default_baselines)
     own_ticket: bool = True  # also find a ticket on each target and retrain it next to the others
     # The own ticket's search starts from an initialisation independent of the source ticket's
     # by default, so "the transferred ticket matches the own ticket" is not built in by shared
     # weights; 'shared' (same init, different data) is a legitimate design when asked for.
     own_ticket_init: Literal["independent", "shared"] = "independent"
-    # The output layer rule of spec.transfer.TransferSpec.head ('new' by default; 'keep' only
+    # The output layer rule of settings.transfer.TransferSpec.head ('new' by default; 'keep' only
     # when the ticket's class names are the target's). 'reset' is the old name of 'new'.
     head: Literal["new", "keep"] = "new"
     head_dense: bool = False
@@ -125,42 +77,12 @@ class TransferBlock(Strict):
     def _head(cls, v: Any) -> Any:
         return "new" if v == "reset" else v
 
-    @field_validator("optimizer", "seeds", "baselines", "densities", mode="before")
+    @field_validator("baselines", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:
-        if isinstance(v, str) and "," in v:  # 'sgd, adam'
+        if isinstance(v, str) and "," in v:  # 'random-mask, dense'
             return [s.strip() for s in v.split(",") if s.strip()]
         return as_list(v)
-
-    @field_validator("seeds")
-    @classmethod
-    def _check_seeds(cls, v: list[int]) -> list[int]:
-        return check_seeds(v)
-
-    @field_validator("train")
-    @classmethod
-    def _no_optimizer(cls, v: TrainBlock) -> TrainBlock:
-        # One place says how tickets are retrained, so that 'same' cannot be silently overridden.
-        if v.optimizer is not None or any(b is not None and b.optimizer is not None for b in (v.sgd, v.adam)):
-            raise ValueError("choose the transfer optimizer with transfer.optimizer (same, sgd, adam), not in transfer.train")
-        return v
-
-    @field_validator("rounds", mode="before")
-    @classmethod
-    def _rounds(cls, v: Any) -> Any:
-        return round_list(v)
-
-    @field_validator("densities")
-    @classmethod
-    def _densities(cls, v: Optional[list[float]]) -> Optional[list[float]]:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("no cells: give at least one density")
-        bad = [d for d in v if not 0 < d <= 1]
-        if bad:
-            raise ValueError(f"a density is the fraction of weights kept, in (0, 1]; got {bad[0]}")
-        return sorted(set(v), reverse=True)
 
     @field_validator("baselines")
     @classmethod
@@ -171,12 +93,6 @@ class TransferBlock(Strict):
             return BASELINES.check(v)
         except UsageError as err:
             raise ValueError(str(err)) from None
-
-    @model_validator(mode="after")
-    def _rounds_or_densities(self) -> "TransferBlock":
-        if self.rounds is not None and self.densities is not None:
-            raise ValueError("give either rounds or densities, not both")
-        return self
 
 
 class StabilityBlock(Strict):
@@ -201,7 +117,7 @@ class StabilityBlock(Strict):
     @field_validator("rounds", mode="before")
     @classmethod
     def _rounds(cls, v: Any) -> Any:
-        return round_list(v)  # the same forms and checks as transfer.rounds
+        return round_list(v)  # the same forms and checks as transfer.rounds (settings.base)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -255,20 +171,7 @@ class Target(Strict):
 
 
 class Source(Target):
-    """A data set to find tickets on, with its search optimizer(s) and seeds."""
-
-    optimizer: Optional[list[Literal["sgd", "adam"]]] = None  # None: the study's / model's
-    seeds: Optional[list[int]] = None  # None: search.seeds
-
-    @field_validator("optimizer", "seeds", mode="before")
-    @classmethod
-    def _lists(cls, v: Any) -> Any:
-        return as_list(v)
-
-    @field_validator("seeds")
-    @classmethod
-    def _check_seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
-        return None if v is None else check_seeds(v)
+    """A data set to find tickets on (the search axes add their per-source keys: optimizer, seeds)."""
 
 
 class LauncherBlock(Strict):
@@ -346,13 +249,24 @@ def parse_accuracy(v: Any) -> float:
 CLAIM_KINDS = ("beats", "matches", "search_accuracy")
 
 
+def claim_values(v: Any) -> Any:
+    """A claim's filter as written -> a list: 'digits[0-4]' is one data set, not a comma list."""
+    if isinstance(v, str) and "[" in v:
+        return [v]
+    return as_list(v)
+
+
+ClaimValues = Annotated[Optional[list[Any]], BeforeValidator(claim_values)]
+
+
 class ClaimSpec(Strict):
     """One expectation over the study's own results (`expect:`); judges results, never part of a cell's key.
 
     Exactly one of: `beats: ARM` (the lower end of the paired interval of ticket - ARM lies above
     `by`), `matches: ARM` (the interval lies within ±`within`), `search_accuracy: 0.8` (the
-    search's test accuracy at `rounds`, default 0, is at least this). `sources`, `targets`,
-    `rounds`, `min_density` and `max_density` select the comparisons (default: all of them).
+    search's test accuracy at `rounds`, default 0, is at least this). `rounds`, `min_density`,
+    `max_density` and the keys the study axes add (`sources`, `targets`, ...) select the
+    comparisons (default: all of them).
     """
 
     name: str
@@ -361,8 +275,6 @@ class ClaimSpec(Strict):
     search_accuracy: Optional[float] = None
     by: float = 0.0
     within: Optional[float] = None  # None: stats.MATCH_TOLERANCE (1 point)
-    sources: Optional[list[str]] = None
-    targets: Optional[list[str]] = None
     rounds: Optional[list[int]] = None
     min_density: Optional[float] = Field(None, gt=0, le=1)
     max_density: Optional[float] = Field(None, gt=0, le=1)
@@ -372,12 +284,10 @@ class ClaimSpec(Strict):
     def _accuracy(cls, v: Any) -> Any:
         return None if v is None else parse_accuracy(v)
 
-    @field_validator("sources", "targets", "rounds", mode="before")
+    @field_validator("rounds", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:
-        if isinstance(v, str) and "[" in v:  # 'digits[0-4]': one data set, not a comma list
-            return [v]
-        return as_list(v)
+        return claim_values(v)
 
     @field_validator("name")
     @classmethod
@@ -398,8 +308,6 @@ class ClaimSpec(Strict):
             raise ValueError("'within' (the tolerance) goes with 'matches'")
         if self.within is not None and self.within <= 0:
             raise ValueError(f"'within' is a positive tolerance, got {self.within:g}")
-        if kind == "search_accuracy" and self.targets is not None:
-            raise ValueError("a search has no target: select searches with 'sources' and 'rounds'")
         if self.min_density is not None and self.max_density is not None and self.min_density > self.max_density:
             raise ValueError(f"min_density {self.min_density:g} is above max_density {self.max_density:g}")
         return self
@@ -413,11 +321,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class StudySpec(Strict):
-    """A whole study file."""
+    """A whole study file: the keys every study has. `assemble` adds the study axes' keys (model,
+    sources, targets, search.seeds, transfer.optimizer, ...) and the blocks that hold them."""
 
     name: Optional[str] = None  # default: the file name without .yaml; names the output folder
     description: str = ""
-    model: list[str]  # one model or a list
     image_size: Optional[int] = Field(None, ge=4, le=1024)  # None: each model's native size
     channels: Optional[Literal[1, 3]] = None  # None: the data sets' own (3 if they differ)
     deterministic: bool = False
@@ -431,15 +339,8 @@ class StudySpec(Strict):
     search: SearchBlock = Field(default_factory=SearchBlock)
     transfer: TransferBlock = Field(default_factory=TransferBlock)
     stability: Optional[StabilityBlock] = None  # off when absent (`false` too)
-    sources: list[Source]
-    targets: list[Target]
     launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
     expect: list[ClaimSpec] = Field(default_factory=list)  # claims on the results (`study check`): not science
-
-    @field_validator("model", "sources", "targets", mode="before")
-    @classmethod
-    def _lists(cls, v: Any) -> Any:
-        return as_list(v)
 
     @field_validator("stability", mode="before")
     @classmethod
@@ -453,19 +354,48 @@ class StudySpec(Strict):
             raise ValueError(f"{v!r} is not a usable folder name: use letters, digits, '_', '-' and '.'")
         return v
 
-    @field_validator("model", "sources", "targets")
-    @classmethod
-    def _nonempty(cls, v: list[Any], info: Any) -> list[Any]:
-        if not v:
-            raise ValueError(f"no cells: give at least one {info.field_name.rstrip('s')}")
-        return v
-
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
             raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
         return v
+
+
+@dataclass(frozen=True)
+class OfBlocks:
+    """An annotation that names an extended block: `OfBlocks(lambda b: list[b["source"]])`."""
+
+    annotation: Callable[[dict[str, Any]], Any]
+
+
+# The blocks a study axis may add keys to, and the classes they extend.
+BLOCK_BASES: dict[str, type[Strict]] = {"search": SearchBlock, "transfer": TransferBlock, "source": Source}
+Fields = dict[str, tuple[Any, Any]]
+
+
+def assemble(fields: dict[str, Fields], claim_keys: list[str]) -> type[StudySpec]:
+    """The study file's schema: the base blocks extended with the axes' keys.
+
+    `fields[block]` maps a key to (annotation, default) for the blocks 'study', 'search',
+    'transfer' and 'source'; an annotation may be a function of the extended blocks (a key whose
+    items are sources: `lambda blocks: list[blocks['source']]`). `claim_keys` are the `expect:`
+    keys that select comparisons by an axis (`sources`, `targets`).
+    """
+    from pydantic import create_model
+
+    def resolve(spec: Fields, blocks: dict[str, Any]) -> dict[str, Any]:
+        return {k: (ann.annotation(blocks) if isinstance(ann, OfBlocks) else ann, default) for k, (ann, default) in spec.items()}
+
+    blocks: dict[str, Any] = {}
+    for name, base in BLOCK_BASES.items():
+        blocks[name] = create_model(base.__name__, __base__=base, **resolve(fields.get(name, {}), blocks))
+    claim = create_model("ClaimSpec", __base__=ClaimSpec, **{k: (ClaimValues, None) for k in claim_keys})
+    top = resolve(fields.get("study", {}), blocks)
+    top.update(search=(blocks["search"], Field(default_factory=blocks["search"])),
+               transfer=(blocks["transfer"], Field(default_factory=blocks["transfer"])),
+               expect=(list[claim], Field(default_factory=list)))  # type: ignore[valid-type]
+    return create_model("StudySpec", __base__=StudySpec, **top)
 
 
 @dataclass
@@ -476,11 +406,11 @@ class Study:
     file: str
     text: str
     lines: dict[Path_, int]
-    sources: list[str]  # canonical data set names, one per spec.sources item
-    targets: list[str]
-    channels: Optional[int]  # resolved: None = each data set's own
-    cells: list["Cell"] = field(default_factory=list)
-    claims: list["Claim"] = field(default_factory=list)  # `expect:`, resolved against the cells
+    channels: Optional[int]  # resolved: None = each data set's own (3 when they differ: the target axis)
+    sources: list[str] = field(default_factory=list)  # canonical data set names, one per spec.sources item
+    targets: list[str] = field(default_factory=list)
+    cells: list[Any] = field(default_factory=list)  # ticketx.study.cells: the grid, expanded by the study axes
+    claims: list[Any] = field(default_factory=list)  # ticketx.study.claims: `expect:`, resolved against the cells
 
     @property
     def name(self) -> str:
@@ -491,11 +421,9 @@ class Study:
         return UsageError(f"{self.file}:{line_of(self.lines, path)}: {format_path(path)}: {message}")
 
 
-def load_study(path: str | Path, text: Optional[str] = None) -> Study:
-    """Read and validate a study file; every problem is one UsageError naming file, line and key.
-
-    `text`: the file's contents as recorded (a study folder's study.json), instead of reading `path`.
-    """
+def parse_study(path: str | Path, schema: type[StudySpec], text: Optional[str] = None) -> Study:
+    """Read a study file and validate it against `schema` (`assemble`); every problem is one UsageError
+    naming file, line and key. `text`: the file's contents as recorded (a study folder's study.json)."""
     path = Path(path)
     file = str(path)
     if text is None:
@@ -516,25 +444,20 @@ def load_study(path: str | Path, text: Optional[str] = None) -> Study:
         bad = next(k for k in data if not isinstance(k, str))
         raise UsageError(f"{file}:{line_of(lines, (bad,))}: {bad!r}: keys must be names")
     try:
-        spec = StudySpec.model_validate(data)
+        spec = schema.model_validate(data)
     except ValidationError as err:
-        raise schema_error(err, file, lines, StudySpec) from None
+        raise schema_error(err, file, lines, schema) from None
     if spec.name is None:
         stem = path.name.rsplit(".", 1)[0]
         spec.name = stem if _NAME.match(stem) else "study"
     if spec.data_dir:
         d = Path(spec.data_dir).expanduser()
         spec.data_dir = str(d if d.is_absolute() else (path.parent / d))
-    study = Study(spec, file, text, lines, [], [], spec.channels)
-    _check_names(study)
-    from ticketx.study.cells import expand
-
-    study.cells = expand(study)  # resolves every configuration: errors surface here, before training
-    study.claims = resolve_claims(study)  # claims name only what the cells produce
-    return study
+    return Study(spec, file, text, lines, spec.channels)
 
 
-def _data_name(study: Study, path: Path_, item: Target) -> str:
+def data_name(study: Study, path: Path_, item: Target) -> str:
+    """The canonical name of a data set item of the study file (`digits[0-4]`), or a file:line error."""
     from ticketx.data import parse_data
 
     try:
@@ -551,25 +474,6 @@ def _data_name(study: Study, path: Path_, item: Target) -> str:
         return parse_data(f"{item.data}[{item.classes}]").name
     except UsageError as err:
         raise study.error(path + ("classes",), str(err)) from None
-
-
-def _check_names(study: Study) -> None:
-    from ticketx.data import DATASETS, parse_data
-    from ticketx.models import model_info
-
-    spec = study.spec
-    for i, m in enumerate(spec.model):
-        try:
-            model_info(m)
-        except UsageError as err:
-            raise study.error(("model", i) if len(spec.model) > 1 else ("model",), str(err)) from None
-    study.sources = [_data_name(study, ("sources", i), s) for i, s in enumerate(spec.sources)]
-    study.targets = [_data_name(study, ("targets", i), t) for i, t in enumerate(spec.targets)]
-    if spec.channels is None:
-        # A ticket's first layer is sized by its data set's channels: when the sets differ, use RGB
-        # everywhere (grayscale replicated), as Morcos et al. 2019 did for Fashion-MNIST.
-        known = {DATASETS[parse_data(n).base].channels for n in study.sources + study.targets if parse_data(n).base in DATASETS}
-        study.channels = 3 if len(known) > 1 else None
 
 
 def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -> TrainSpec:
@@ -614,182 +518,3 @@ def check_lengths(study: Study, model: str, train: TrainSpec, prune: PruneSpec) 
     problem = rewind_problem(prune.rewind, train.length)
     if problem:
         raise study.error(("search", "prune", "rewind"), f"{problem} for {model}")
-
-
-def own_init_seed(seed: int, init: str) -> Optional[int]:
-    """The own ticket's weight-initialisation seed: the source's for 'shared', else one derived from it."""
-    if init == "shared":
-        return None
-    from ticketx.runtime import own_ticket_init
-
-    return own_ticket_init(seed)
-
-
-# ---- expect: claims resolved against what the study produces ------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A validated claim: its kind, arm and threshold, and the comparisons it covers.
-
-    `points[model]` lists the (what, value) the claim covers: ('round', r) or ('density', d) as
-    the study's transfer cells are keyed; for `search_accuracy`, ('round', r) of the searches.
-    `densities[model]` maps each point to its density (for messages).
-    """
-
-    name: str
-    kind: str
-    arm: Optional[str]  # beats / matches: the baseline or 'own-ticket'
-    threshold: float  # beats: margin; matches: tolerance; search_accuracy: the least accuracy
-    sources: Optional[tuple[str, ...]]  # canonical data set names; None: every source
-    targets: Optional[tuple[str, ...]]
-    points: dict[str, tuple[tuple[str, Any], ...]]
-    densities: dict[str, dict[tuple[str, Any], float]]
-    where: str  # 'file:line' of the claim, for reports
-
-
-def round_densities(study: Study, model: str, prune: PruneSpec, data: str, target: Optional[str] = None) -> list[float]:
-    """The whole-network density of every round 0..rounds, before anything trains: of the search on
-    `data`, or (with `target`) of its transfer there, whose output layer is rebuilt for the
-    target's classes (dense with transfer.head_dense, else at the ticket's output-layer density).
-
-    Exact-k pruning removes round(rate x remaining) weights per group whatever the weights are,
-    so the counts follow from the tensor shapes alone (the model built on the meta device); a
-    global group's share of the output layer is taken as the group's. Falls back to the body's
-    (1 - rate)^r when the model cannot be built here (an image folder's classes are only known
-    once it is scanned).
-    """
-    from ticketx.pruning import _groups, num_to_prune
-
-    nominal = [(1 - prune.rate) ** r for r in range(prune.rounds + 1)]
-    shapes = _sizes(study, model, data)
-    out_head = _sizes(study, model, target) if target is not None else shapes
-    if shapes is None or out_head is None:
-        return nominal
-    sizes, names, head = shapes
-    new_head = out_head[0][head]
-    groups = _groups(names, prune.scope, head, prune.head_rate, prune.rate, set(prune.keep_dense or ()))
-    remaining = [sum(sizes[n] for n in g) for g, _ in groups]
-    grouped = {n for g, _ in groups for n in g}
-    fixed = sum(v for n, v in sizes.items() if n not in grouped and n != head)  # kept dense: never pruned
-    total = sum(sizes.values()) - sizes[head] + new_head
-    out = [1.0]
-    for _ in range(prune.rounds):
-        remaining = [left - num_to_prune(left, rate) for left, (_, rate) in zip(remaining, groups)]
-        kept = fixed
-        for (g, _), start, left in zip(groups, [sum(sizes[n] for n in g) for g, _ in groups], remaining):
-            frac = left / start if start else 1.0
-            body = sum(sizes[n] for n in g if n != head)
-            kept += frac * body
-            if head in g:
-                kept += new_head if (target is not None and study.spec.transfer.head_dense) else round(frac * new_head)
-        if head not in grouped:
-            kept += new_head
-        out.append(kept / total)
-    return out
-
-
-def _sizes(study: Study, model: str, data: str) -> Optional[tuple[dict[str, int], list[str], str]]:
-    """(prunable tensor sizes, their names, the output layer's name) of `model` built for `data`."""
-    import torch
-
-    from ticketx.data import DATASETS, parse_data
-    from ticketx.models import build_model, head_name, model_info, prunable_names
-
-    try:
-        d = parse_data(data)
-        info = model_info(model)
-        classes = len(d.classes) if d.classes is not None else DATASETS[d.base].num_classes
-        channels = study.channels or (DATASETS[d.base].channels if d.base in DATASETS else info.channels)
-        with torch.device("meta"):
-            net = build_model(model, classes, channels, study.spec.image_size or info.image_size)
-        names = prunable_names(net)
-        return {n: p.numel() for n, p in net.named_parameters() if n in names}, names, head_name(net)
-    except Exception:  # noqa: BLE001 - reported when the model is built for real
-        return None
-
-
-def _pick(study: Study, path: Path_, names: list[str], produced: list[str], what: str) -> tuple[str, ...]:
-    """Canonical names of `names`, each one the study produces (else a 'did you mean' error)."""
-    import difflib
-
-    from ticketx.data import parse_data
-
-    out = []
-    for j, name in enumerate(names):
-        try:
-            canon = parse_data(name).name
-        except UsageError:
-            canon = name
-        if canon not in produced:
-            close = difflib.get_close_matches(canon, produced, n=1, cutoff=0.5)
-            raise study.error(path + (j,), f"{name!r} is not a {what} of this study"
-                              + (f"; did you mean {close[0]!r}?" if close else "") + f" (its {what}s: {', '.join(produced)})")
-        out.append(canon)
-    return tuple(dict.fromkeys(out))
-
-
-def resolve_claims(study: Study) -> list[Claim]:
-    """Each `expect:` item checked against the expanded cells: names, arms, rounds and densities it
-    refers to must be ones the study produces (an error before anything trains)."""
-    from ticketx.errors import did_you_mean
-    from ticketx.stats import MATCH_TOLERANCE
-    from ticketx.study.cells import _points
-
-    spec = study.spec
-    claims: list[Claim] = []
-    seen: dict[str, int] = {}
-    arms = [*spec.transfer.baselines, *(["own-ticket"] if spec.transfer.own_ticket else [])]
-    for i, c in enumerate(spec.expect):
-        at = ("expect", i)
-        if c.name in seen:
-            raise study.error(at + ("name",), f"claim name {c.name!r} is used twice (also expect[{seen[c.name]}]); names identify claims in reports")
-        seen[c.name] = i
-        kind = c.kind
-        arm = getattr(c, kind) if kind in ("beats", "matches") else None
-        if arm is not None and arm not in arms:
-            from ticketx.baselines import BASELINES
-
-            if arm in BASELINES or arm == "own-ticket":
-                why = "transfer.own_ticket is false" if arm == "own-ticket" else "it is not in transfer.baselines"
-                raise study.error(at + (kind,), f"the study does not train {arm!r} ({why}; it trains: {', '.join(arms)})")
-            raise study.error(at + (kind,), did_you_mean(arm, arms, "arm").replace("choose from", "the study trains"))
-        sources = _pick(study, at + ("sources",), c.sources, study.sources, "source") if c.sources is not None else None
-        targets = _pick(study, at + ("targets",), c.targets, study.targets, "target") if c.targets is not None else None
-        points: dict[str, tuple[tuple[str, Any], ...]] = {}
-        densities: dict[str, dict[tuple[str, Any], float]] = {}
-        for model in spec.model:
-            prune = prune_spec(study, model)
-            data = (sources or tuple(study.sources))[0]
-            target = None if kind == "search_accuracy" else (targets or tuple(study.targets))[0]
-            dens = round_densities(study, model, prune, data, target)
-            if kind == "search_accuracy":
-                avail = [("round", r) for r in range(prune.rounds + 1)]
-                wanted = c.rounds if c.rounds is not None else ([0] if c.min_density is None and c.max_density is None else None)
-            else:
-                avail = _points(study, model, prune)
-                wanted = c.rounds
-            density = {p: (p[1] if p[0] == "density" else dens[p[1]]) for p in avail}
-            if wanted is not None:
-                if any(p[0] == "density" for p in avail):
-                    raise study.error(at + ("rounds",), "the study transfers at densities (transfer.densities): select with min_density / max_density")
-                have = [p[1] for p in avail]
-                missing = [r for r in wanted if r not in have]
-                if missing:
-                    raise study.error(at + ("rounds",), f"round {missing[0]} is not one the study "
-                                      f"{'searches' if kind == 'search_accuracy' else 'transfers'} (rounds: {', '.join(map(str, have))})")
-                avail = [p for p in avail if p[1] in wanted]
-            lo, hi = c.min_density, c.max_density
-            picked = [p for p in avail if (lo is None or density[p] >= lo * (1 - 1e-9)) and (hi is None or density[p] <= hi * (1 + 1e-9))]
-            if not picked:
-                bounds = " and ".join(x for x in (f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "") if x)
-                listed = ", ".join(f"{p[0]} {p[1]:g}: {density[p]:.4g}" for p in avail)
-                raise study.error(at + ("max_density" if hi is not None else "min_density",),
-                                  f"no density of the study is {bounds} for {model} ({listed})")
-            points[model] = tuple(picked)
-            densities[model] = {p: density[p] for p in picked}
-        threshold = (c.by if kind == "beats" else (c.within if c.within is not None else MATCH_TOLERANCE)
-                     if kind == "matches" else float(c.search_accuracy))  # type: ignore[arg-type]
-        claims.append(Claim(c.name, kind, arm, threshold, sources, targets, points, densities,
-                            f"{study.file}:{line_of(study.lines, at)}"))
-    return claims

@@ -136,7 +136,7 @@ DENSITY_TOLERANCE = 0.01  # relative: the own ticket is compared only at the tic
 
 def match_own_rounds(ticket: "Ticket", own: "Ticket", rounds: list[int]) -> dict[int, int]:
     """The own ticket's round at the density of each of the ticket's rounds (within 1%, relative)."""
-    from ticketx.compare import match_round
+    from ticketx.ticket import match_round
 
     out = {}
     for r in rounds:

@@ -1,21 +1,26 @@
-"""A study expanded into cells: one search cell per ticket to find, one transfer cell per
-(ticket, target, transfer optimizer, round or density, seed), and with `stability:` one stability
-cell per (source ticket, round). Typed, keyed by their configuration.
+"""A study expanded into cells: one search cell per ticket to find, one transfer cell per ticket and
+point of the transfer axes, and with `stability:` one stability cell per (source ticket, round).
+Typed, keyed by their configuration.
 
-Identical configurations collapse into one cell, and a network two cells have in common (the
-target's own ticket, retrained next to every source's ticket) is counted once.
+The grid is the product of the study axes (`ticketx.study.axes`), in their order: every value of
+the search axes gives a ticket (a search cell), and every value of the transfer axes a transfer
+of it. Identical configurations collapse into one cell, and a network two cells have in common
+(the target's own ticket, retrained next to every source's ticket) is counted once. Nothing here
+names an axis: each says where its value goes.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
+from ticketx import store
+from ticketx.baselines import BASELINES
 from ticketx.settings.search import SearchSpec
-from ticketx.settings.study import Study, check_lengths, own_init_seed, prune_spec, train_spec
-from ticketx.settings.train import PruneSpec, TrainSpec
+from ticketx.settings.study import Study
+from ticketx.settings.train import TrainSpec
 from ticketx.settings.transfer import TransferSpec
+from ticketx.study.axes import Axis, Draft, search_axes, transfer_axes, with_role
 
 
 @dataclass
@@ -28,7 +33,7 @@ class Cell:
     title: str  # for humans
     short: str  # for the progress bar
     config: dict[str, Any]  # the full resolved configuration (what `key` is computed from)
-    info: dict[str, Any]  # model, data sets, optimizers, seeds, round/density: for results
+    info: dict[str, Any]  # the axes' values (results columns) and facts for reports
     networks: int  # networks this cell trains when nothing is done yet (shared ones once)
 
 
@@ -38,6 +43,7 @@ class SearchCell(Cell):
 
     kind: ClassVar[str] = "search"
     find: SearchSpec = None  # type: ignore[assignment]
+    draft: Optional[Draft] = field(default=None, repr=False, compare=False)  # how it was built (not recorded)
 
 
 @dataclass
@@ -63,125 +69,161 @@ class StabilityCell(Cell):
     source: str = ""  # search cell id of the ticket
 
 
-def slug(text: str) -> str:
-    """'digits[0-4]' -> 'digits0-4'; 'timm:resnet18' -> 'timm-resnet18' (readable folder names)."""
-    s = re.sub(r"[^A-Za-z0-9.-]+", "-", text.replace("[", "").replace("]", "")).strip("-")
-    return s[:40] or "x"
+def product(axes: list[Axis], draft: Draft) -> Iterator[Draft]:
+    """Every combination of the axes' values, each axis applied to a copy of `draft`, in axis order."""
+    if not axes:
+        yield draft
+        return
+    first, rest = axes[0], axes[1:]
+    for i, value in enumerate(first.values(draft)):
+        d = draft.copy()
+        d.values[first.name] = value
+        d.first[first.name] = i == 0
+        first.apply(value, d)
+        yield from product(rest, d)
 
 
-def _search_cell(study: Study, model: str, data: str, train: TrainSpec, prune: PruneSpec, seed: int, role: str,
-                 init_seed: Optional[int] = None) -> SearchCell:
-    from ticketx import store
-
-    spec = SearchSpec(data=data, model=model, image_size=study.spec.image_size, channels=study.channels, train=train,
-                    prune=prune, seed=seed, init_seed=init_seed, deterministic=study.spec.deterministic)
+def search_cell(draft: Draft) -> SearchCell:
+    """The search cell of a draft that every search axis has been applied to."""
+    study = draft.study
+    spec = SearchSpec(image_size=study.spec.image_size, channels=study.channels, deterministic=study.spec.deterministic,
+                      **draft.spec)
     config = {"kind": "search", "find": spec.science()}
     key = store.fingerprint(config)
-    crit = "" if prune.criterion == "magnitude" else f"-{slug(prune.criterion)}"
+    prune = spec.prune
     return SearchCell(
-        key=key, id=f"search-{slug(model)}-{slug(data)}-{train.optimizer}{crit}-s{seed}-{key}",
-        title=f"search {model} on {data} ({train.optimizer}, seed {seed})",
-        short=f"search {data} {train.optimizer} s{seed}", config=config,
-        info={"model": model, "data": data, "optimizer": train.optimizer, "seed": seed, "role": role,
-              "rounds": prune.rounds, "init_seed": spec.seeds[0], "criterion": prune.criterion},
-        networks=prune.rounds + 1, find=spec,
+        key=key, id="-".join(["search", *(part for _, part in draft.ids), key]),
+        title=" ".join(["search", *draft.titles]), short=" ".join(["search", *(p for _, p in draft.ids[1:])]),
+        config=config,
+        info={**draft.info, "role": draft.role, "rounds": prune.rounds, "init_seed": spec.seeds[0]},
+        networks=prune.rounds + 1, find=spec, draft=draft,
     )
 
 
-def _points(study: Study, model: str, prune: PruneSpec) -> list[tuple[str, Any]]:
-    """What to transfer: [('round', r), ...] or [('density', d), ...] (default: every pruned round)."""
-    tr = study.spec.transfer
-    if tr.densities is not None:
-        return [("density", d) for d in tr.densities]
-    if tr.rounds is None or tr.rounds == "all":
-        return [("round", r) for r in range(1, prune.rounds + 1)]
-    too_far = [r for r in tr.rounds if r > prune.rounds]
-    if too_far:
-        raise study.error(("transfer", "rounds"),
-                          f"round {too_far[0]} is past the last round of the search ({prune.rounds} rounds for {model})")
-    return [("round", r) for r in tr.rounds]
+def own_search(source: SearchCell, transfer: Draft) -> SearchCell:
+    """The target's own ticket for a transfer: the source ticket's search with each search axis at the
+    value its `own` gives (found on the target, with the transfer optimizer, ...)."""
+    assert source.draft is not None
+    draft = Draft(transfer.study, "own")
+    for a in search_axes():
+        value = a.own(source.draft.values[a.name], transfer)
+        draft.values[a.name] = value
+        a.apply(value, draft)
+    return search_cell(draft)
 
 
 def expand(study: Study) -> list[Cell]:
     """Every cell of the study, searches first, each once (identical configurations collapse)."""
-    from ticketx.baselines import BASELINES
-
-    spec = study.spec
-    tr = spec.transfer
+    tr = study.spec.transfer
     searches: dict[str, SearchCell] = {}
+    tickets: list[SearchCell] = []  # the source tickets, in study order
+    for d in product(search_axes(), Draft(study, "source")):
+        cell = search_cell(d)
+        if cell.key not in searches:
+            searches[cell.key] = cell
+            tickets.append(cell)
+    sources = {t.key for t in tickets}
     transfers: dict[str, TransferCell] = {}
     own_runs: set[str] = set()
     stabs: dict[str, StabilityCell] = {}
-    for model, prune in ((m, p.model_copy(update={"criterion": c})) for m in spec.model
-                         for p in [prune_spec(study, m)] for c in (spec.search.criteria or [p.criterion])):
-        points = _points(study, model, prune)
-        tickets: list[SearchCell] = []  # the source tickets, in study order
-        for src, data in zip(spec.sources, study.sources):
-            for opt in (list(src.optimizer) if src.optimizer else [None]):
-                strain = train_spec(study, model, "search", opt)
-                check_lengths(study, model, strain, prune)
-                for seed in src.seeds or spec.search.seeds:
-                    cell = _search_cell(study, model, data, strain, prune, seed, "source")
-                    if cell.key not in searches:
-                        searches[cell.key] = cell
-                        tickets.append(cell)
-        for cell in tickets:
-            seed = cell.info["seed"]
-            for target in study.targets:
-                for topt in dict.fromkeys(cell.info["optimizer"] if o == "same" else o for o in tr.optimizer):
-                    ttrain = train_spec(study, model, "transfer", topt)
-                    own: Optional[SearchCell] = None
-                    if tr.own_ticket:
-                        own = _search_cell(study, model, target, train_spec(study, model, "search", topt), prune, seed, "own",
-                                           init_seed=own_init_seed(seed, tr.own_ticket_init))
-                        searches.setdefault(own.key, own)
-                        if own.key in {t.key for t in tickets}:
-                            # The own ticket is also a source: the cell that transfers it to its own
-                            # data set trains it; every other cell would train the very same network.
-                            own = None
-                    for pi, (what, value) in enumerate(points):
-                        # A baseline that does not depend on the round (dense: same rewind weights,
-                        # no mask) is trained once per ticket, target and seed.
-                        baselines = [b for b in tr.baselines if BASELINES[b].per_round or pi == 0]
-                        for tseed in tr.seeds:
-                            c = _transfer_cell(study, model, cell, own, target, ttrain, what, value, tseed, baselines)
-                            if c.key in transfers:
-                                continue
-                            for run in c.shared:  # the own ticket's networks are shared by every source
-                                if run in own_runs:
-                                    c.networks -= 1
-                                own_runs.add(run)
-                            transfers[c.key] = c
-        if spec.stability is not None:
-            for cell in tickets:
-                for r in _stability_rounds(study, model, prune):
-                    c = _stability_cell(study, cell, r)
-                    stabs.setdefault(c.key, c)
+    points = with_role("x", "transfer")
+    for ticket in tickets:
+        assert ticket.draft is not None
+        base = Draft(study, "transfer", values=dict(ticket.draft.values), first=dict(ticket.draft.first),
+                     info=dict(ticket.draft.info), source=ticket)
+        for td in product(transfer_axes(), base):
+            own: Optional[SearchCell] = None
+            if tr.own_ticket:
+                own = own_search(ticket, td)
+                own = searches.setdefault(own.key, own)
+                if own.key in sources:
+                    # The own ticket is also a source: the cell that transfers it to its own
+                    # data set trains it; every other cell would train the very same network.
+                    own = None
+            # A baseline that does not depend on the round (dense: same rewind weights, no mask)
+            # is trained once per ticket, target and seed: in the cells of the first point.
+            first = all(td.first[a.name] for a in points)
+            baselines = [b for b in tr.baselines if BASELINES[b].per_round or first]
+            c = transfer_cell(td, ticket, own, baselines)
+            if c.key in transfers:
+                continue
+            for run in c.shared:  # the own ticket's networks are shared by every source
+                if run in own_runs:
+                    c.networks -= 1
+                own_runs.add(run)
+            transfers[c.key] = c
+        if study.spec.stability is not None:
+            for r in _stability_rounds(study, ticket):
+                c = _stability_cell(study, ticket, r)
+                stabs.setdefault(c.key, c)
     cells: list[Cell] = [*sorted(searches.values(), key=lambda c: c.info["role"] == "own"), *transfers.values(),
                          *stabs.values()]
     if not transfers:
-        raise study.error(("targets",), "no cells: the study expands to no transfer")
+        raise study.error(("transfer",), "no cells: the study expands to no transfer")
     return cells
 
 
-def _stability_rounds(study: Study, model: str, prune: PruneSpec) -> list[int]:
+def is_own_of_itself(source: SearchCell, transfer: Draft) -> bool:
+    """Whether the source ticket is, by every search axis, the target's own ticket (found on the target
+    with the transfer optimizer): its 'ticket' networks are then the target's own ticket's."""
+    assert source.draft is not None
+    return all(a.same(a.own(source.draft.values[a.name], transfer), source.draft.values[a.name])
+               for a in search_axes())
+
+
+def _transfer_ids(source: SearchCell) -> list[str]:
+    """The parts of a search's folder name that also name the cells built on its ticket."""
+    assert source.draft is not None
+    names = {a.name: a for a in search_axes()}
+    return [part for name, part in source.draft.ids if names[name].in_transfer_id]
+
+
+def transfer_cell(draft: Draft, source: SearchCell, own: Optional[SearchCell], baselines: list[str]) -> TransferCell:
+    """The transfer cell of a draft that every transfer axis has been applied to."""
+    study = draft.study
+    tr = study.spec.transfer
+    spec = TransferSpec(baselines=baselines, head=tr.head, head_dense=tr.head_dense,
+                        deterministic=study.spec.deterministic, **draft.spec)
+    config = {
+        "kind": "transfer", "source": source.key, "own_ticket": own.key if own else None,
+        "image_size": study.spec.image_size, "channels": study.channels, **draft.config, "baselines": baselines,
+        "head": tr.head, "head_dense": tr.head_dense, "deterministic": study.spec.deterministic,
+        "own_ticket_init": tr.own_ticket_init if own else None,
+    }
+    key = store.fingerprint(config)
+    assert source.draft is not None
+    ids = [*_transfer_ids(source), *(part for _, part in draft.ids)]
+    # The network the own ticket trains in this cell, which the cells of every source share.
+    transfer_values = store.fingerprint({k: v for k, v in draft.config.items()})
+    return TransferCell(
+        key=key, id="-".join(["transfer", *ids, key]),
+        title=" ".join(["transfer", *source.draft.titles[1:], *draft.titles]),
+        short=" ".join(ids[1:]), config=config,
+        info={**draft.info, "own_ticket_init": tr.own_ticket_init if own else None,
+              "own_of_itself": is_own_of_itself(source, draft)},
+        networks=1 + len(baselines) + (1 if own else 0),
+        transfer=spec, source=source.id, own_ticket=own.id if own else None,
+        shared=[f"{own.key}|{transfer_values}"] if own else [],
+    )
+
+
+def _stability_rounds(study: Study, source: SearchCell) -> list[int]:
     """The rounds `stability.rounds` names ('all': 0..last, the dense network included)."""
     st = study.spec.stability
     assert st is not None
+    last = source.find.prune.rounds
     if st.rounds == "all":
-        return list(range(prune.rounds + 1))
-    too_far = [r for r in st.rounds if r > prune.rounds]
+        return list(range(last + 1))
+    too_far = [r for r in st.rounds if r > last]
     if too_far:
         raise study.error(("stability", "rounds"),
-                          f"round {too_far[0]} is past the last round of the search ({prune.rounds} rounds for {model})")
+                          f"round {too_far[0]} is past the last round of the search ({last} rounds for {source.find.model})")
     return list(st.rounds)
 
 
 def _stability_cell(study: Study, source: SearchCell, round_: int) -> StabilityCell:
-    from ticketx import store
-
     st = study.spec.stability
-    assert st is not None
+    assert st is not None and source.draft is not None
     train = source.find.train  # the ticket's own recipe, as `ticketx stability` uses by default
     seeds = (st.seeds[0], st.seeds[1])
     # Keyed by what the two copies and the path depend on: the ticket (its search's key), the
@@ -189,51 +231,14 @@ def _stability_cell(study: Study, source: SearchCell, round_: int) -> StabilityC
     config = {"kind": "stability", "source": source.key, "round": round_, "seeds": list(seeds), "points": st.points,
               "train": train.model_dump(), "deterministic": study.spec.deterministic}
     key = store.fingerprint(config)
-    src = source.info
+    ids = _transfer_ids(source)
     return StabilityCell(
-        key=key,
-        id=f"stability-{slug(src['model'])}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-r{round_}-{key}",
-        title=f"stability {src['data']} ({src['optimizer']}, seed {src['seed']}), round {round_}",
-        short=f"stability {src['data']} {src['optimizer']} r{round_}", config=config,
-        info={"model": src["model"], "source": src["data"], "search_optimizer": src["optimizer"],
-              "search_seed": src["seed"], "criterion": src["criterion"], "rewind": source.find.prune.rewind, "round": round_,
-              "seeds": list(seeds), "points": st.points},
+        key=key, id="-".join(["stability", *ids, f"r{round_}", key]),
+        title=" ".join(["stability", *source.draft.titles[1:], f"round {round_}"]),
+        short=" ".join(["stability", *ids[1:], f"r{round_}"]), config=config,
+        info={**source.draft.info, "rewind": source.find.prune.rewind, "round": round_, "seeds": list(seeds),
+              "points": st.points},
         networks=2, train=train, round=round_, seeds=seeds, points=st.points, source=source.id,
-    )
-
-
-def _transfer_cell(study: Study, model: str, source: SearchCell, own: Optional[SearchCell], target: str,
-                   train: TrainSpec, what: str, value: Any, seed: int, baselines: list[str]) -> TransferCell:
-    from ticketx import store
-
-    tr = study.spec.transfer
-    spec = TransferSpec(
-        target=target, rounds=[value] if what == "round" else None, density=value if what == "density" else None,
-        train=train, baselines=baselines, seeds=[seed], head=tr.head, head_dense=tr.head_dense,
-        deterministic=study.spec.deterministic,
-    )
-    config = {
-        "kind": "transfer", "source": source.key, "own_ticket": own.key if own else None, "target": target,
-        "image_size": study.spec.image_size, "channels": study.channels, what: value, "seed": seed,
-        "train": train.model_dump(), "baselines": baselines, "head": tr.head, "head_dense": tr.head_dense,
-        "deterministic": study.spec.deterministic, "own_ticket_init": tr.own_ticket_init if own else None,
-    }
-    key = store.fingerprint(config)
-    point = f"r{value}" if what == "round" else f"d{value:g}"
-    src = source.info
-    return TransferCell(
-        key=key,
-        id=f"transfer-{slug(model)}-{slug(src['data'])}-{src['optimizer']}-s{src['seed']}-to-{slug(target)}-{train.optimizer}-{point}-s{seed}-{key}",  # noqa: E501
-        title=f"transfer {src['data']} ({src['optimizer']}) -> {target} ({train.optimizer}), {what} {value:g}, seed {seed}",
-        short=f"{src['data']}->{target} {train.optimizer} {point} s{seed}",
-        config=config,
-        info={"model": model, "source": src["data"], "search_optimizer": src["optimizer"], "search_seed": src["seed"],
-              "target": target, "transfer_optimizer": train.optimizer, "seed": seed, what: value,
-              "criterion": src["criterion"],
-              "own_ticket_init": tr.own_ticket_init if own else None},
-        networks=1 + len(baselines) + (1 if own else 0),
-        transfer=spec, source=source.id, own_ticket=own.id if own else None,
-        shared=[f"{own.key}|{what}{value}|{seed}|{store.fingerprint(config['train'])}"] if own else [],
     )
 
 

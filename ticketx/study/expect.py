@@ -1,8 +1,8 @@
 """Claims on a study's results (`expect:` in the study file): pass, fail or inconclusive, for CI.
 
 A claim kind is one registry entry: a pure function (rows, claim) -> Outcome. Transfer claims
-(`beats`, `matches`) read the paired summary (`results.paired_summary`: one row per ticket,
-target, round and arm, with the 95% interval of ticket - arm); `search_accuracy` reads the
+(`beats`, `matches`) read the paired summary (`results.paired_summary`: one row per comparison
+and control, with the 95% interval of ticket - control); `search_accuracy` reads the
 search rounds. A claim over several comparisons (several sources, densities) passes when every
 one passes; the comparison that decides (the worst) is the one reported.
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ticketx.registry import Registry
-from ticketx.settings.study import Claim
+from ticketx.study.axes import factors, search_axes
+from ticketx.study.claims import Claim
 from ticketx.stats import Interval, beats, interval, matches, n_needed, t975
 
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3
@@ -72,7 +73,9 @@ def _margin(row: dict[str, Any]) -> Interval:
 
 
 def _where(row: dict[str, Any]) -> str:
-    return f"{row['source']} -> {row['target']} ({row['transfer_optimizer']}), round {row['round']} ({100 * row['density']:.2f}%)"
+    """A comparison in words: its factors' values, then its round and density."""
+    words = " ".join(p for a in factors() if a.columns[0] in row and (p := a.phrase(row[a.columns[0]])))
+    return f"{words}, round {row['round']} ({100 * row['density']:.2f}%)"
 
 
 def _worst(outcomes: list[Outcome], threshold: str) -> Outcome:
@@ -92,7 +95,7 @@ def _judge(diff: Interval, verdict: str, want: str, threshold: float, threshold_
         # matches: the interval must clear the nearer edge of ±tolerance
         edge = threshold if want != "matches" else (threshold if diff.mean >= 0 else -threshold)
         need = n_needed(diff, edge)
-    text = f"{where}: ticket - arm {diff.text(sign=True)} pt (n = {diff.n}) vs {threshold_text}"
+    text = f"{where}: ticket - control {diff.text(sign=True)} pt (n = {diff.n}) vs {threshold_text}"
     if diff.n < 2:
         text += "; one pair has no interval: give at least 2 seeds"
     elif need:
@@ -125,12 +128,13 @@ def search_accuracy_claim(rows: list[dict[str, Any]], claim: Claim) -> Outcome:
     """
     text = f">= {_pt(claim.threshold, False)}%"
     groups: dict[tuple[Any, ...], list[float]] = {}
+    axes = factors("search")
     for r in rows:
-        groups.setdefault((r["model"], r["source"], r["search_optimizer"], r["round"]), []).append(float(r["test_acc"]))
+        groups.setdefault((*(r.get(a.columns[0]) for a in axes), r["round"]), []).append(float(r["test_acc"]))
     outcomes = []
-    for (model, source, opt, round_), accs in groups.items():
+    for (*values, round_), accs in groups.items():
         acc = interval(accs)
-        where = f"search {source} ({opt}), round {round_}"
+        where = f"search {' '.join(p for a, v in zip(axes, values) if (p := a.phrase(v)))}, round {round_}"
         if acc.low is None or acc.high is None:
             status = "pass" if acc.mean >= claim.threshold else "fail"
             need = None
@@ -146,16 +150,10 @@ def describe(claim: Claim) -> str:
     """One line in words: 'ticket beats random mask by > +0.00 pt at 1.39%, 2.55%'."""
     from ticketx.baselines import label
 
-    dens = sorted({d for m in claim.densities.values() for d in m.values()}, reverse=True)
-    at = ", ".join(f"{100 * d:.2f}%" for d in dens)
-    scope = ""
-    if claim.sources:
-        scope += f" from {', '.join(claim.sources)}"
-    if claim.targets:
-        scope += f" to {', '.join(claim.targets)}"
+    at = ", ".join(f"{100 * d:.2f}%" for d in claim.densities)
+    scope = "".join(f" ({key}: {', '.join(values)})" for key, values in claim.filters.items())
     if claim.kind == "search_accuracy":
-        rounds = sorted({p[1] for m in claim.points.values() for p in m})
-        return f"search{scope} round {', '.join(map(str, rounds))}: test accuracy >= {100 * claim.threshold:.2f}%"
+        return f"search{scope} round {', '.join(map(str, claim.rounds))}: test accuracy >= {100 * claim.threshold:.2f}%"
     arm = label(claim.arm) if claim.arm != "own-ticket" else "own ticket"
     if claim.kind == "beats":
         return f"ticket{scope} beats {arm} by > {_pt(claim.threshold)} pt at {at}"
@@ -165,43 +163,32 @@ def describe(claim: Claim) -> str:
 def _selected(out: Path, prov: dict[str, Any], claim: Claim) -> tuple[set[tuple[Any, ...]], int]:
     """(comparison keys the claim covers among finished cells, its unfinished cells)."""
     from ticketx import store
+    from ticketx.study.results import comparison_key, search_key
     from ticketx.study.runner import cell_dir, is_done
 
+    cells = {c["id"]: c for c in prov["cells"]}
     keys: set[tuple[Any, ...]] = set()
     unfinished = 0
-    for c in prov["cells"]:
-        info = c["info"]
-        if info["model"] not in claim.points:
-            continue
-        points = claim.points[info["model"]]
-        if claim.kind == "search_accuracy":
-            if c["kind"] != "search" or info["role"] != "source" or (claim.sources and info["data"] not in claim.sources):
-                continue
-            if not is_done(out, c):
-                unfinished += 1
-                continue
-            keys.update((info["model"], info["data"], info["optimizer"], r) for what, r in points)
-            continue
-        if c["kind"] != "transfer":
-            continue
-        if (claim.sources and info["source"] not in claim.sources) or (claim.targets and info["target"] not in claim.targets):
-            continue
-        point = ("round", info["round"]) if "round" in info else ("density", info.get("density"))
-        if point not in points:
+    for cid in sorted({cid for cid, _ in claim.covers}):
+        c = cells.get(cid)
+        if c is None:
             continue
         if not is_done(out, c):
             unfinished += 1
             continue
-        rounds = [point[1]] if point[0] == "round" else [
-            r["round"] for r in store.read_json(cell_dir(out, c) / "result.json")["summary"]]
-        keys.update((info["model"], info["source"], info["search_optimizer"], info["target"], info["transfer_optimizer"], r)
-                    for r in rounds)
+        rounds = [r for i, r in claim.covers if i == cid]
+        if claim.kind == "search_accuracy":
+            keys.update(search_key(c["info"], r) for r in rounds)
+            continue
+        if None in rounds:  # a density point: the round the ticket has closest to it
+            rounds = [r["round"] for r in store.read_json(cell_dir(out, c) / "result.json")["summary"]]
+        keys.update(comparison_key(c["info"], r) for r in rounds)
     return keys, unfinished
 
 
 def evaluate(out: str | Path, claims: list[Claim], prov: Optional[dict[str, Any]] = None) -> list[Result]:
     """Judge every claim on the finished cells of `<out>` (default provenance: `<out>/study.json`)."""
-    from ticketx.study.results import collect, load_provenance, paired_summary
+    from ticketx.study.results import collect, comparison_key, load_provenance, paired_summary, search_key
 
     out = Path(out)
     prov = prov or load_provenance(out)
@@ -212,10 +199,9 @@ def evaluate(out: str | Path, claims: list[Claim], prov: Optional[dict[str, Any]
     for claim in claims:
         keys, unfinished = _selected(out, prov, claim)
         if claim.kind == "search_accuracy":
-            rows = [r for r in searches if (r["model"], r["source"], r["search_optimizer"], r["round"]) in keys]
+            rows = [r for r in searches if search_key(r, r["round"]) in keys]
         else:
-            rows = [r for r in summary if r["arm"] == claim.arm and (
-                r["model"], r["source"], r["search_optimizer"], r["target"], r["transfer_optimizer"], r["round"]) in keys]
+            rows = [r for r in summary if r["control"] == claim.arm and comparison_key(r, r["round"]) in keys]
         outcome = CLAIMS[claim.kind](rows, claim)
         if unfinished and outcome.status != "fail":
             outcome.status = "unfinished"
@@ -242,7 +228,7 @@ def table(results: list[Result], title: str) -> Any:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", caption="measured: mean [95% t interval]; transfer claims in points of "
-              "ticket - arm, paired by seed; the worst comparison of each claim is shown", caption_justify="left")
+              "ticket - control, paired by seed; the worst comparison of each claim is shown", caption_justify="left")
     for col in ("claim", "what", "measured", "threshold", "n", "status"):
         t.add_column(col, justify="right" if col in ("measured", "n") else "left")
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "unfinished": "yellow"}

@@ -1,4 +1,7 @@
-"""Study results: one tidy row per trained network from the finished cells; tables, CSV, plots."""
+"""Study results: one tidy row per trained network from the finished cells; the paired summary; CSV, tables, plots.
+
+Columns, grouping and order come from the study axes' declarations (`ticketx.study.axes`).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,31 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ticketx.errors import UsageError
-from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done
+from ticketx.study.axes import factors, search_axes, transfer_axes
+from ticketx.study.axes.base import all_columns, factor_columns
+from ticketx.study.load import load_study
+from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done, provenance
 
-COLUMNS = ["study", "kind", "model", "source", "source_classes", "target", "target_classes", "search_optimizer", "criterion",
-           "transfer_optimizer", "search_seed", "seed", "round", "density", "label", "test_acc", "run_id", "cell",
-           "versions"]
 
-
-def _classes_of(name: str) -> str:
-    return name[name.rfind("[") + 1:-1] if name.endswith("]") else ""
+def columns() -> list[str]:
+    """results.csv: one row per trained network; the axes' columns come from their declarations."""
+    return ["study", "kind", *all_columns(), "round", "density", "arm", "test_acc", "run_id", "cell", "versions"]
 
 
 def _versions(v: dict[str, Any]) -> str:
     return " ".join(f"{k}={v[k]}" for k in sorted(v))
+
+
+def comparison_key(columns: dict[str, Any], round_: int) -> tuple[Any, ...]:
+    """What identifies one comparison (a summary row, before the control): every factor axis's
+    columns and the round; the replication axes (search seed, transfer seed) are what it is
+    summarised over."""
+    return (*(columns.get(c, "") for c in factor_columns()), round_)
+
+
+def search_key(columns: dict[str, Any], round_: int) -> tuple[Any, ...]:
+    """What identifies one search comparison (a claim on search accuracy): the search factors and the round."""
+    return (*(columns.get(c, "") for a in factors("search") for c in a.columns), round_)
 
 
 def load_provenance(out: Path) -> dict[str, Any]:
@@ -32,7 +47,22 @@ def load_provenance(out: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not a ticketx study record")
     if prov.get("format_version", 0) > STUDY_VERSION:
         raise UsageError(f"{path} was written by a newer ticketx (study format {prov['format_version']})", "upgrade ticketx")
+    if prov.get("format_version", 0) < STUDY_VERSION:
+        # An older record describes its cells in older words: expand the study file it recorded
+        # again (the same cells, folders and keys) and describe them as today.
+        study = load_study(prov.get("file") or "study.yaml", text=prov["text"])
+        prov = {**provenance(study), "created": prov.get("created"), "updated": prov.get("updated")}
     return prov
+
+
+def _search_row(info: dict[str, Any]) -> dict[str, Any]:
+    """A search cell's axis columns (its transfer-axis columns as a search's: its own data set)."""
+    row: dict[str, Any] = {}
+    for a in search_axes():
+        row.update(a.row(info))
+    for a in transfer_axes():
+        row.update(a.search_row(row))
+    return row
 
 
 def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -57,117 +87,124 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
         info = c["info"]
         if c["kind"] == "search":
             for r in done["summary"]:
-                rid = f"{c['id']}/round_{r['round']:02d}"
-                rows.append({
-                    "study": name, "kind": "search", "model": info["model"], "source": info["data"],
-                    "source_classes": _classes_of(info["data"]), "target": info["data"],
-                    "target_classes": _classes_of(info["data"]), "search_optimizer": info["optimizer"],
-                    "criterion": info.get("criterion", "magnitude"),
-                    "transfer_optimizer": "", "search_seed": info["seed"], "seed": info["seed"], "round": r["round"],
-                    "density": r["density"], "label": "search", "test_acc": r["test_acc"], "run_id": rid,
-                    "cell": c["id"], "versions": versions,
-                })
+                rows.append({"study": name, "kind": "search", **_search_row(info), "round": r["round"],
+                             "density": r["density"], "arm": "search", "test_acc": r["test_acc"],
+                             "run_id": f"{c['id']}/round_{r['round']:02d}", "cell": c["id"], "versions": versions})
             continue
         if c["kind"] != "transfer":  # stability cells train no network to compare: stability.csv
             continue
         result = store.read_json(here / "result.json")
         own = cells[c["own_ticket"]]["info"] if c.get("own_ticket") in cells else None
+        base = {col: info.get(col, "") for col in all_columns()}
         for run in result["runs"]:
-            rid = f"{run['label']}-r{run['round']:02d}-s{run['seed']}-{run['key']}"
+            rid = f"{run['label']}-r{run['round']:02d}-s{run['seed']}-{run['key']}"  # not an axis: the run's folder
             if rid in seen:  # the own ticket's networks are shared by the cells of every source
                 continue
             seen.add(rid)
-            label = run["label"]
-            src, sopt, sseed = info["source"], info["search_optimizer"], info["search_seed"]
-            if label == "own-ticket":
+            arm = run["label"]
+            row = dict(base)
+            if arm == "own-ticket":
                 assert own is not None
-                src, sopt, sseed = own["data"], own["optimizer"], own["seed"]
-            if label == "ticket" and src == info["target"] and sopt == info["transfer_optimizer"]:
-                label = "own-ticket"  # a source that is also a target is that target's own ticket
-            rows.append({
-                "study": name, "kind": "transfer", "model": info["model"], "source": src,
-                "source_classes": _classes_of(src), "target": info["target"], "target_classes": _classes_of(info["target"]),
-                "search_optimizer": sopt, "criterion": info.get("criterion", "magnitude"),
-                "transfer_optimizer": info["transfer_optimizer"], "search_seed": sseed,
-                "seed": run["seed"], "round": run["round"], "density": run["density"], "label": label,
-                "test_acc": run["test_acc"], "run_id": rid, "cell": c["id"], "versions": versions,
-            })
+                for a in search_axes():  # the own ticket's search, not the source ticket's
+                    row.update(a.row(own))
+            if arm == "ticket" and info.get("own_of_itself"):
+                arm = "own-ticket"  # a source that is also a target is that target's own ticket
+            rows.append({"study": name, "kind": "transfer", **row, "round": run["round"], "density": run["density"],
+                         "arm": arm, "test_acc": run["test_acc"], "run_id": rid, "cell": c["id"], "versions": versions})
     return prov, rows
 
 
-SUMMARY_COLUMNS = ["study", "model", "source", "search_optimizer", "criterion", "target", "transfer_optimizer", "round", "density",
-                   "arm", "n", "ticket_acc", "ticket_low", "ticket_high", "arm_acc", "margin", "margin_low", "margin_high",
-                   "verdict", "own_ticket_init", "resolution"]
+def summary_columns() -> list[str]:
+    """summary.csv: one row per comparison (the factor axes' columns and the round) and control."""
+    return ["study", *factor_columns(), "round", "density", "control", "n", "ticket_acc", "ticket_low", "ticket_high",
+            "control_acc", "margin", "margin_low", "margin_high", "verdict", "own_ticket_init", "resolution"]
 
 
 def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
-    """The ticket's paired margins per (source, search optimizer, target, transfer optimizer, round).
+    """The ticket's paired margins per comparison (every factor axis's value and the round).
 
-    A pair is the ticket and an arm trained in the same transfer cell (same ticket, same seed,
-    same data order); the dense network, trained once per ticket and seed, pairs with every
-    round of that ticket and seed. Baselines are never pooled across sources: each source's
-    margins use that source's own controls. n counts (search seed x transfer seed) pairs.
+    A pair is the ticket and a control trained in the same transfer cell (same ticket, same seed,
+    same data order); a control that does not depend on the round (dense), trained once per
+    ticket and seed, pairs with every round of that ticket and seed. Baselines are never pooled
+    across sources: each source's margins use that source's own controls. n counts
+    (search seed x transfer seed) pairs.
     """
     from ticketx import store
+    from ticketx.baselines import BASELINES
     from ticketx.baselines import label as arm_label
     from ticketx.stats import interval, paired, verdict
 
     out = Path(out)
     prov = prov or load_provenance(out)
+    # the transfer columns that say which network a cell trains, but for its point
+    pairing = [col for a in transfer_axes() if a.role != "x" for col in a.columns]
     groups: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], dict[str, float], float]]] = {}
-    dense: dict[tuple[Any, ...], float] = {}
+    once: dict[tuple[Any, ...], dict[str, float]] = {}  # round-free controls, by pair
     meta: dict[tuple[Any, ...], dict[str, Any]] = {}
     for c in prov["cells"]:
         if c["kind"] != "transfer" or not is_done(out, c):
             continue
         result = store.read_json(cell_dir(out, c) / "result.json")
         info = c["info"]
-        pair = (c["source"], info["target"], info["transfer_optimizer"], info["seed"])
+        pair = (c["source"], *(info.get(col) for col in pairing))  # not an axis: the ticket's search cell
         for row in result["summary"]:
             runs = [x for x in result["runs"] if x["for_round"] == row["round"]]
             accs = {x["label"]: x["test_acc"] for x in runs}
-            if "dense" in accs:
-                dense[pair] = accs["dense"]
-            key = (info["model"], info["source"], info["search_optimizer"], info.get("criterion", "magnitude"),
-                   info["target"], info["transfer_optimizer"], row["round"])
+            for arm, acc in accs.items():
+                if arm in BASELINES and not BASELINES[arm].per_round:
+                    once.setdefault(pair, {})[arm] = acc
+            key = comparison_key(info, row["round"])
             groups.setdefault(key, []).append((pair, accs, row["density"]))
             meta[key] = {"own_ticket_init": info.get("own_ticket_init"), "resolution": result.get("resolution")}
     rows = []
+    cols = factor_columns()
     for key, items in groups.items():
-        model, source, sopt, crit, target, topt, round_ = key
         for pair, accs, _ in items:
-            if "dense" not in accs and pair in dense:
-                accs["dense"] = dense[pair]
+            for arm, acc in once.get(pair, {}).items():
+                accs.setdefault(arm, acc)
         ticket = interval([accs["ticket"] for _, accs, _ in items])
         arms = list(dict.fromkeys(a for _, accs, _ in items for a in accs if a != "ticket"))
-        base = {"study": prov["name"], "model": model, "source": source, "search_optimizer": sopt, "criterion": crit,
-                "target": target,
-                "transfer_optimizer": topt, "round": round_, "density": sum(d for *_, d in items) / len(items),
+        base = {"study": prov["name"], **dict(zip(cols, key[:-1])), "round": key[-1],
+                "density": sum(d for *_, d in items) / len(items),
                 "ticket_acc": ticket.mean, "ticket_low": ticket.low, "ticket_high": ticket.high, **meta[key]}
         for arm in arms:
             both = [accs for _, accs, _ in items if arm in accs]
             diff = paired([x["ticket"] for x in both], [x[arm] for x in both])
-            rows.append({**base, "arm": arm, "n": diff.n, "arm_acc": interval([x[arm] for x in both]).mean,
+            rows.append({**base, "control": arm, "n": diff.n, "control_acc": interval([x[arm] for x in both]).mean,
                          "margin": diff.mean, "margin_low": diff.low, "margin_high": diff.high,
                          "verdict": verdict(arm, arm_label(arm), diff)})
         if not arms:
-            rows.append({**base, "arm": "", "n": ticket.n, "verdict": ""})
-    order = _order(prov)
-    rank = {s: i for i, s in enumerate(order["sources"])}
-    trank = {t: i for i, t in enumerate(order["targets"])}
-    rows.sort(key=lambda r: (r["model"], r["transfer_optimizer"], r["round"], trank.get(r["target"], 99),
-                             rank.get(r["source"], 99), r["search_optimizer"], r["criterion"]))
+            rows.append({**base, "control": "", "n": ticket.n, "verdict": ""})
+    rows.sort(key=layout_order(prov))
     return rows
 
 
-STABILITY_COLUMNS = ["study", "model", "source", "search_optimizer", "criterion", "rewind", "search_seed", "round",
-                     "density", "train_barrier", "test_barrier", "stable", "acc_a", "acc_b", "seeds", "points",
-                     "batch_norm", "cell"]
+def layout_order(prov: dict[str, Any]) -> Any:
+    """A sort key for summary rows: tables (the axes that split them, the round), then rows; every
+    value in the order the study first produces it (the order of the study file)."""
+    rank: dict[str, dict[Any, int]] = {}
+    for c in prov["cells"]:
+        for col, value in c["info"].items():
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                rank.setdefault(col, {}).setdefault(value, len(rank[col]))
+    table = [col for a in factors() if a.table for col in a.columns[:1]]
+    rows = [col for a in factors() if not a.table for col in a.columns[:1]]
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        at = lambda col: rank.get(col, {}).get(row.get(col), 1 << 30)  # noqa: E731
+        return (*(at(c) for c in table), row["round"], *(at(c) for c in rows))
+
+    return key
+
+
+def stability_columns() -> list[str]:
+    return ["study", *(c for a in search_axes() for c in a.columns), "rewind", "round", "density", "train_barrier",
+            "test_barrier", "stable", "acc_a", "acc_b", "seeds", "points", "batch_norm", "cell"]
 
 
 def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """One row per finished stability cell: the ticket, its rewind point and round, the error
-    barriers (fractions) and the two trained copies' test accuracies; by source, then density."""
+    barriers (fractions) and the two trained copies' test accuracies; by ticket, then density."""
     from ticketx import store
 
     out = Path(out)
@@ -180,27 +217,33 @@ def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
         info = c["info"]
         acc_a, acc_b = res["endpoint_test_acc"]
         rows.append({
-            "study": prov["name"], "model": info["model"], "source": info["source"],
-            "search_optimizer": info["search_optimizer"], "criterion": info.get("criterion", "magnitude"),
-            "rewind": info.get("rewind", ""), "search_seed": info["search_seed"], "round": res["round"],
+            "study": prov["name"], **{k: v for a in search_axes() for k, v in a.row(info).items()},
+            "rewind": info.get("rewind", ""), "round": res["round"],
             "density": res["density"], "train_barrier": res["train_barrier"], "test_barrier": res["test_barrier"],
             "stable": res["stable"], "acc_a": acc_a, "acc_b": acc_b, "seeds": " ".join(map(str, res["seeds"])),
             "points": len(res["alphas"]), "batch_norm": res.get("batch_norm", ""), "cell": c["id"],
         })
-    rank = {s: i for i, s in enumerate(_order(prov)["sources"])}
-    rows.sort(key=lambda r: (r["model"], rank.get(r["source"], 99), r["search_optimizer"], r["criterion"],
-                             r["rewind"], r["search_seed"], r["round"]))
+    order = layout_order(prov)
+    rows.sort(key=lambda r: (order({**r, "round": 0}), r.get("rewind", ""),
+                             *(r[c] for a in search_axes() if a.role != "factor" for c in a.columns), r["round"]))
     return rows
 
 
 OVERLAP_COLUMNS = ["model", "a", "b", "density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z"]
 
 
+def ticket_name(info: dict[str, Any]) -> str:
+    """A ticket in words: its search axes' values and its role ('lenet_300_100 digits[0-4] (adam) seed 0, source')."""
+    words = " ".join(p for a in search_axes() if (p := a.phrase(info.get(a.columns[0], ""))))
+    return f"{words}, {info.get('role', '')}"
+
+
 def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
-    """Every pair of the study's finished tickets of one model, at the lowest density both have
+    """Every pair of the study's finished tickets of one architecture, at the lowest density both have
     (within 1% relative): which weights they share, against chance (ticketx.compare.overlap)."""
     from ticketx import ticket as ticketfile
-    from ticketx.compare import match_round, overlap
+    from ticketx.compare import overlap
+    from ticketx.ticket import match_round
 
     out = Path(out)
     prov = prov or load_provenance(out)
@@ -208,9 +251,8 @@ def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> l
     for c in prov["cells"]:
         path = cell_dir(out, c) / "ticket.pt"
         if c["kind"] == "search" and is_done(out, c) and path.exists():
-            i = c["info"]
-            name = f"{i['data']} ({i['optimizer']}, {i.get('criterion', 'magnitude')}, seed {i['seed']}, {i['role']})"
-            found.setdefault(i["model"], []).append((name, ticketfile.load(path)))
+            model = c["config"]["find"]["model"]  # not an axis: the architecture the search built
+            found.setdefault(model, []).append((ticket_name(c["info"]), ticketfile.load(path)))
     rows = []
     for model, tickets in found.items():
         for k, (na, a) in enumerate(tickets):
@@ -233,6 +275,8 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     """Write results.csv and the plots of `<out>`, print the transfer matrices; return what was written."""
     from ticketx import report as R
     from ticketx import store
+    from ticketx.study.plots import study_plots
+    from ticketx.study.tables import overlap_table, stability_table, study_tables
     from ticketx.ui import console
 
     out = Path(out)
@@ -245,23 +289,23 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     done = sum(is_done(out, c) for c in prov["cells"])
     total = len(prov["cells"])
     csv_path = out / "results.csv"
-    store.write_text(csv_path, R.csv_text(rows, COLUMNS))
-    store.write_text(out / "summary.csv", R.csv_text(summary, SUMMARY_COLUMNS))
-    for table in R.study_tables(summary, title=prov["name"], density=density):
+    store.write_text(csv_path, R.csv_text(rows, columns()))
+    store.write_text(out / "summary.csv", R.csv_text(summary, summary_columns()))
+    for table in study_tables(summary, title=prov["name"], density=density):
         console.print(table)
     overlaps = ticket_overlaps(out, prov)
     if overlaps:
         store.write_text(out / "overlap.csv", R.csv_text(overlaps, OVERLAP_COLUMNS))
-        console.print(R.overlap_table(overlaps))
+        console.print(overlap_table(overlaps))
     written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
                "cells": total}
     stab = stability_rows(out, prov)
     if stab:
         written["stability"] = out / "stability.csv"
-        store.write_text(out / "stability.csv", R.csv_text(stab, STABILITY_COLUMNS))
-        console.print(R.stability_table(stab))
+        store.write_text(out / "stability.csv", R.csv_text(stab, stability_columns()))
+        console.print(stability_table(stab))
     if plots and summary:
-        written["plots"] = R.study_plots(rows, summary, out / "plots")
+        written["plots"] = study_plots(rows, summary, out / "plots")
     state = "[green]complete[/]" if done == total else f"[yellow]{done} of {total} cells done[/] (partial results)"
     console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}, "
                   f"paired margins in {out / 'summary.csv'}")
@@ -270,15 +314,3 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     for p in written["plots"]:
         console.print(f"  plot: {p}")
     return written
-
-
-def _order(prov: dict[str, Any]) -> dict[str, list[str]]:
-    """Sources and targets in the order the study file lists them (tables and plots follow it)."""
-    sources: list[str] = []
-    targets: list[str] = []
-    for c in prov["cells"]:
-        if c["kind"] == "search" and c["info"]["role"] == "source" and c["info"]["data"] not in sources:
-            sources.append(c["info"]["data"])
-        if c["kind"] == "transfer" and c["info"]["target"] not in targets:
-            targets.append(c["info"]["target"])
-    return {"sources": sources, "targets": targets}

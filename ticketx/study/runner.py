@@ -21,7 +21,7 @@ from ticketx.settings.study import Study
 from ticketx.study.cells import Cell, SearchCell, StabilityCell, TransferCell, count
 
 STUDY_FORMAT = "ticketx-study"
-STUDY_VERSION = 1
+STUDY_VERSION = 2  # 2: cells' info holds the study axes' columns
 
 
 def cell_dir(out: Path, cell: Cell | dict[str, Any]) -> Path:
@@ -121,7 +121,7 @@ def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, d
     set_deterministic(bool(cell.config.get("deterministic")))
     data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
     result = stability(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
-                       points=cell.points, reporter=reporter)
+                       points=cell.points, reporter=reporter, work=here)
     store.write_json(here / "stability.json", result)
     try:
         path_plot(result, here / "path.png")

@@ -53,7 +53,8 @@ from typing import Any, Iterable, Optional
 
 from ticketx.errors import TicketxError
 from ticketx.settings.study import Study
-from ticketx.study.cells import Cell, StabilityCell, TransferCell, slug
+from ticketx.study.axes import slug
+from ticketx.study.cells import Cell, StabilityCell, TransferCell
 from ticketx.study.runner import (
     cell_dir,
     is_done,
@@ -647,7 +648,7 @@ class SubmititWorker:
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        from ticketx.settings.study import load_study
+        from ticketx.study.load import load_study
 
         job = str(submitit.JobEnvironment().job_id)
         study = load_study(self.study_file)

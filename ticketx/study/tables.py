@@ -1,0 +1,116 @@
+"""A study's Rich tables: the transfer matrix (the paired summary laid out by the axes), tickets'
+overlap, stability barriers. The layout comes from the axes' declarations: an axis that splits
+tables (`table`) names each table; the others are row columns, shown when the study has more
+than one value of them (or when the axis is always shown: where a ticket is from and goes to)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.markup import escape
+from rich.table import Table
+
+from ticketx.report import coloured, pct, pct_interval
+from ticketx.study.axes import Axis, factors, search_axes
+
+
+def _shown(axes: list[Axis], rows: list[Mapping[str, Any]]) -> list[Axis]:
+    """The axes worth a column: more than one value in `rows`, or always shown."""
+    return [a for a in axes if a.always_shown or len({r.get(a.columns[0]) for r in rows}) > 1]
+
+
+def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: float | None = None) -> list[Table]:
+    """One table per value of the table-splitting axes and round: a row per value of the other factors
+    (a source -> target, ...) with the ticket's accuracy and its paired margin over each control of that
+    ticket (never pooled), and the verdicts."""
+    from ticketx.baselines import arm_order, label
+
+    splits = [a for a in factors() if a.table]
+    within = [a for a in factors() if not a.table]
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for r in summary:
+        groups.setdefault((*(r[a.columns[0]] for a in splits), r["round"]), []).append(r)
+    if density is not None and groups:
+        dens = {k: sum(r["density"] for r in v) / len(v) for k, v in groups.items()}
+        best = min(dens, key=lambda k: abs(dens[k] - density))
+        groups = {k: v for k, v in groups.items() if k == best}
+    shown = _shown(within, summary)
+    tables = []
+    for key, rows in groups.items():
+        *values, round_ = key
+        arms = arm_order([r["control"] for r in rows if r["control"]])
+        dens = sum(r["density"] for r in rows) / len(rows)
+        res = next((r.get("resolution") for r in rows if r.get("resolution")), None)
+        init = next((r.get("own_ticket_init") for r in rows if r.get("own_ticket_init")), None)
+        caption = ("test accuracy %, mean [95% t interval]; margin = ticket - control, paired by (search seed, "
+                   "transfer seed), each ticket against its own controls")
+        if res:
+            caption += f"; 1 test image = {res:.2f} points"
+        if init:
+            caption += f"; own ticket: {init} initialisation"
+        head = ", ".join(a.describe(v) for a, v in zip(splits, values))
+        t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(head)}: round {round_}, "
+                        f"{100 * dens:.2f}% weights remaining", title_justify="left", caption=caption, caption_justify="left")
+        for a in shown:
+            t.add_column(a.header or a.name.replace("_", " "))
+        t.add_column("n", justify="right")
+        t.add_column("ticket", justify="right")
+        for a in arms:
+            t.add_column(f"vs {label(a)}", justify="right")
+        t.add_column("verdict")
+        lines = list(dict.fromkeys(tuple(r[a.columns[0]] for a in within) for r in rows))
+        for line in lines:
+            at = {r["control"]: r for r in rows if tuple(r[a.columns[0]] for a in within) == line}
+            any_row = next(iter(at.values()))
+            ticket = {"mean": any_row["ticket_acc"], "low": any_row["ticket_low"], "high": any_row["ticket_high"],
+                      "n": any_row["n"], "sd": None}
+            cells = [escape(a.text(any_row[a.columns[0]])) for a in shown]
+            cells += [str(max(r["n"] for r in at.values())), pct_interval(ticket)]
+            for a in arms:
+                r = at.get(a)
+                cells.append("-" if r is None else pct_interval(
+                    {"mean": r["margin"], "low": r["margin_low"], "high": r["margin_high"], "n": r["n"], "sd": None}, sign=True))
+            cells.append("; ".join(coloured(v) for v in dict.fromkeys(at[a]["verdict"] for a in arms if a in at)))
+            t.add_row(*cells)
+        tables.append(t)
+    return tables
+
+
+def overlap_table(rows: list[Mapping[str, Any]]) -> Table:
+    """A study's tickets, pair by pair at matched density: the weights they share vs chance."""
+    t = Table(title="ticket overlap (kept weights shared, at matched density, output layers of other sizes left out)",
+              title_justify="left", caption="chance: independent random masks with the same per-layer counts; "
+              "z: standard deviations above chance", caption_justify="left")
+    for col in ("A", "B", "% weights remaining", "A kept by B", "chance", "Jaccard", "chance", "z"):
+        t.add_column(col, justify="left" if col in ("A", "B") else "right")
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        t.add_row(escape(r["a"]), escape(r["b"]), f"{100 * r['density']:.2f}", f(r["a_kept_by_b"]),
+                  f(r["chance_a_kept_by_b"]), f(r["jaccard"]), f(r["chance_jaccard"]), "-" if r["z"] is None else f"{r['z']:.1f}")
+    return t
+
+
+def stability_table(rows: list[Mapping[str, Any]]) -> Table:
+    """A study's error barriers (`stability:`): per source ticket, barrier vs density (one row per round)."""
+    from ticketx.stability import STABLE_BARRIER
+
+    t = Table(title="stability: error barrier between two copies trained from the rewind point (linear interpolation)",
+              title_justify="left", caption=f"barrier: highest error on the path minus the endpoints' mean, in points; "
+              f"stable: test barrier <= {100 * STABLE_BARRIER:g} points (Frankle et al. 2020)", caption_justify="left")
+    axes = search_axes()
+    shown = _shown(axes, rows)
+    for a in shown:
+        t.add_column(a.header or a.name.replace("_", " "))
+    for col in ("rewind", "round", "% weights remaining", "train barrier", "test barrier", "stable", "copies' test acc %"):
+        t.add_column(col, justify="right")
+    last = None
+    for r in rows:
+        ticket = (*(r[a.columns[0]] for a in axes), r["rewind"])
+        if last is not None and ticket != last:
+            t.add_section()  # one block per source ticket: barrier vs density reads down it
+        last = ticket
+        stable = "[green]yes[/]" if r["stable"] else "[red]no[/]"
+        t.add_row(*(escape(a.text(r[a.columns[0]])) for a in shown), escape(str(r["rewind"])), str(r["round"]),
+                  f"{100 * r['density']:.2f}", f"{100 * r['train_barrier']:.2f}", f"{100 * r['test_barrier']:.2f}",
+                  stable, f"{pct(r['acc_a'])} / {pct(r['acc_b'])}")
+    return t
