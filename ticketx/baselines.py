@@ -7,7 +7,9 @@ one thing it tests, stated by its entry:
 
 - ``random-mask``: a random mask per layer, same rewind weights (the "random ticket");
 - ``random-reinit``: the ticket's mask on freshly initialised weights (Frankle & Carbin 2019);
-- ``dense``: the whole network from the same rewind weights (no mask; the same at every round).
+- ``dense``: the whole network from the same rewind weights (no mask; the same at every round);
+- ``shuffle``: each layer's mask permuted within the layer (Frankle et al. 2021);
+- ``invert``: the weights the ticket ranked lowest, at its per-layer counts (Frankle et al. 2021).
 
 Adding a baseline is one `@baseline(...)` function below that turns the ticket's mask into the
 baseline's (or returns None for no mask), plus its test.

@@ -1,15 +1,16 @@
-"""Iterative magnitude pruning (IMP) with rewinding: the ticket search.
+"""The ticket search (`ticketx find`): iterative pruning with rewinding.
 
 Round 0 trains the dense network from its initialisation and records the weights at the rewind
-point. Each later round prunes a fraction of the remaining weights by magnitude (from the
-previous round's trained weights), resets the survivors to the rewind weights, and retrains
-from the rewind step to the end of training (Frankle & Carbin 2019; late resetting: Frankle et
+point. Each later round prunes a fraction of the remaining weights, scored by the search's
+criterion (`ticketx.criteria`: |final weight| by default, Frankle & Carbin 2019; Zhou et al.
+2019's others) from the previous round's trained weights, resets the survivors to the rewind
+weights, and retrains from the rewind step to the end of training (late resetting: Frankle et
 al. 2020, Morcos et al. 2019).
 
-Every stage is idempotent and keyed by its artifact in a work folder next to the ticket
-(`<out>.work/`): a round with its `result.pt` is never trained again, a round in progress
-resumes from its last epoch checkpoint, so rerunning the same command continues where a crash
-stopped it. The ticket is written atomically at the end and the work folder removed.
+Every round is a run (`ticketx.runs`) in a work folder next to the ticket (`<out>.work/`): a
+round with its `result.pt` is never trained again, a round in progress resumes from its last
+epoch checkpoint, so rerunning the same command continues where a crash stopped it. The ticket
+is written atomically at the end and the work folder removed.
 """
 
 from __future__ import annotations
