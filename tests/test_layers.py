@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["study.claims", "study.load"],
     ["study.runner"],
     ["study.tables", "study.plots", "study.results"],
-    ["study.expect", "study.worker", "study.local", "study.status", "study.slurm", "study.workers"],
+    ["study.expect", "study.worker", "study.local", "study.status", "study.slurm"],
     ["study"],
     ["cli"],
     ["__main__"],

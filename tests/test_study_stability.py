@@ -86,7 +86,7 @@ def test_off_when_absent_or_false(tmp_path):
 
 
 def test_expansion_one_cell_per_source_ticket_and_round_after_its_search(tmp_path):
-    from ticketx.study.workers import Worker
+    from ticketx.study.worker import Worker
 
     plain = S.load_study(_study(tmp_path, "", name="plain.yaml"))
     s = S.load_study(_study(tmp_path, "stability: true\n"))  # every default: rounds 0..2, seeds 0 1, 11 points

@@ -19,16 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from ticketx import store
 from ticketx import study as S
-from ticketx.study.workers import (
-    Leases,
-    launch_settings,
-    parse_devices,
-    parse_extra,
-    status,
-    worker_plan,
-)
+from ticketx.study.local import parse_devices, worker_slots
+from ticketx.study.slurm import launch_settings, parse_extra
+from ticketx.study.status import status
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "studies" / "ci.yaml"
@@ -83,57 +77,6 @@ def grid(tmp_path_factory) -> tuple[Path, Path]:
     return path, out
 
 
-# ---- the lease protocol, on its own (milliseconds) ----
-
-def test_create_exclusive_creates_once(tmp_path):
-    p = tmp_path / "a" / "x.lease"
-    assert store.create_exclusive(p, b"first")
-    assert not store.create_exclusive(p, b"second")
-    assert p.read_bytes() == b"first"
-    assert [f.name for f in p.parent.iterdir()] == ["x.lease"]  # no temporary file left
-
-
-def _leases(folder: Path, worker: str, timeout: float = 0.3) -> Leases:
-    import uuid
-
-    return Leases(folder, {"worker": worker, "host": "h", "pid": 1, "job": None, "token": uuid.uuid4().hex}, timeout)
-
-
-def test_a_lease_is_held_by_one_worker_and_taken_over_only_when_stale(tmp_path):
-    a, b = _leases(tmp_path, "a"), _leases(tmp_path, "b")
-    assert a.acquire("cell") and not b.acquire("cell")
-    a.start()  # heartbeat every 0.03 s: never stale
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 1.0:
-        assert not b.acquire("cell")
-        time.sleep(0.05)
-    a.stop()  # no more heartbeat, as if SIGKILLed: b takes over after 0.3 s of b's own clock
-    t0 = time.monotonic()
-    while not b.acquire("cell"):
-        time.sleep(0.02)
-        assert time.monotonic() - t0 < 3
-    assert 0.25 <= time.monotonic() - t0
-    assert json.loads((tmp_path / "cell.lease").read_text())["worker"] == "b"
-    a.start()  # a wakes up: its heartbeat finds the lease gone and marks it lost
-    t0 = time.monotonic()
-    while "cell" not in a.lost:
-        time.sleep(0.02)
-        assert time.monotonic() - t0 < 3
-    a.stop()
-    a.release("cell")  # does not remove b's lease
-    assert json.loads((tmp_path / "cell.lease").read_text())["worker"] == "b"
-    b.release("cell")
-    assert not (tmp_path / "cell.lease").exists()
-
-
-def test_a_requeued_worker_takes_its_own_lease_back_at_once(tmp_path):
-    before, after = _leases(tmp_path, "job-17_3", timeout=600), _leases(tmp_path, "job-17_3", timeout=600)
-    other = _leases(tmp_path, "job-17_4", timeout=600)
-    assert before.acquire("cell")
-    assert not other.acquire("cell")
-    assert after.acquire("cell")  # same worker id, new incarnation: no need to wait 10 minutes
-
-
 # ---- options ----
 
 def test_devices_workers_and_launcher_settings(tmp_path):
@@ -142,10 +85,10 @@ def test_devices_workers_and_launcher_settings(tmp_path):
     assert parse_devices("0,1,3") == ["cuda:0", "cuda:1", "cuda:3"]
     with pytest.raises(UsageError, match="--devices"):
         parse_devices("0,gpu1")
-    plan = worker_plan(4, parse_devices("0,1"), "auto", None)
+    plan = worker_slots(4, parse_devices("0,1"), "auto", None)
     assert [p["device"] for p in plan] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert all(p["threads"] is None for p in plan)
-    cpu = worker_plan(2, None, "cpu", None)
+    cpu = worker_slots(2, None, "cpu", None)
     assert [p["threads"] for p in cpu] == [max(1, (os.cpu_count() or 1) // 2)] * 2
     assert parse_extra(["qos=high --constraint=a100", "exclusive"]) == {"qos": "high", "constraint": "a100", "exclusive": True}
     text = CI.read_text() + ("launcher:\n  cluster: slurm\n  partition: gpu\n  time: '2:00:00'\n  workers: 8\n"
@@ -319,7 +262,7 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(grid, tmp_path, monkeyp
     path, _ = grid
     study = S.load_study(path)
     bad = study.cells[1].id  # the second source's search: its 4 transfer cells cannot run
-    import ticketx.study.workers as W
+    import ticketx.study.worker as W
 
     real = W.run_cell
 

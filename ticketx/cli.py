@@ -401,7 +401,8 @@ def study_run(
     one study at once: each cell is trained by one of them.
     """
     from ticketx.study import count, load_study, report, run_study
-    from ticketx.study.workers import DEFAULT_LEASE_TIMEOUT, parse_devices, spawn_workers, worker_plan
+    from ticketx.study.local import parse_devices, spawn_workers, worker_slots
+    from ticketx.study.worker import DEFAULT_LEASE_TIMEOUT
     from ticketx.ui import RichReporter, console
 
     devs = parse_devices(devices) if devices is not None else None
@@ -416,11 +417,11 @@ def study_run(
     console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells{stab} -> {out}"
                   + (f" ({n} workers)" if n > 1 else ""))
     if n > 1:
-        plan = worker_plan(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
+        plan = worker_slots(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
         codes = spawn_workers(Path(study), out, plan, data_dir=data_dir, lease_timeout=timeout,
                               log=lambda m: console.print(f"[dim]{m}[/]"))
         if any(codes):
-            from ticketx.study.workers import status
+            from ticketx.study.status import status
 
             st = status(out)
             first = st["failed_cells"][0] if st["failed_cells"] else None
@@ -468,7 +469,8 @@ def study_submit(
 
     from ticketx.settings.study import parse_minutes
     from ticketx.study import count, load_study
-    from ticketx.study.workers import is_done, launch_settings, parse_extra, submit
+    from ticketx.study.runner import is_done
+    from ticketx.study.slurm import launch_settings, parse_extra, submit
     from ticketx.ui import console
 
     minutes = None
@@ -518,7 +520,7 @@ def study_status(
     from rich.table import Table
 
     from ticketx.study import load_study, provenance
-    from ticketx.study.workers import status
+    from ticketx.study.status import status
     from ticketx.ui import console
 
     if study.is_dir():

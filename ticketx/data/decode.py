@@ -8,7 +8,7 @@ by any number of processes (on one node or many) that need the same cache at onc
     <folder>/<split>.u8           raw uint8 [N, 3, H, W] records, preallocated (sparse) to full
                                   size; chunk k holds images [k*chunk, (k+1)*chunk) at its offset
     <folder>/<split>-000042.done  chunk 42 is written and fsynced (JSON: images, colour, time)
-    <folder>/<split>-000042.lease chunk 42 is being decoded (store.FileLeases: heartbeat, takeover)
+    <folder>/<split>-000042.lease chunk 42 is being decoded (ticketx.leases: heartbeat, takeover)
     <folder>/complete.json        every chunk is done (created once, exclusively); readers trust
                                   the .u8 files only when it exists
 
@@ -42,6 +42,7 @@ import torch
 from ticketx import store
 from ticketx.data.pixels import resize
 from ticketx.errors import TicketxError, UsageError
+from ticketx.leases import Leases, dead_process
 from ticketx.threads import cpu_threads
 
 # Modes that carry one intensity per pixel; everything else is converted to RGB.
@@ -376,14 +377,14 @@ def _decode_chunks(
     # Started before the lease heartbeat thread: the worker processes fork from a process with one thread.
     pool = _make_pool(workers, sum(span(c)[1] - span(c)[0] for c in todo)) if workers > 1 and todo else None
     try:
-        with store.FileLeases(lease_timeout, log=report.write) as leases:
+        with Leases(folder, lease_timeout, at_once=(dead_process,), log=report.write) as leases:
             while not (folder / "complete.json").is_file():
                 todo = [c for c in chunks if not done(c)]
                 if not todo:
                     break
                 worked = False
                 for chunk in todo:
-                    lease = stem(chunk).with_suffix(".lease")
+                    lease = stem(chunk).name
                     if done(chunk) or not leases.acquire(lease):
                         continue
                     try:

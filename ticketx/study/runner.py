@@ -1,6 +1,6 @@
 """Running a study: every cell not done yet, searches first; each cell's `done.json` is written last.
 
-Several processes may run one study at once: `ticketx.study.workers` claims the cells.
+Several processes may run one study at once: `ticketx.study.worker` claims the cells.
 
 A cell is keyed by a fingerprint of its full resolved configuration and lives in
 `<out>/cells/<id>/`. Rerunning a study skips finished cells without loading any data, changing
@@ -70,21 +70,6 @@ def write_provenance(study: Study, out: Path) -> None:
             pass
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.write_json(path, {**provenance(study), "created": created or now, "updated": now})
-
-
-def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None,
-              reporter: Any = None, lease_timeout: Optional[float] = None, threads: Optional[int] = None) -> list[Cell]:
-    """Run every cell not done yet, searches first; return the cells.
-
-    This process is one worker of `ticketx.study.workers`: other processes may work on the same
-    `<out>` at once (each cell is trained by one of them). A failed cell does not stop the
-    others; the first failure is raised at the end.
-    """
-    from ticketx.study.workers import DEFAULT_LEASE_TIMEOUT, work
-
-    work(study, out, device=device, data_dir=data_dir, reporter=reporter, threads=threads,
-         lease_timeout=DEFAULT_LEASE_TIMEOUT if lease_timeout is None else lease_timeout)
-    return study.cells
 
 
 def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:

@@ -1,0 +1,328 @@
+"""A worker: claims cells of a study one at a time, each trained by exactly one worker, in dependency order.
+
+Any number of `ticketx study run` processes, on one machine or on many sharing a file system, may
+work on the same `<out>` at once. They coordinate through files only (no server, no scheduler):
+
+    <out>/leases/<cell id>.lease    the cell is being trained: worker, host, pid, job, start, token
+    <out>/leases/run-<hash>.lease   a network two cells share (a target's own ticket) is being trained
+    <out>/cells/<id>/done.json      the cell is finished (written last, as in a single-process run)
+    <out>/cells/<id>/failed.json    the cell's last attempt failed: one-line error, log, worker, time
+    <out>/logs/<worker>.log         one line per event of one worker (claim, start, done, failed, ...)
+
+Protocol (`ticketx.leases`: atomic creation, heartbeat, takeover of a stale lease by the
+observer's own clock). A worker claims a cell by creating its lease, then checks `done.json` once
+more (the cell may have finished between its look and its claim). A worker restarted under the
+same id (a Slurm job requeued after a time-out or pre-emption) takes over its own previous leases
+at once. A worker that finds its lease gone (taken over after a long stall) stops that cell; the
+new owner resumes it from its last checkpoint.
+
+Several workers on one machine: `ticketx.study.local`; on a cluster: `ticketx.study.slurm`;
+what a folder's workers are doing: `ticketx.study.status`.
+
+Order: a search cell runs before the transfer cells that use its ticket and before those that
+compare against it (own ticket): a transfer cell is claimable only once those are done. A cell
+that shares a network with another (the own ticket's runs) also leases that network, so the
+network is trained once and the other cell reads its result. A worker with nothing claimable
+but unfinished cells waits and polls; it exits when every cell is done or cannot run (failed in
+this worker's lifetime, or waiting on such a search). A failed cell is retried by workers started
+after its failure (rerun the command to retry).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ticketx.errors import TicketxError
+from ticketx.leases import Leases, previous_run
+from ticketx.settings.study import Study
+from ticketx.study.axes import slug
+from ticketx.study.cells import Cell, StabilityCell, TransferCell
+from ticketx.study.runner import cell_dir, is_done, run_cell, write_provenance
+
+# Long enough that a slow epoch checkpoint on a busy NFS server never looks like a dead worker
+# (the heartbeat is a separate thread, so training time itself does not count).
+DEFAULT_LEASE_TIMEOUT = 600.0  # seconds
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def lease_dir(out: Path) -> Path:
+    return Path(out) / "leases"
+
+
+def lease_name(cell: Cell | dict[str, Any]) -> str:
+    return cell.id if isinstance(cell, Cell) else cell["id"]
+
+
+def shared_lease_name(run: str) -> str:
+    from ticketx import store
+
+    return f"run-{store.fingerprint(run)}"
+
+
+def failed_info(out: Path, cell: Cell | dict[str, Any]) -> Optional[dict[str, Any]]:
+    try:
+        data = json.loads((cell_dir(out, cell) / "failed.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def default_worker_id(job: Optional[str] = None) -> str:
+    """'job-<id>' inside a scheduler job (stable across requeues), else '<host>-<pid>'."""
+    job = job or os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}" \
+        or os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"job-{job}"
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Failure:
+    cell: Cell
+    error: BaseException
+    log: Path
+
+
+@dataclass
+class Worker:
+    """One worker: claims cells of `study` in `<out>` one at a time until none is left."""
+
+    study: Study
+    out: Path
+    device: str
+    data_dir: Any = None
+    reporter: Any = None
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    worker_id: Optional[str] = None
+    job: Optional[str] = None
+    phase: str = "all"  # 'search': only search cells (the first phase of a Slurm submission)
+    poll: Optional[float] = None
+    trained: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from ticketx.ui import Reporter
+
+        self.out = Path(self.out)
+        self.reporter = self.reporter or Reporter()
+        self.worker_id = self.worker_id or default_worker_id(self.job)
+        self.started = time.time()
+        self.leases = Leases(lease_dir(self.out), self.lease_timeout, owner={"worker": self.worker_id, "job": self.job},
+                             at_once=(previous_run,), log=self.log, on_lost=self._lost)
+        self.log_path = self.out / "logs" / f"{slug(self.worker_id)}.log"
+        self.poll = self.poll or max(0.05, min(5.0, self.lease_timeout / 20))
+        self.by_id = {c.id: c for c in self.study.cells}
+        self.watch: Optional[str] = None  # the lease whose loss interrupts the main thread
+
+    def log(self, message: str) -> None:
+        """One line in this worker's log (appended by this worker only, so lines never interleave)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as fh:
+            fh.write(f"{_now()} {self.worker_id} pid={os.getpid()} {message}\n")
+
+    def _lost(self, name: str) -> None:
+        import _thread
+
+        if name == self.watch:
+            _thread.interrupt_main()  # stop training a cell someone else now owns
+
+    def deps(self, cell: Cell) -> list[str]:
+        """The search cells whose tickets `cell` needs (its source and its own ticket)."""
+        if isinstance(cell, TransferCell):
+            return [d for d in (cell.source, cell.own_ticket) if d]
+        if isinstance(cell, StabilityCell):  # its source ticket only
+            return [cell.source]
+        return []
+
+    def resources(self, cell: Cell) -> list[str]:
+        """Leases to hold while training `cell`: the cell's, then any network it shares (sorted)."""
+        return [lease_name(cell), *sorted(shared_lease_name(r) for r in getattr(cell, "shared", []))]
+
+    def _retry(self, info: dict[str, Any]) -> bool:
+        """A failure recorded before this worker started is retried; one during its life is not."""
+        return float(info.get("time_unix", 0)) < self.started
+
+    def run(self) -> dict[str, Any]:
+        """Claim and train cells until none is left; return what this worker did."""
+        from rich.markup import escape
+
+        cells = [c for c in self.study.cells if self.phase == "all" or c.kind == "search"]
+        write_provenance(self.study, self.out)
+        done = {c.id for c in self.study.cells if is_done(self.out, c)}
+        before = sum(c.id in done for c in cells)
+        self.log(f"worker start: study {self.study.name}, {len(cells)} cells ({self.phase}), {before} done, "
+                 f"device {self.device}, lease timeout {self.lease_timeout:g}s")
+        if before:
+            self.reporter.log(f"[dim]{before} of {len(cells)} cells already done: skipped[/]")
+        progress = getattr(self.reporter, "progress", None)
+        overall = None
+        if progress is not None:
+            overall = progress.add_task(f"study {self.study.name}", total=len(cells), completed=before, status="cells")
+        self.leases.start()
+        waiting_since: Optional[float] = None
+        try:
+            while True:
+                for c in cells:
+                    if c.id not in done and is_done(self.out, c):
+                        done.add(c.id)
+                if overall is not None:
+                    progress.update(overall, completed=sum(c.id in done for c in cells))
+                todo = [c for c in cells if c.id not in done]
+                if not todo:
+                    break
+                dead = {c.id for c in self.study.cells if c.id not in done and (info := failed_info(self.out, c))
+                        and not self._retry(info)}
+                live = [c for c in todo if c.id not in dead and not any(d in dead for d in self.deps(c))]
+                if not live:
+                    break
+                ready = [c for c in live if all(d in done for d in self.deps(c))]
+                claimed = next((c for c in ready if self._claim(c)), None)
+                if claimed is None:
+                    if waiting_since is None:
+                        waiting_since = time.monotonic()
+                        self.log(f"waiting: {len(live)} cells left, none claimable")
+                    time.sleep(self.poll)
+                    continue
+                if waiting_since is not None:
+                    self.log(f"waited {time.monotonic() - waiting_since:.1f}s")
+                    waiting_since = None
+                if overall is not None:
+                    progress.update(overall, description=f"study {self.study.name}: {claimed.short}")
+                t0 = time.perf_counter()
+                ok = self._run(claimed)
+                if ok:
+                    done.add(claimed.id)
+                    n = sum(c.id in done for c in cells)
+                    self.reporter.log(f"[green]done[/] [{n}/{len(cells)}] {escape(claimed.title)} "
+                                      f"[dim]({time.perf_counter() - t0:.1f}s, {self.worker_id})[/]")
+        finally:
+            self.leases.stop()
+            self.leases.release_all()
+            if overall is not None:
+                progress.update(overall, description=f"study {self.study.name}")
+        left = [c for c in cells if c.id not in done]
+        self.log(f"worker exit: trained {len(self.trained)} cells, {len(self.failures)} failed, {len(left)} not done")
+        return {"worker": self.worker_id, "trained": list(self.trained), "failed": [f.cell.id for f in self.failures],
+                "not_done": [c.id for c in left]}
+
+    def _claim(self, cell: Cell) -> bool:
+        """Lease `cell` and the networks it shares, all or nothing; False if another worker has one."""
+        got: list[str] = []
+        for name in self.resources(cell):
+            if not self.leases.acquire(name):
+                for g in got:
+                    self.leases.release(g)
+                return False
+            got.append(name)
+        if is_done(self.out, cell):  # finished by another worker between our look and our claim
+            for g in got:
+                self.leases.release(g)
+            return False
+        return True
+
+    def _run(self, cell: Cell) -> bool:
+        """Train a claimed cell; record done.json or failed.json; always give its leases back."""
+        from ticketx import store
+
+        here = cell_dir(self.out, cell)
+        names = self.resources(cell)
+        self.watch = names[0]
+        t0 = time.perf_counter()
+        try:
+            store.write_json(here / "config.json", {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
+            self.log(f"start {cell.id}")
+            self.trained.append(cell.id)
+            try:
+                summary = run_cell(cell, self.out, device=self.device, data_dir=self.data_dir, reporter=self.reporter)
+            except KeyboardInterrupt:
+                if names[0] in self.leases.lost:
+                    self.log(f"stopped {cell.id}: its lease was taken over")
+                    return False
+                self.log(f"interrupted {cell.id}")
+                raise
+            except Exception as err:  # noqa: BLE001 - recorded in failed.json; the worker goes on
+                self._failed(cell, err)
+                return False
+            store.write_json(here / "done.json", {  # written last: the cell is done only once this exists
+                "key": cell.key, "kind": cell.kind, "summary": summary, "seconds": time.perf_counter() - t0,
+                "versions": store.versions(), "finished": _now(), "worker": self.worker_id, "job": self.job,
+            })
+            (here / "failed.json").unlink(missing_ok=True)
+            self.log(f"done {cell.id} {time.perf_counter() - t0:.2f}s")
+            return True
+        finally:
+            self.watch = None
+            for name in names:
+                self.leases.release(name)
+
+    def _failed(self, cell: Cell, err: Exception) -> None:
+        from rich.markup import escape
+
+        from ticketx import store
+
+        line = " ".join(str(err).split()) or type(err).__name__
+        if not isinstance(err, TicketxError):
+            line = f"{type(err).__name__}: {line}"
+        self.log(f"failed {cell.id}: {line}")
+        with open(self.log_path, "a") as fh:
+            fh.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        store.write_json(cell_dir(self.out, cell) / "failed.json", {
+            "key": cell.key, "error": line, "log": str(self.log_path), "worker": self.worker_id, "job": self.job,
+            "host": socket.gethostname(), "pid": os.getpid(), "time": _now(), "time_unix": time.time(),
+        })
+        self.failures.append(Failure(cell, err, self.log_path))
+        self.reporter.log(f"[red]failed[/] {escape(cell.title)}: {escape(line)} [dim](log: {self.log_path})[/]")
+
+
+def work(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None, reporter: Any = None,
+         lease_timeout: float = DEFAULT_LEASE_TIMEOUT, worker_id: Optional[str] = None, job: Optional[str] = None,
+         phase: str = "all", threads: Optional[int] = None, poll: Optional[float] = None) -> dict[str, Any]:
+    """Be one worker on `study` in `<out>` until no cell is left to do; raise if a cell failed.
+
+    `threads`: PyTorch CPU threads for this worker (default: the study's `cpu_threads`).
+    """
+    from ticketx.threads import cpu_threads
+    from ticketx.runtime import resolve_device
+
+    device = device or study.spec.device
+    dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
+    worker = Worker(study, Path(out), device, data_dir or study.spec.data_dir, reporter, lease_timeout, worker_id, job,
+                    phase, poll)
+    with cpu_threads((threads or study.spec.cpu_threads) if dev.type == "cpu" else None):
+        result = worker.run()
+    if worker.failures:
+        first = worker.failures[0]
+        n = len(worker.failures)
+        message = f"{first.cell.title}: {' '.join(str(first.error).split()) or type(first.error).__name__}"
+        if n > 1:
+            message = f"{n} cells failed; first: {message}"
+        hint = f"log: {first.log}; finished cells are kept: rerun the same command to retry the failed ones"
+        err_type = type(first.error) if isinstance(first.error, TicketxError) else TicketxError
+        raise err_type(message, hint) from first.error
+    return result
+
+
+
+
+def run_study(study: Study, out: str | Path, *, device: Optional[str] = None, data_dir: Any = None,
+              reporter: Any = None, lease_timeout: Optional[float] = None, threads: Optional[int] = None) -> list[Cell]:
+    """Run every cell not done yet, searches first; return the cells.
+
+    This process is one worker (`work`): other processes may work on the same `<out>` at once
+    (each cell is trained by one of them). A failed cell does not stop the others; the first
+    failure is raised at the end.
+    """
+    work(study, out, device=device, data_dir=data_dir, reporter=reporter, threads=threads,
+         lease_timeout=DEFAULT_LEASE_TIMEOUT if lease_timeout is None else lease_timeout)
+    return study.cells
