@@ -147,3 +147,18 @@ def write_places_many(root: Path, train_per_class: int = 12, val_per_class: int 
     (folder / "places365_train_standard.txt").write_text("".join(train_lines))
     (folder / "places365_val.txt").write_text("".join(val_lines))
     return train_files + val_files
+
+
+CI_STUDY = Path(__file__).resolve().parents[1] / "studies" / "ci.yaml"
+CI_SEARCH_SEEDS = "  seeds: [0, 1, 2, 3, 4, 5]  # 6 tickets per source: the unit of every claim\n"
+CI_TRANSFER_SEEDS = "  seeds: [0, 1]              # 2 retrains of each ticket (repeated measures within a ticket)\n"
+
+
+def ci_grid(transfer_seeds: str = "[0, 1, 2, 3]", search_seeds: str = "[0]") -> str:
+    """studies/ci.yaml's grid, by default with one ticket (search seed) per source, and without its
+    claims (about its 6 tickets): for the tests of the study machinery, which need no statistics."""
+    text = CI_STUDY.read_text()
+    assert CI_SEARCH_SEEDS in text and CI_TRANSFER_SEEDS in text, "studies/ci.yaml changed: update tests/datafiles.py"
+    text = text.split("expect:")[0].replace(CI_SEARCH_SEEDS, f"  seeds: {search_seeds}\n")
+    return text.replace(CI_TRANSFER_SEEDS, f"  seeds: {transfer_seeds} \n")
+

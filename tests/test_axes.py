@@ -5,6 +5,7 @@ cells and their keys, results.csv, summary.csv, the tables and the claims."""
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,8 +15,11 @@ from pydantic import BeforeValidator
 from ticketx.settings.base import as_list
 from ticketx.study.axes import AXES, Axis, Draft
 
+from datafiles import ci_grid
+
 REPO = Path(__file__).resolve().parents[1]
-CI = REPO / "studies" / "ci.yaml"
+CI = Path(tempfile.mkdtemp(prefix="ticketx-test-axes-")) / "ci.yaml"
+CI.write_text(ci_grid("[0]", "[0, 1]"))  # 2 tickets per source, one retrain each: claims can be judged
 
 
 class BatchSize(Axis):

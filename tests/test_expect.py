@@ -13,7 +13,7 @@ import pytest
 from ticketx import study as S
 from ticketx.settings.study import parse_accuracy
 from ticketx.study.claims import Claim
-from ticketx.study.expect import CLAIMS, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code
+from ticketx.study.expect import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code, judge
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "studies" / "ci.yaml"
@@ -33,51 +33,74 @@ def _claim(kind: str, threshold: float, arm: str | None = None) -> Claim:
     return Claim("c", kind, arm, threshold, {}, frozenset({("cell", 1)}), (0.1,), "s.yaml:3")
 
 
-def _row(diffs: list[float], arm: str = "random-mask") -> dict:
-    """A paired-summary row from per-seed differences ticket - control, as results.paired_summary writes it."""
-    from ticketx.stats import interval
+def _row(diffs: list[float] | dict[int, list[float]], arm: str = "random-mask") -> dict:
+    """A paired-summary row: per-ticket differences ticket - control (a list: one retrain per ticket)."""
+    from ticketx.stats import replicated
 
-    d = interval(diffs)
+    by = diffs if isinstance(diffs, dict) else {i: [d] for i, d in enumerate(diffs)}
+    est = replicated(by)
+    iv = est.interval()
     return {"model": "m", "source": "a", "search_optimizer": "adam", "target": "b", "transfer_optimizer": "adam",
-            "round": 1, "density": 0.1, "control": arm, "n": d.n, "margin": d.mean, "margin_low": d.low, "margin_high": d.high}
+            "round": 1, "density": 0.1, "control": arm, "tickets": est.tickets, "retrains": est.retrains,
+            "margin": iv.mean, "margin_low": iv.low, "margin_high": iv.high, "estimate": est.as_dict()}
 
 
 # ---- each claim kind passes, fails and is inconclusive on hand-made results ---------------------
 
 
 def test_beats_passes_above_the_margin_fails_below_and_is_inconclusive_across_it():
-    beats = CLAIMS["beats"]
-    assert beats([_row([0.30, 0.32, 0.29, 0.31])], _claim("beats", 0.10)).status == "pass"
-    out = beats([_row([0.30, 0.32, 0.29, 0.31])], _claim("beats", 0.40))
+    c = _claim("beats", 0.10)
+    assert judge([_row([0.30, 0.32, 0.29, 0.31])], c).status == "pass"
+    out = judge([_row([0.30, 0.32, 0.29, 0.31])], _claim("beats", 0.40))
     assert out.status == "fail" and out.n == 4 and out.measured.high < 0.40
-    out = beats([_row([0.05, -0.02, 0.08, 0.01])], _claim("beats", 0.0))
+    out = judge([_row([0.05, -0.02, 0.08, 0.01])], _claim("beats", 0.0))
     assert out.status == "inconclusive" and out.n_needed is not None and out.n_needed > 4
-    assert "n = " in out.message and "a (adam) -> b (adam)" in out.message
+    assert "tickets" in out.message and "a (adam) -> b (adam)" in out.message
     # one pair has no interval: never a pass, however large the margin
-    assert beats([_row([0.5])], _claim("beats", 0.0)).status == "inconclusive"
+    assert judge([_row({0: [0.5]})], _claim("beats", 0.0)).status == "inconclusive"
     # several comparisons: one failing one fails the claim, and it is the one reported
-    out = beats([_row([0.30, 0.32, 0.29]), _row([-0.20, -0.22, -0.19])], _claim("beats", 0.0))
+    out = judge([_row([0.30, 0.32, 0.29]), _row([-0.20, -0.22, -0.19])], _claim("beats", 0.0))
     assert out.status == "fail" and out.measured.mean < 0 and "1 of 2 comparisons pass" in out.message
 
 
+def test_a_claim_about_tickets_from_one_ticket_is_inconclusive_however_clear():
+    many_retrains = _row({0: [0.30, 0.31, 0.29, 0.30, 0.32, 0.31]})  # one ticket, six retrains: +30 points
+    out = judge([many_retrains], _claim("beats", 0.0))
+    assert out.status == "inconclusive" and "at least 2 search seeds" in out.message and out.n == 1
+
+
+def test_the_claim_level_is_what_the_interval_is_printed_at():
+    row = _row({t: [d, d + 0.01] for t, d in enumerate([0.30, 0.32, 0.29])})  # 3 tickets x 2 retrains
+    at5 = judge([row], _claim("beats", 0.0), alpha=0.05)
+    at1 = judge([row], _claim("beats", 0.0), alpha=0.01)
+    assert at5.level == pytest.approx(0.95) and at1.level == pytest.approx(0.99)
+    assert at1.measured.low < at5.measured.low and at5.measured.n == 3
+
+
+def test_holm_levels_step_down_and_stop_at_the_first_claim_that_does_not_pass():
+    from ticketx.study.expect import holm_levels
+
+    # sorted: 0.001 (<= 0.05/4), 0.01 (<= 0.05/3), 0.04 (> 0.05/2: stops), 0.03 is ranked third
+    assert holm_levels([0.04, 0.001, None, 0.01, 0.03]) == pytest.approx([0.025, 0.0125, None, 0.05 / 3, 0.025])
+    assert holm_levels([0.001, 0.002]) == pytest.approx([0.025, 0.05])
+
+
 def test_matches_within_the_tolerance_outside_it_and_straddling_it():
-    m = CLAIMS["matches"]
-    assert m([_row([0.001, -0.002, 0.0, 0.002], "dense")], _claim("matches", 0.01, "dense")).status == "pass"
-    assert m([_row([-0.10, -0.12, -0.11, -0.09], "dense")], _claim("matches", 0.01, "dense")).status == "fail"
-    out = m([_row([0.0, -0.02, 0.01, -0.015], "dense")], _claim("matches", 0.01, "dense"))
-    assert out.status == "inconclusive"
+    c = _claim("matches", 0.01, "dense")
+    assert judge([_row([0.001, -0.002, 0.0, 0.002], "dense")], c).status == "pass"
+    assert judge([_row([-0.10, -0.12, -0.11, -0.09], "dense")], c).status == "fail"
+    assert judge([_row([0.0, -0.02, 0.01, -0.015], "dense")], c).status == "inconclusive"
 
 
 def test_search_accuracy_one_seed_compared_as_is_several_seeds_by_their_interval():
-    s = CLAIMS["search_accuracy"]
     rows = [{"model": "m", "source": "a", "search_optimizer": "adam", "round": 0, "test_acc": 0.91}]
-    assert s(rows, _claim("search_accuracy", 0.9)).status == "pass"
-    assert s(rows, _claim("search_accuracy", 0.95)).status == "fail"
+    assert judge(rows, _claim("search_accuracy", 0.9)).status == "pass"
+    assert judge(rows, _claim("search_accuracy", 0.95)).status == "fail"
     many = [{**rows[0], "test_acc": a} for a in (0.92, 0.93, 0.94)]
-    assert s(many, _claim("search_accuracy", 0.80)).status == "pass"
-    assert s(many, _claim("search_accuracy", 0.99)).status == "fail"
-    assert s(many, _claim("search_accuracy", 0.92)).status == "inconclusive"
-    assert s([], _claim("search_accuracy", 0.5)).status == "inconclusive"  # nothing measured is no pass
+    assert judge(many, _claim("search_accuracy", 0.80)).status == "pass"
+    assert judge(many, _claim("search_accuracy", 0.99)).status == "fail"
+    assert judge(many, _claim("search_accuracy", 0.92)).status == "inconclusive"
+    assert judge([], _claim("search_accuracy", 0.5)).status == "inconclusive"  # nothing measured is no pass
 
 
 def test_exit_codes_and_accuracy_units():
@@ -170,7 +193,8 @@ def test_ci_claims_hold_and_the_reports_name_each_claim(cli, ci_out, tmp_path):
     assert "ticket - control" in suite.findall("testcase")[1].find("system-out").text
     data = json.loads(js.read_text())
     assert data["exit_code"] == 0 and [c["status"] for c in data["claims"]] == ["pass", "pass"]
-    assert data["claims"][1]["measured"]["n"] == 4 and data["claims"][1]["measured"]["low"] is not None
+    assert data["claims"][1]["measured"]["n"] == 6 and data["claims"][1]["measured"]["low"] is not None
+    assert data["claims"][1]["level"] == pytest.approx(0.975) and data["claims"][0]["level"] == pytest.approx(0.95)
     # the folder alone: the claims as recorded in its study.json
     code, _, stderr = cli("study", "check", ci_out)
     assert code == 0, stderr

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from ticketx import study as S
+
+from datafiles import ci_grid
 from ticketx.study.local import parse_devices, worker_slots
 from ticketx.study.slurm import launch_settings, parse_extra
 from ticketx.study.status import status
@@ -30,9 +32,9 @@ TIMEOUT = 3.0  # lease timeout (s) in these tests; the default is 600
 
 
 def _grid(folder: Path) -> Path:
-    text = CI.read_text().split("expect:")[0]  # ci.yaml's claims need its 4 seeds; this grid has 2
+    text = ci_grid("[0, 1]")  # one ticket per source, 2 transfer seeds, no claims
     text = text.replace("name: ci", "name: grid").replace("cpu_threads: 1", "cpu_threads: 1\ndeterministic: true")
-    text = text.replace("    rounds: 1\n", "    rounds: 2\n").replace("  seeds: [0, 1, 2, 3] ", "  seeds: [0, 1] ")
+    text = text.replace("    rounds: 1\n", "    rounds: 2\n")
     path = folder / "grid.yaml"
     path.write_text(text)
     return path

@@ -147,13 +147,21 @@ def pct_interval(d: Mapping[str, Any] | None, sign: bool = False) -> str:
 
 
 def coloured(verdict: str) -> str:
-    colour = "green" if verdict.startswith(("beats", "matches", "above")) else (
-        "red" if verdict.startswith(("below", "no better")) else "yellow")
+    v = verdict.removeprefix("this ticket ")
+    colour = "green" if v.startswith(("beats", "matches", "above")) else ("red" if v.startswith("below") else "yellow")
     return f"[{colour}]{verdict}[/]"
 
 
+def family_caption(fam: Mapping[str, Any] | None) -> str:
+    """What the intervals beside the verdicts are: the family they were adjusted in."""
+    if not fam:
+        return "margins: mean [95% t interval]"
+    return (f"margins: mean [{100 * fam['level']:.2f}% interval, adjusted for the {fam['tests']} tests of this table "
+            f"(Benjamini-Hochberg q = {fam['q']:g}, {fam['discoveries']} shown)]")
+
+
 def transfer_table(result: Mapping[str, Any]) -> Table:
-    """Per round: the ticket's accuracy and its paired margin over each arm, with 95% intervals and verdicts."""
+    """Per round: the ticket's accuracy and its paired margin over each arm, with adjusted intervals and verdicts."""
     from rich.markup import escape
 
     src = result["source"]
@@ -161,12 +169,17 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
     from ticketx.baselines import arm_order
 
     arms = arm_order([a for r in rows for a in r["arms"]])
+    heads = sorted({str(r["arms"][a].get("head") or "") for r in rows for a in r["arms"]} - {""})
     title = (f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} "
-             f"({result['config']['train']['optimizer']}), {'new' if result.get('head', 'new') == 'new' else 'kept'} output layer")
+             f"({result['config']['train']['optimizer']})")
     n = max((r["ticket"]["n"] for r in rows), default=0)
-    caption = (f"test accuracy %, mean [95% t interval] over {n} seed(s); margin = ticket - arm, paired by seed"
+    caption = (f"one ticket, {n} retrain(s) (transfer seeds): verdicts are about this ticket; claims about tickets from "
+               f"{src['data']} need several search seeds (a study). Test accuracy %, mean [95% t interval]; margin = "
+               f"ticket - arm, paired by seed; {family_caption(result.get('family'))}"
                f"; 1 test image = {result.get('resolution', float('nan')):.2f} points")
-    table = Table(title=escape(title), title_justify="left", caption=caption, caption_justify="left")
+    if heads:
+        caption += "; output layer: " + ", ".join(heads)
+    table = Table(title=escape(title), title_justify="left", caption=escape(caption), caption_justify="left")
     for col in ("round", "% weights remaining", "ticket"):
         table.add_column(col, justify="right")
     for a in arms:

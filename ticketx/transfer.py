@@ -20,7 +20,7 @@ from ticketx import distributed, store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data
 from ticketx.settings.transfer import TransferPlan, check_head
-from ticketx.stats import MATCH_TOLERANCE, interval, paired, resolution, verdict
+from ticketx.stats import MATCH_TOLERANCE, interval, judge, replicated, resolution
 from ticketx.ticket import Ticket
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
@@ -86,7 +86,7 @@ def transfer(
         "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
         "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
         "runs": runs_out,
-        "summary": summarise(runs_out),
+        **summarise(runs_out),  # summary (per round), family, tolerance
         "overlap": own_overlap(plan),
         "versions": store.versions(),
         "device": distributed.describe(dev),
@@ -99,15 +99,22 @@ def transfer(
 PROTOCOL = 2  # part of every run's key: results of an older pairing/seeding protocol are never reused
 
 
-def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) -> list[dict[str, Any]]:
+REFERENCES = ("dense", "own-ticket")  # arms the ticket should match; every other arm is a control it should beat
+
+
+def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) -> dict[str, Any]:
     """Per round of the ticket: each arm's accuracy, and the ticket's paired margin over each arm.
 
-    Pairs are (ticket, arm) networks of the same seed; the margin is their mean difference with
-    a 95% Student-t interval over seeds (ticketx.stats), and a verdict computed from it.
+    Pairs are (ticket, arm) networks of the same seed. One transfer retrains *one* ticket, so
+    its margins are about that ticket (`stats.replicated` with one ticket: scope 'ticket', the t
+    interval over its retrains); claims about tickets from a source need several search seeds
+    (a study). The verdicts of all rounds and arms are one family (Benjamini-Hochberg,
+    ticketx.stats): each `margin` is the adjusted interval its verdict reads, `margin_95` the
+    unadjusted one.
     """
     from ticketx.baselines import label
 
-    rows = []
+    rows, items, where = [], [], []
     for r in sorted({run["for_round"] for run in runs}):
         at = [run for run in runs if run["for_round"] == r]
         by = {name: {x["seed"]: x for x in at if x["label"] == name} for name in dict.fromkeys(x["label"] for x in at)}
@@ -116,14 +123,21 @@ def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) ->
                                "ticket": interval([x["test_acc"] for x in ticket.values()]).as_dict(), "arms": {}}
         for name, arm in by.items():
             seeds = sorted(set(ticket) & set(arm))
-            diff = paired([ticket[k]["test_acc"] for k in seeds], [arm[k]["test_acc"] for k in seeds])
-            row["arms"][name] = {
-                "label": label(name), "density": next(iter(arm.values()))["density"],
-                "accuracy": interval([x["test_acc"] for x in arm.values()]).as_dict(),
-                "margin": diff.as_dict(), "verdict": verdict(name, label(name), diff, tolerance),
-            }
+            est = replicated({"ticket": [ticket[k]["test_acc"] - arm[k]["test_acc"] for k in seeds]})
+            row["arms"][name] = {"label": label(name), "density": next(iter(arm.values()))["density"],
+                                 "accuracy": interval([x["test_acc"] for x in arm.values()]).as_dict(),
+                                 "head": next(iter(arm.values())).get("head", "")}
+            items.append((label(name), est, name in REFERENCES))
+            where.append((row, name))
         rows.append(row)
-    return rows
+    fam, judged = judge(items, tolerance)
+    for (row, name), j in zip(where, judged):
+        row["arms"][name].update({
+            "margin": j["interval"].as_dict(), "margin_95": j["interval_95"].as_dict(), "estimate": j["estimate"].as_dict(),
+            "p": j["p"], "p_equivalence": j["p_equivalence"], "verdict": j["verdict"]})
+    return {"summary": rows, "family": {"tests": fam.m, "discoveries": fam.discoveries, "q": fam.q, "level": fam.level,
+                                     "method": "Benjamini-Hochberg; FCR-adjusted intervals (Benjamini & Yekutieli 2005)"},
+            "tolerance": tolerance}
 
 
 def own_overlap(plan: TransferPlan) -> list[dict[str, Any]]:

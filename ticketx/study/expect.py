@@ -1,29 +1,42 @@
 """Claims on a study's results (`expect:` in the study file): pass, fail or inconclusive, for CI.
 
-A claim kind is one registry entry: a pure function (rows, claim) -> Outcome. Transfer claims
-(`beats`, `matches`) read the paired summary (`results.paired_summary`: one row per comparison
-and control, with the 95% interval of ticket - control); `search_accuracy` reads the
-search rounds. A claim over several comparisons (several sources, densities) passes when every
-one passes; the comparison that decides (the worst) is the one reported.
+**How claims are judged.** The claims of a study file are written before its results exist:
+they are its pre-registered, confirmatory hypotheses, judged as one family apart from the
+exploratory summary (whose many verdicts are adjusted by Benjamini-Hochberg, ticketx.stats).
 
-Exit codes of `ticketx study check` (and `study run` with claims): 0 every claim passes, 1 a
-claim fails, 3 none fails but one is inconclusive (its interval straddles the threshold: more
-seeds needed) or its cells are not finished.
+- Unit: the ticket. A transfer claim is about tickets from its source, so each comparison it
+  covers is the two-stage estimate over search seeds (df = tickets - 1). A comparison with one
+  ticket cannot support a claim about tickets: the claim is inconclusive ("give at least 2
+  search seeds"), never a pass.
+- Within a claim that covers several comparisons (sources, densities), every one must pass: an
+  intersection-union test, which needs no adjustment; its p-value is the largest of theirs.
+- Across claims, Holm's step-down keeps the chance that any passing claim is false at 5%
+  (family-wise: a CI gate must not pass by luck, and a study has few claims). A claim is judged
+  on the interval at its Holm level, and that interval is the one printed.
+- pass: the claim's interval clears its threshold (beats: lies above the margin; matches: lies
+  within +-tolerance; search_accuracy: lies above the accuracy). fail: the interval shows the
+  opposite (wholly below the margin; wholly outside +-tolerance). Otherwise inconclusive, with
+  the number of tickets that would decide it if the mean and sd held. A search_accuracy claim
+  over one search seed compares the one measurement as it is (outside the family).
+
+A claim kind is one registry entry. Exit codes of `ticketx study check` (and `study run` with
+claims): 0 every claim passes, 1 a claim fails, 3 none fails but one is inconclusive or its
+cells are not finished.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ticketx.registry import Registry
-from ticketx.study.axes import factors, search_axes
+from ticketx.study.axes import factors
 from ticketx.study.claims import Claim
-from ticketx.stats import Interval, beats, interval, matches, n_needed, t975
+from ticketx.stats import CONFIDENCE, Estimate, Interval, n_needed, replicated
 
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 3
+ALPHA = 1 - CONFIDENCE  # the family-wise error rate of a study's claims (Holm)
 _RANK = {"pass": 0, "inconclusive": 1, "unfinished": 2, "fail": 3}
 
 
@@ -34,9 +47,11 @@ class Outcome:
     status: str  # pass | fail | inconclusive | unfinished
     measured: Optional[Interval]
     threshold: str  # e.g. '> +0.00 pt', 'within ±1.00 pt', '>= 80.00%'
-    n: int
-    n_needed: Optional[int]  # inconclusive: the n at which the interval would clear the threshold
+    n: int  # tickets (search seeds) of the deciding comparison
+    n_needed: Optional[int]  # inconclusive: the tickets at which the interval would clear the threshold
     message: str
+    p: Optional[float] = None  # the claim's p-value (intersection-union: the largest of its comparisons')
+    level: Optional[float] = None  # the confidence level it was judged at (Holm)
 
 
 @dataclass
@@ -55,21 +70,34 @@ class Result:
         return {"name": self.name, "kind": self.kind, "where": self.where, "description": self.description, **o}
 
 
-ClaimFn = Callable[[list[dict[str, Any]], Claim], Outcome]
-CLAIMS: Registry[ClaimFn] = Registry("claim kind")
+@dataclass(frozen=True)
+class Kind:
+    """A claim kind: what it measures in its rows, its p-value, and what its interval shows.
+
+    `measure(rows, claim)` -> [(where in words, estimate)]; `p(estimate, claim)` on the two-sided
+    scale (<= alpha exactly when the 1 - alpha interval clears the threshold); `shows(interval,
+    claim)` -> 'pass', 'fail' or None; `threshold(claim)` in words; `edge(estimate, claim)` the
+    value the interval must clear (for the tickets needed).
+    """
+
+    measure: Callable[[list[dict[str, Any]], Claim], list[tuple[str, Estimate]]]
+    p: Callable[[Estimate, Claim], float]
+    shows: Callable[[Interval, Claim], Optional[str]]
+    threshold: Callable[[Claim], str]
+    edge: Callable[[Estimate, Claim], float]
+    about_tickets: bool = True  # one ticket cannot support it
+
+
+CLAIMS: Registry[Kind] = Registry("claim kind")
 
 
 def _pt(x: float, sign: bool = True) -> str:
     return f"{100 * x:{'+' if sign else ''}.2f}"
 
 
-def _margin(row: dict[str, Any]) -> Interval:
-    """The paired interval of a summary row (its sd recovered from the half-width, for n_needed)."""
-    n, low, high = int(row["n"]), row.get("margin_low"), row.get("margin_high")
-    if n < 2 or low is None or high is None or (isinstance(low, float) and math.isnan(low)):
-        return Interval(row["margin"], None, None, n, None)
-    sd = (high - low) / 2 * math.sqrt(n) / t975(n - 1)
-    return Interval(row["margin"], low, high, n, sd)
+def estimate_of(row: dict[str, Any]) -> Estimate:
+    """A summary row's two-stage estimate (results.paired_summary keeps it beside the CSV columns)."""
+    return Estimate(**row["estimate"])
 
 
 def _where(row: dict[str, Any]) -> str:
@@ -78,72 +106,120 @@ def _where(row: dict[str, Any]) -> str:
     return f"{words}, round {row['round']} ({100 * row['density']:.2f}%)"
 
 
-def _worst(outcomes: list[Outcome], threshold: str) -> Outcome:
-    if not outcomes:
-        return Outcome("inconclusive", None, threshold, 0, None, "no finished comparison matches the claim")
-    worst = max(outcomes, key=lambda o: (_RANK[o.status], -(o.n_needed or 0)))
-    passed = sum(o.status == "pass" for o in outcomes)
-    if len(outcomes) > 1:
-        worst.message += f" ({passed} of {len(outcomes)} comparisons pass; the worst shown)"
-    return worst
+def _margins(rows: list[dict[str, Any]], claim: Claim) -> list[tuple[str, Estimate]]:
+    return [(_where(r), estimate_of(r)) for r in rows]
 
 
-def _judge(diff: Interval, verdict: str, want: str, threshold: float, threshold_text: str, where: str) -> Outcome:
-    status = "pass" if verdict == want else ("inconclusive" if verdict == "inconclusive" else "fail")
-    need = None
-    if status == "inconclusive" and diff.sd is not None:
-        # matches: the interval must clear the nearer edge of ±tolerance
-        edge = threshold if want != "matches" else (threshold if diff.mean >= 0 else -threshold)
-        need = n_needed(diff, edge)
-    text = f"{where}: ticket - control {diff.text(sign=True)} pt (n = {diff.n}) vs {threshold_text}"
-    if diff.n < 2:
-        text += "; one pair has no interval: give at least 2 seeds"
-    elif need:
-        text += f"; about n = {need} would decide it if the mean and sd hold"
-    return Outcome(status, diff, threshold_text, diff.n, need, text)
+CLAIMS.add("beats", Kind(
+    measure=_margins, p=lambda est, c: est.p_above(c.threshold),
+    shows=lambda iv, c: "pass" if iv.low > c.threshold else ("fail" if iv.high < c.threshold else None),
+    threshold=lambda c: f"> {_pt(c.threshold)} pt", edge=lambda est, c: c.threshold))
+
+CLAIMS.add("matches", Kind(
+    measure=_margins, p=lambda est, c: est.p_equivalence(c.threshold),
+    shows=lambda iv, c: "pass" if -c.threshold < iv.low and iv.high < c.threshold else (
+        "fail" if iv.low > c.threshold or iv.high < -c.threshold else None),
+    threshold=lambda c: f"within ±{_pt(c.threshold, False)} pt",
+    edge=lambda est, c: c.threshold if est.mean >= 0 else -c.threshold))
 
 
-@CLAIMS.register("beats")
-def beats_claim(rows: list[dict[str, Any]], claim: Claim) -> Outcome:
-    """Pass when the paired interval of ticket - arm lies above the margin; fail when below it."""
-    text = f"> {_pt(claim.threshold)} pt"
-    return _worst([_judge(d, beats(d, claim.threshold), "above", claim.threshold, text, _where(r))
-                   for r in rows for d in [_margin(r)]], text)
-
-
-@CLAIMS.register("matches")
-def matches_claim(rows: list[dict[str, Any]], claim: Claim) -> Outcome:
-    """Pass when the paired interval of ticket - arm lies within ±tolerance; fail when wholly outside."""
-    text = f"within ±{_pt(claim.threshold, False)} pt"
-    return _worst([_judge(d, matches(d, claim.threshold), "matches", claim.threshold, text, _where(r))
-                   for r in rows for d in [_margin(r)]], text)
-
-
-@CLAIMS.register("search_accuracy")
-def search_accuracy_claim(rows: list[dict[str, Any]], claim: Claim) -> Outcome:
-    """The search's test accuracy at a round, over its seeds, is at least the threshold.
-
-    With several search seeds the 95% interval decides (pass: lower end >= threshold; fail:
-    upper end below; else inconclusive); one seed is one measurement, compared as it is.
-    """
-    text = f">= {_pt(claim.threshold, False)}%"
-    groups: dict[tuple[Any, ...], list[float]] = {}
+def _searches(rows: list[dict[str, Any]], claim: Claim) -> list[tuple[str, Estimate]]:
+    """Each search comparison's test accuracy over its search seeds (each seed one ticket)."""
     axes = factors("search")
+    groups: dict[tuple[Any, ...], list[float]] = {}
     for r in rows:
         groups.setdefault((*(r.get(a.columns[0]) for a in axes), r["round"]), []).append(float(r["test_acc"]))
-    outcomes = []
+    out = []
     for (*values, round_), accs in groups.items():
-        acc = interval(accs)
         where = f"search {' '.join(p for a, v in zip(axes, values) if (p := a.phrase(v)))}, round {round_}"
-        if acc.low is None or acc.high is None:
-            status = "pass" if acc.mean >= claim.threshold else "fail"
-            need = None
+        out.append((where, replicated({i: [a] for i, a in enumerate(accs)})))
+    return out
+
+
+CLAIMS.add("search_accuracy", Kind(
+    measure=_searches, p=lambda est, c: est.p_above(c.threshold),
+    shows=lambda iv, c: "pass" if iv.low >= c.threshold else ("fail" if iv.high < c.threshold else None),
+    threshold=lambda c: f">= {_pt(c.threshold, False)}%", edge=lambda est, c: c.threshold, about_tickets=False))
+
+
+@dataclass
+class _Pending:
+    """A claim measured but not yet judged: its comparisons and its p-value (None: outside the family)."""
+
+    claim: Claim
+    measured: list[tuple[str, Estimate]]
+    p: Optional[float]
+    why_not: str = ""  # inconclusive whatever the level (one ticket, nothing measured)
+
+
+def _pending(rows: list[dict[str, Any]], claim: Claim) -> _Pending:
+    kind = CLAIMS[claim.kind]
+    measured = kind.measure(rows, claim)
+    if not measured:
+        return _Pending(claim, measured, None, "no finished comparison matches the claim")
+    if kind.about_tickets and any(est.tickets < 2 for _, est in measured):
+        return _Pending(claim, measured, None, "one ticket per comparison: a claim about tickets from a source needs "
+                                               "at least 2 search seeds (its verdict is about that ticket only)")
+    if not kind.about_tickets and all(est.tickets < 2 for _, est in measured):
+        return _Pending(claim, measured, None)  # one search seed: compared as measured
+    return _Pending(claim, measured, max(kind.p(est, claim) for _, est in measured))
+
+
+def holm_levels(p: list[Optional[float]], alpha: float = ALPHA) -> list[Optional[float]]:
+    """Holm's step-down: the significance level each claim is judged at (None: outside the family).
+
+    Sorted by p, the j-th of m claims is judged at alpha / (m - j + 1) while every earlier one
+    passed; from the first that does not, all later ones are judged at that claim's level.
+    """
+    ranked = sorted((i for i, v in enumerate(p) if v is not None), key=lambda i: p[i])  # type: ignore[arg-type,return-value]
+    m = len(ranked)
+    out: list[Optional[float]] = [None] * len(p)
+    stopped: Optional[float] = None
+    for j, i in enumerate(ranked):
+        level = stopped if stopped is not None else alpha / (m - j)
+        if stopped is None and p[i] > level:  # type: ignore[operator]
+            stopped = level
+        out[i] = level
+    return out
+
+
+def judge(rows: list[dict[str, Any]], claim: Claim, alpha: float = ALPHA) -> Outcome:
+    """One claim on its rows, judged alone at `alpha` (in a study: at its Holm level, `evaluate`)."""
+    pend = _pending(rows, claim)
+    return _decide(pend, alpha if pend.p is not None else None)
+
+
+def _decide(pend: _Pending, alpha: Optional[float]) -> Outcome:
+    claim, kind = pend.claim, CLAIMS[pend.claim.kind]
+    text = kind.threshold(claim)
+    if not pend.measured:
+        return Outcome("inconclusive", None, text, 0, None, pend.why_not)
+    level = 1 - (alpha if alpha is not None else ALPHA)
+    judged = []
+    for where, est in pend.measured:
+        iv = est.interval(level)
+        if est.tickets < 2 and not kind.about_tickets:  # one search: the measurement as it is
+            status = "pass" if est.mean >= claim.threshold else "fail"
+            iv = est.interval()
+        elif pend.why_not or iv.low is None:
+            status = "inconclusive"
         else:
-            status = "pass" if acc.low >= claim.threshold else ("fail" if acc.high < claim.threshold else "inconclusive")
-            need = n_needed(acc, claim.threshold) if status == "inconclusive" else None
-        msg = f"{where}: test accuracy {acc.text()}% (n = {acc.n}) vs {text}"
-        outcomes.append(Outcome(status, acc, text, acc.n, need, msg))
-    return _worst(outcomes, text)
+            status = kind.shows(iv, claim) or "inconclusive"
+        need = n_needed(est, kind.edge(est, claim), 1 - level) if status == "inconclusive" and est.tickets >= 2 else None
+        what = "ticket - control" if kind.about_tickets else "test accuracy"
+        msg = (f"{where}: {what} {iv.text(sign=kind.about_tickets)}{' pt' if kind.about_tickets else '%'} "
+               f"({est.tickets} ticket(s) × {est.retrains / max(1, est.tickets):g} retrains"
+               + (f", {100 * level:.2f}% interval" if iv.low is not None else "") + f") vs {text}")
+        if pend.why_not:
+            msg += f"; {pend.why_not}"
+        elif need:
+            msg += f"; about {need} tickets would decide it if the mean and sd hold"
+        judged.append(Outcome(status, iv, text, est.tickets, need, msg, pend.p, level))
+    worst = max(judged, key=lambda o: (_RANK[o.status], -(o.n_needed or 0)))
+    if len(judged) > 1:
+        passed = sum(o.status == "pass" for o in judged)
+        worst.message += f" ({passed} of {len(judged)} comparisons pass; the worst shown)"
+    return worst
 
 
 def describe(claim: Claim) -> str:
@@ -195,20 +271,25 @@ def evaluate(out: str | Path, claims: list[Claim], prov: Optional[dict[str, Any]
     summary = paired_summary(out, prov) if any(c.kind != "search_accuracy" for c in claims) else []
     searches = [r for r in collect(out, prov)[1] if r["kind"] == "search"] if any(
         c.kind == "search_accuracy" for c in claims) else []
-    results = []
+    pending, unfinished = [], []
     for claim in claims:
-        keys, unfinished = _selected(out, prov, claim)
+        keys, left = _selected(out, prov, claim)
         if claim.kind == "search_accuracy":
             rows = [r for r in searches if search_key(r, r["round"]) in keys]
         else:
             rows = [r for r in summary if r["control"] == claim.arm and comparison_key(r, r["round"]) in keys]
-        outcome = CLAIMS[claim.kind](rows, claim)
-        if unfinished and outcome.status != "fail":
+        pending.append(_pending(rows, claim))
+        unfinished.append(left)
+    levels = holm_levels([p.p for p in pending])
+    results = []
+    for pend, alpha, left in zip(pending, levels, unfinished):
+        outcome = _decide(pend, alpha)
+        if left and outcome.status != "fail":
             outcome.status = "unfinished"
-            outcome.message = f"{unfinished} of its cells not finished; so far: {outcome.message}"
-        elif unfinished:
-            outcome.message += f" ({unfinished} of its cells not finished)"
-        results.append(Result(claim.name, claim.kind, claim.where, describe(claim), outcome))
+            outcome.message = f"{left} of its cells not finished; so far: {outcome.message}"
+        elif left:
+            outcome.message += f" ({left} of its cells not finished)"
+        results.append(Result(pend.claim.name, pend.claim.kind, pend.claim.where, describe(pend.claim), outcome))
     return results
 
 
@@ -227,16 +308,18 @@ def table(results: list[Result], title: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", caption="measured: mean [95% t interval]; transfer claims in points of "
-              "ticket - control, paired by seed; the worst comparison of each claim is shown", caption_justify="left")
-    for col in ("claim", "what", "measured", "threshold", "n", "status"):
+    t = Table(title=title, title_justify="left", caption=escape("measured: mean [t interval over tickets at the claim's Holm "
+              "level]; transfer claims in points of ticket - control, paired by transfer seed within each ticket; the "
+              "worst comparison of each claim is shown; n: tickets (search seeds)"), caption_justify="left")
+    for col in ("claim", "what", "measured", "level", "threshold", "n", "status"):
         t.add_column(col, justify="right" if col in ("measured", "n") else "left")
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "unfinished": "yellow"}
     for r in results:
         o = r.outcome
         measured = "-" if o.measured is None else o.measured.text(sign=r.kind != "search_accuracy")
-        status = o.status + (f" (n ≈ {o.n_needed} needed)" if o.n_needed else "")
-        t.add_row(escape(r.name), escape(r.description), measured, escape(o.threshold), str(o.n),
+        status = o.status + (f" (≈ {o.n_needed} tickets needed)" if o.n_needed else "")
+        level = "-" if o.level is None else f"{100 * o.level:.2f}%"
+        t.add_row(escape(r.name), escape(r.description), measured, level, escape(o.threshold), str(o.n),
                   f"[{style[o.status]}]{escape(status)}[/]")
     return t
 

@@ -102,7 +102,8 @@ def study_plots(rows: list[Mapping[str, Any]], summary: list[Mapping[str, Any]],
                     ax.fill_between(x, [100 * r["margin_low"] for r in ar], [100 * r["margin_high"] for r in ar],
                                     color=line.get_color(), alpha=0.15, linewidth=0)
         axis(ax, xs)
-        ax.set_ylabel("ticket - control (points), paired, 95% interval")
+        level = next((r["level"] for r in group if r.get("level") is not None), 0.95)
+        ax.set_ylabel(f"ticket - control (points), paired;\nband: {100 * level:.2f}% interval over tickets (adjusted)")
         ax.set_title(f"paired margins: {where}", fontsize=10)
         ax.legend(fontsize=7, loc="best")
         path = folder / f"margins-{stem}.png"

@@ -116,8 +116,10 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
 
 def summary_columns() -> list[str]:
     """summary.csv: one row per comparison (the factor axes' columns and the round) and control."""
-    return ["study", *factor_columns(), "round", "density", "control", "n", "ticket_acc", "ticket_low", "ticket_high",
-            "control_acc", "margin", "margin_low", "margin_high", "verdict", "own_ticket_init", "resolution"]
+    return ["study", *factor_columns(), "round", "density", "control", "tickets", "retrains", "scope", "ticket_acc",
+            "ticket_low", "ticket_high", "control_acc", "margin", "margin_low", "margin_high", "level", "verdict",
+            "margin_low_95", "margin_high_95", "p", "p_equivalence", "q", "q_equivalence", "sd_between", "sd_within",
+            "family_tests", "family_discoveries", "tolerance", "own_ticket_init", "resolution"]
 
 
 def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
@@ -126,19 +128,27 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
     A pair is the ticket and a control trained in the same transfer cell (same ticket, same seed,
     same data order); a control that does not depend on the round (dense), trained once per
     ticket and seed, pairs with every round of that ticket and seed. Baselines are never pooled
-    across sources: each source's margins use that source's own controls. n counts
-    (search seed x transfer seed) pairs.
+    across sources: each source's margins use that source's own controls.
+
+    Two levels (ticketx.stats): the ticket (the source's search cell: one search seed) is the
+    unit, its transfer seeds are repeated measures of it; `margin` is the mean over tickets of
+    each ticket's mean margin, with the t interval over tickets (df = tickets - 1), or, with one
+    ticket, over its retrains (scope 'ticket': a statement about that ticket only). All rows'
+    verdicts are one family under Benjamini-Hochberg: `margin_low` / `margin_high` are the
+    adjusted interval at `level` the verdict reads; `margin_low_95` / `margin_high_95`, `p`,
+    `p_equivalence` are unadjusted, `q` / `q_equivalence` BH-adjusted.
     """
     from ticketx import store
     from ticketx.baselines import BASELINES
     from ticketx.baselines import label as arm_label
-    from ticketx.stats import interval, paired, verdict
+    from ticketx.stats import MATCH_TOLERANCE, judge, replicated
+    from ticketx.transfer import REFERENCES
 
     out = Path(out)
     prov = prov or load_provenance(out)
     # the transfer columns that say which network a cell trains, but for its point
     pairing = [col for a in transfer_axes() if a.role != "x" for col in a.columns]
-    groups: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], dict[str, float], float]]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[str, tuple[Any, ...], dict[str, float], float]]] = {}
     once: dict[tuple[Any, ...], dict[str, float]] = {}  # round-free controls, by pair
     meta: dict[tuple[Any, ...], dict[str, Any]] = {}
     for c in prov["cells"]:
@@ -146,7 +156,8 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
             continue
         result = store.read_json(cell_dir(out, c) / "result.json")
         info = c["info"]
-        pair = (c["source"], *(info.get(col) for col in pairing))  # not an axis: the ticket's search cell
+        ticket = c["source"]  # not an axis: the ticket is the source's search cell (one search seed)
+        pair = (ticket, *(info.get(col) for col in pairing))
         for row in result["summary"]:
             runs = [x for x in result["runs"] if x["for_round"] == row["round"]]
             accs = {x["label"]: x["test_acc"] for x in runs}
@@ -154,29 +165,46 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
                 if arm in BASELINES and not BASELINES[arm].per_round:
                     once.setdefault(pair, {})[arm] = acc
             key = comparison_key(info, row["round"])
-            groups.setdefault(key, []).append((pair, accs, row["density"]))
+            groups.setdefault(key, []).append((ticket, pair, accs, row["density"]))
             meta[key] = {"own_ticket_init": info.get("own_ticket_init"), "resolution": result.get("resolution")}
-    rows = []
+    rows, items = [], []
     cols = factor_columns()
-    for key, items in groups.items():
-        for pair, accs, _ in items:
+    for key, found in groups.items():
+        for _, pair, accs, _ in found:
             for arm, acc in once.get(pair, {}).items():
                 accs.setdefault(arm, acc)
-        ticket = interval([accs["ticket"] for _, accs, _ in items])
-        arms = list(dict.fromkeys(a for _, accs, _ in items for a in accs if a != "ticket"))
+        ticket = replicated(_by_ticket((t, accs["ticket"]) for t, _, accs, _ in found)).interval()
+        arms = list(dict.fromkeys(a for *_, accs, _ in found for a in accs if a != "ticket"))
         base = {"study": prov["name"], **dict(zip(cols, key[:-1])), "round": key[-1],
-                "density": sum(d for *_, d in items) / len(items),
+                "density": sum(d for *_, d in found) / len(found),
                 "ticket_acc": ticket.mean, "ticket_low": ticket.low, "ticket_high": ticket.high, **meta[key]}
         for arm in arms:
-            both = [accs for _, accs, _ in items if arm in accs]
-            diff = paired([x["ticket"] for x in both], [x[arm] for x in both])
-            rows.append({**base, "control": arm, "n": diff.n, "control_acc": interval([x[arm] for x in both]).mean,
-                         "margin": diff.mean, "margin_low": diff.low, "margin_high": diff.high,
-                         "verdict": verdict(arm, arm_label(arm), diff)})
+            both = [(t, accs) for t, _, accs, _ in found if arm in accs]
+            est = replicated(_by_ticket((t, accs["ticket"] - accs[arm]) for t, accs in both))
+            control = replicated(_by_ticket((t, accs[arm]) for t, accs in both))
+            rows.append({**base, "control": arm, "tickets": est.tickets, "retrains": est.retrains, "scope": est.scope,
+                         "control_acc": control.mean, "sd_between": est.sd_between, "sd_within": est.sd_within,
+                         "estimate": est.as_dict()})
+            items.append((arm_label(arm), est, arm in REFERENCES))
         if not arms:
-            rows.append({**base, "control": "", "n": ticket.n, "verdict": ""})
+            rows.append({**base, "control": "", "tickets": ticket.n, "verdict": ""})
+    fam, judged = judge(items, MATCH_TOLERANCE)
+    compared = [r for r in rows if r["control"]]
+    for row, j in zip(compared, judged):
+        iv, iv95 = j["interval"], j["interval_95"]
+        row.update({"margin": iv.mean, "margin_low": iv.low, "margin_high": iv.high, "level": fam.level,
+                    "verdict": j["verdict"], "margin_low_95": iv95.low, "margin_high_95": iv95.high,
+                    "p": j["p"], "p_equivalence": j["p_equivalence"], "q": j["q"], "q_equivalence": j["q_equivalence"],
+                    "family_tests": fam.m, "family_discoveries": fam.discoveries, "tolerance": MATCH_TOLERANCE})
     rows.sort(key=layout_order(prov))
     return rows
+
+
+def _by_ticket(pairs: Any) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for ticket, value in pairs:
+        out.setdefault(ticket, []).append(value)
+    return out
 
 
 def layout_order(prov: dict[str, Any]) -> Any:
@@ -232,10 +260,27 @@ def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
 OVERLAP_COLUMNS = ["model", "a", "b", "density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z"]
 
 
-def ticket_name(info: dict[str, Any]) -> str:
-    """A ticket in words: its search axes' values and its role ('lenet_300_100 digits[0-4] (adam) seed 0, source')."""
-    words = " ".join(p for a in search_axes() if (p := a.phrase(info.get(a.columns[0], ""))))
+def ticket_name(info: dict[str, Any], replicate: bool = True) -> str:
+    """A ticket in words: its search axes' values and its role ('lenet_300_100 digits[0-4] (adam) seed 0, source');
+    without `replicate`, the kind of ticket it is (its seed left out: what its replicates share)."""
+    axes = [a for a in search_axes() if replicate or a.role != "ticket"]
+    words = " ".join(p for a in axes if (p := a.phrase(info.get(a.columns[0], ""))))
     return f"{words}, {info.get('role', '')}"
+
+
+def overlap_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Overlaps averaged over replicate pairs: one row per (kind of ticket A, kind of ticket B),
+    e.g. the tickets of one source against each other (how reproducible its tickets are) or
+    against another source's."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["a_kind"], r["b_kind"]), []).append(r)
+    out = []
+    for (model, a, b), rs in groups.items():
+        mean = lambda k: (sum(float(r[k]) for r in rs if r.get(k) is not None) / max(1, sum(r.get(k) is not None for r in rs)))  # noqa: E731
+        out.append({"model": model, "a": a, "b": b, "pairs": len(rs),
+                    **{k: mean(k) for k in ("density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z")}})
+    return out
 
 
 def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
@@ -252,11 +297,11 @@ def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> l
         path = cell_dir(out, c) / "ticket.pt"
         if c["kind"] == "search" and is_done(out, c) and path.exists():
             model = c["config"]["find"]["model"]  # not an axis: the architecture the search built
-            found.setdefault(model, []).append((ticket_name(c["info"]), ticketfile.load(path)))
+            found.setdefault(model, []).append((ticket_name(c["info"]), ticket_name(c["info"], False), ticketfile.load(path)))
     rows = []
     for model, tickets in found.items():
-        for k, (na, a) in enumerate(tickets):
-            for nb, b in tickets[k + 1:]:
+        for k, (na, ka, a) in enumerate(tickets):
+            for nb, kb, b in tickets[k + 1:]:
                 for r in range(a.num_rounds, 0, -1):
                     rb = match_round(b, a.rounds[r]["density"])
                     if rb is None or rb == 0:
@@ -264,7 +309,7 @@ def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> l
                     ma, mb = a.mask(r), b.mask(rb)
                     common = [n for n in ma if n in mb and ma[n].shape == mb[n].shape]
                     net = overlap({n: ma[n] for n in common}, {n: mb[n] for n in common})["network"]
-                    rows.append({"model": model, "a": na, "b": nb, "density": a.rounds[r]["density"],
+                    rows.append({"model": model, "a": na, "b": nb, "a_kind": ka, "b_kind": kb, "density": a.rounds[r]["density"],
                                  **{k2: net.get(k2) for k2 in OVERLAP_COLUMNS[4:]}, "a_kept_by_b": net["a_kept_by_b"]})
                     break
     return rows
@@ -296,7 +341,7 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     overlaps = ticket_overlaps(out, prov)
     if overlaps:
         store.write_text(out / "overlap.csv", R.csv_text(overlaps, OVERLAP_COLUMNS))
-        console.print(overlap_table(overlaps))
+        console.print(overlap_table(overlap_groups(overlaps)))
     written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
                "cells": total}
     stab = stability_rows(out, prov)

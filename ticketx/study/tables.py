@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from rich.markup import escape
 from rich.table import Table
 
-from ticketx.report import coloured, pct, pct_interval
+from ticketx.report import coloured, family_caption, pct, pct_interval
+from ticketx.stats import FDR
 from ticketx.study.axes import Axis, factors, search_axes
 
 
@@ -42,18 +43,25 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
         dens = sum(r["density"] for r in rows) / len(rows)
         res = next((r.get("resolution") for r in rows if r.get("resolution")), None)
         init = next((r.get("own_ticket_init") for r in rows if r.get("own_ticket_init")), None)
-        caption = ("test accuracy %, mean [95% t interval]; margin = ticket - control, paired by (search seed, "
-                   "transfer seed), each ticket against its own controls")
+        one = all(r.get("scope") == "ticket" for r in rows if r["control"])
+        fam = next(({"level": r["level"], "tests": r["family_tests"], "discoveries": r["family_discoveries"],
+                     "q": FDR} for r in rows if r.get("level") is not None), None)
+        caption = ("unit: the ticket (search seed); margin = ticket - control, paired by transfer seed within a ticket, "
+                   "each ticket against its own controls; mean over tickets [t interval over the tickets' mean margins, "
+                   "df = tickets - 1]; σ: between-ticket sd of the margin (points). "
+                   + ("One ticket per comparison here: verdicts are about that ticket ('this ticket'), not about tickets "
+                      "from its source (give several search seeds). " if one else "")
+                   + family_caption(fam) + "; ticket accuracy %: mean [95% interval over tickets]")
         if res:
             caption += f"; 1 test image = {res:.2f} points"
         if init:
             caption += f"; own ticket: {init} initialisation"
         head = ", ".join(a.describe(v) for a, v in zip(splits, values))
         t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(head)}: round {round_}, "
-                        f"{100 * dens:.2f}% weights remaining", title_justify="left", caption=caption, caption_justify="left")
+                        f"{100 * dens:.2f}% weights remaining", title_justify="left", caption=escape(caption), caption_justify="left")
         for a in shown:
             t.add_column(a.header or a.name.replace("_", " "))
-        t.add_column("n", justify="right")
+        t.add_column("tickets × retrains", justify="right")
         t.add_column("ticket", justify="right")
         for a in arms:
             t.add_column(f"vs {label(a)}", justify="right")
@@ -63,29 +71,37 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
             at = {r["control"]: r for r in rows if tuple(r[a.columns[0]] for a in within) == line}
             any_row = next(iter(at.values()))
             ticket = {"mean": any_row["ticket_acc"], "low": any_row["ticket_low"], "high": any_row["ticket_high"],
-                      "n": any_row["n"], "sd": None}
+                      "n": any_row["tickets"], "sd": None}
             cells = [escape(a.text(any_row[a.columns[0]])) for a in shown]
-            cells += [str(max(r["n"] for r in at.values())), pct_interval(ticket)]
+            k = max(int(r["tickets"]) for r in at.values())
+            cells += [f"{k} × {max(int(r['retrains']) for r in at.values()) / k:g}", pct_interval(ticket)]
             for a in arms:
                 r = at.get(a)
-                cells.append("-" if r is None else pct_interval(
-                    {"mean": r["margin"], "low": r["margin_low"], "high": r["margin_high"], "n": r["n"], "sd": None}, sign=True))
+                cells.append("-" if r is None else _margin_cell(r))
             cells.append("; ".join(coloured(v) for v in dict.fromkeys(at[a]["verdict"] for a in arms if a in at)))
             t.add_row(*cells)
         tables.append(t)
     return tables
 
 
+def _margin_cell(r: Mapping[str, Any]) -> str:
+    text = pct_interval({"mean": r["margin"], "low": r["margin_low"], "high": r["margin_high"], "n": r["tickets"],
+                         "sd": None}, sign=True)
+    sd = r.get("sd_between")
+    return text + (f" σ {100 * float(sd):.2f}" if sd not in (None, "") else "")
+
+
 def overlap_table(rows: list[Mapping[str, Any]]) -> Table:
     """A study's tickets, pair by pair at matched density: the weights they share vs chance."""
     t = Table(title="ticket overlap (kept weights shared, at matched density, output layers of other sizes left out)",
-              title_justify="left", caption="chance: independent random masks with the same per-layer counts; "
-              "z: standard deviations above chance", caption_justify="left")
-    for col in ("A", "B", "% weights remaining", "A kept by B", "chance", "Jaccard", "chance", "z"):
+              title_justify="left", caption="means over the pairs of tickets (every pair: overlap.csv); chance: "
+              "independent random masks with the same per-layer counts; z: standard deviations above chance",
+              caption_justify="left")
+    for col in ("A", "B", "pairs", "% weights remaining", "A kept by B", "chance", "Jaccard", "chance", "z"):
         t.add_column(col, justify="left" if col in ("A", "B") else "right")
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for r in rows:
-        t.add_row(escape(r["a"]), escape(r["b"]), f"{100 * r['density']:.2f}", f(r["a_kept_by_b"]),
+        t.add_row(escape(r["a"]), escape(r["b"]), str(r.get("pairs", 1)), f"{100 * r['density']:.2f}", f(r["a_kept_by_b"]),
                   f(r["chance_a_kept_by_b"]), f(r["jaccard"]), f(r["chance_jaccard"]), "-" if r["z"] is None else f"{r['z']:.1f}")
     return t
 
