@@ -233,3 +233,83 @@ def test_dense_is_trained_once_per_seed_and_paired_with_every_round(digits_ticke
     for row in result["summary"]:  # each round's margin is over the same dense networks
         ticket = {r["seed"]: r["test_acc"] for r in result["runs"] if r["label"] == "ticket" and r["for_round"] == row["round"]}
         assert row["arms"]["dense"]["margin"]["mean"] == pytest.approx(sum(ticket[k] - dense[row["round"], k] for k in (0, 1)) / 2)
+
+
+# ---- the output-layer rule: kept exactly on the ticket's own data set and classes ----
+
+def test_head_rule_same_classes_kept_same_count_other_classes_or_data_new(digits_ticket):
+    from ticketx.settings.transfer import head_rule
+
+    t = ticketfile.load(digits_ticket)  # found on digits[0-4]
+    own = list(t.meta["classes"])
+    assert head_rule("auto", t, "digits[0-4]", own) == "keep"  # the source itself (or another optimizer on it)
+    assert head_rule("auto", t, "digits[5-9]", [str(c) for c in range(5, 10)]) == "new"  # 5 classes, other names
+    assert head_rule("auto", t, "digits[0-4]", own[::-1]) == "new"  # same names, other order
+    assert head_rule("auto", t, "mnist[0-4]", own) == "new"  # same names, another data set
+    assert head_rule("new", t, "digits[0-4]", own) == "new" and head_rule("keep", t, "digits[5-9]", own) == "keep"
+
+
+def test_a_ticket_without_class_names_gets_a_new_output_layer(digits_ticket):
+    from ticketx.settings.transfer import head_rule
+
+    t = ticketfile.load(digits_ticket)
+    classes = t.meta.pop("classes")
+    assert head_rule("auto", t, "digits[0-4]", classes) == "new"
+
+
+def test_auto_keeps_the_head_on_the_source_and_every_arm_says_which_it_had(digits_ticket, tmp_path):
+    train = TrainSpec(optimizer="adam", lr=1e-3, length="1ep")
+    own = TransferSpec(target="digits[0-4]", rounds=[2], seeds=[0], train=train)  # head: auto (the default)
+    kept = transfer(digits_ticket, own, tmp_path / "kept", device="cpu")
+    assert kept["heads"] == {"ticket": "keep"} and all(not r["head_reset"] for r in kept["runs"])
+    assert {r["head"] for r in kept["runs"]} == {"kept"}
+    assert "kept output layer" in _table_text(kept)
+    new = transfer(digits_ticket, own.model_copy(update={"head": "new"}), tmp_path / "new", device="cpu")
+    assert new["heads"] == {"ticket": "new"} and all(r["head_reset"] for r in new["runs"])
+    keys = lambda res: {r["label"]: r["key"] for r in res["runs"]}  # noqa: E731
+    assert all(keys(kept)[a] != keys(new)[a] for a in keys(kept))  # the rule is in every run's key
+    other = transfer(digits_ticket, TransferSpec(target="digits[5-9]", rounds=[2], baselines=[], train=train),
+                     tmp_path / "other", device="cpu")
+    assert other["heads"] == {"ticket": "new"} and other["runs"][0]["head"] == "new"
+
+
+def _table_text(result) -> str:
+    from rich.console import Console
+
+    from ticketx.report import transfer_table
+
+    console = Console(record=True, width=300)
+    console.print(transfer_table(result))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_every_control_under_a_kept_head_has_the_tickets_output_layer(digits_ticket, dense):
+    """random mask, random reinit, shuffle, dense under 'keep': each arm's output layer is the ticket's
+    (its rewind weights; re-drawn only by random reinit), at the ticket's output-layer density (or dense)."""
+    t = ticketfile.load(digits_ticket)
+    ticket = Arm(t, 2, 5, seed=0, head="keep", head_dense=dense).build(TICKET)
+    head = head_name(ticket.model)
+    want = float(t.mask(2)[head].float().mean()) if not dense else 1.0
+    for kind in ("random-mask", "random-reinit", "shuffle", "dense"):
+        got = Arm(t, 2, 5, seed=0, head="keep", head_dense=dense).build(BASELINES[kind])
+        w = dict(got.model.named_parameters())[head]
+        if kind == "dense":
+            assert got.mask is None and torch.equal(w, t.rewind[head])
+            continue
+        assert float(got.mask[head].float().mean()) == pytest.approx(want, abs=0.02)
+        if kind != "random-reinit":
+            assert torch.equal(w[got.mask[head]], t.rewind[head][got.mask[head]])
+
+
+def test_random_reinit_gets_the_same_new_output_layer_as_the_ticket(digits_ticket):
+    t = ticketfile.load(digits_ticket)
+    ticket = Arm(t, 2, 7, seed=3).build(TICKET)
+    reinit = Arm(t, 2, 7, seed=3).build(BASELINES["random-reinit"])
+    head = head_name(ticket.model)
+    bias = head.rsplit(".", 1)[0] + ".bias"
+    pa, pb = dict(ticket.model.named_parameters()), dict(reinit.model.named_parameters())
+    assert torch.equal(ticket.mask[head], reinit.mask[head])
+    assert torch.equal(pa[head], pb[head]) and torch.equal(pa[bias], pb[bias])  # the same new output layer
+    body = next(n for n in t.names if n != head)
+    assert not torch.equal(pa[body], pb[body])  # a re-drawn body

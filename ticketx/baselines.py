@@ -140,10 +140,10 @@ class Prepared:
 class Arm:
     """One network to build: which ticket, which round, which seed, on how many target classes.
 
-    `head`: 'new' gives a new output layer (the default everywhere), 'keep' keeps the ticket's
-    (allowed only when the ticket's class names equal the target's: spec.transfer.check_head).
-    A new output layer is seeded, and pruned at random to the ticket's output-layer density
-    unless `head_dense`.
+    `head`: 'new' gives a new output layer, 'keep' keeps the ticket's (settings.transfer.head_rule
+    decides which per arm; 'keep' only when the ticket's class names are the target's). A new
+    output layer is seeded, and pruned at random to the ticket's output-layer density unless
+    `head_dense` (then every arm's output layer is dense, kept or new).
     """
 
     ticket: "Ticket"
@@ -172,7 +172,14 @@ class Arm:
         return self.head != "keep"
 
     def build(self, kind: Baseline) -> Prepared:
-        """The network for `kind` (TICKET or a baseline) before any training step."""
+        """The network for `kind` (TICKET or a baseline) before any training step.
+
+        Every arm of one (ticket, round, seed) gets the same output layer: with `head` 'new', the
+        one drawn from the 'head-weights' stream (a re-initialised arm too: only its body is
+        re-drawn); with 'keep', the ticket's rewind weights (a re-initialised arm re-draws them
+        with the rest). With `head_dense` every arm's output layer is dense, kept or new, so
+        their densities compare like with like.
+        """
         from ticketx import ticket as ticketfile
         from ticketx.models import build_model, head_name
 
@@ -182,18 +189,23 @@ class Arm:
         head_param = head_name(model)
         prefix = head_param.rsplit(".", 1)[0] + "."
         ticketfile.check_model(self.ticket, model, ignore=tuple(k for k in self.ticket.rewind if reset and k.startswith(prefix)))
+        state = model.state_dict()
         if not kind.fresh_weights:
             # every layer from the rewind weights; the fresh (seeded) output layer when reset
-            state = model.state_dict()
             for k, v in self.ticket.rewind.items():
                 if not (reset and k.startswith(prefix)):
                     state[k] = v.clone()
-            model.load_state_dict(state)
+        elif reset:  # a re-drawn body under the new output layer every other arm gets
+            runtime.seed_weights(self.stream_seed("head-weights"))
+            shared = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"]).state_dict()
+            state.update({k: v for k, v in shared.items() if k.startswith(prefix)})
+        model.load_state_dict(state)
         mask = self.ticket.mask(self.round)
-        if reset:
-            shape = tuple(dict(model.named_parameters())[head_param].shape)
-            mask[head_param] = (torch.ones(shape, dtype=torch.bool) if self.head_dense
-                                else _random_head(mask[head_param], shape, self.generator("head")))
+        shape = tuple(dict(model.named_parameters())[head_param].shape)
+        if self.head_dense:
+            mask[head_param] = torch.ones(shape, dtype=torch.bool)
+        elif reset:
+            mask[head_param] = _random_head(mask[head_param], shape, self.generator("head"))
         mask = kind.rule(self, mask)
         if mask is not None:
             M.apply(model, mask)

@@ -140,6 +140,14 @@ def find(
     typer.echo(str(out))
 
 
+def _head_rule(keep: bool, new: bool) -> str:
+    from ticketx.errors import UsageError
+
+    if keep and new:
+        raise UsageError("give only one of --keep-head and --new-head")
+    return "keep" if keep else "new" if new else "auto"
+
+
 @app.command()
 @training_options
 def transfer(
@@ -152,9 +160,10 @@ def transfer(
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
     own_ticket: Annotated[Optional[Path], typer.Option("--own-ticket", help="A ticket found on the target itself, retrained next to the ticket.")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", hidden=True)] = None,  # the old name of --own-ticket
-    keep_head: Annotated[bool, typer.Option("--keep-head", help="Keep the ticket's output layer (only when its class names are the target's) \\[default: a new one].")] = False,
-    reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old default-changing flag: now the default
-    head_dense: Annotated[bool, typer.Option("--head-dense", help="Leave a new output layer dense instead of pruning it to the ticket's head density.")] = False,
+    keep_head: Annotated[bool, typer.Option("--keep-head", help="Keep the ticket's output layer (only when its class names are the target's).")] = False,
+    new_head: Annotated[bool, typer.Option("--new-head", help="A new output layer even on the ticket's own classes \\[default: kept exactly when the target is the ticket's data set with its classes, else new].")] = False,
+    reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old name of --new-head
+    head_dense: Annotated[bool, typer.Option("--head-dense", help="Every arm's output layer dense (kept or new) instead of pruned to the ticket's output-layer density.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
@@ -169,7 +178,7 @@ def transfer(
 
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
-        own_ticket=own_ticket or against, head="keep" if keep_head and not reset_head else "new", head_dense=head_dense,
+        own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
         deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")

@@ -169,7 +169,10 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
     from ticketx.baselines import arm_order
 
     arms = arm_order([a for r in rows for a in r["arms"]])
-    heads = sorted({str(r["arms"][a].get("head") or "") for r in rows for a in r["arms"]} - {""})
+    dense = " (dense)" if result.get("config", {}).get("transfer", {}).get("head_dense") else ""
+    words = {"keep": "kept", "new": "new"}
+    heads = [f"{'the ticket and its controls' if who == 'ticket' else 'own ticket'} {words.get(h, h)}{dense}"
+             for who, h in (result.get("heads") or {}).items()]
     title = (f"{src['model']} ticket from {src['data']} ({src['optimizer']}) -> {result['target']} "
              f"({result['config']['train']['optimizer']})")
     n = max((r["ticket"]["n"] for r in rows), default=0)
@@ -179,6 +182,7 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
                f"; 1 test image = {result.get('resolution', float('nan')):.2f} points")
     if heads:
         caption += "; output layer: " + ", ".join(heads)
+    title += f", {'kept' if (result.get('heads') or {}).get('ticket') == 'keep' else 'new'} output layer"
     table = Table(title=escape(title), title_justify="left", caption=escape(caption), caption_justify="left")
     for col in ("round", "% weights remaining", "ticket"):
         table.add_column(col, justify="right")

@@ -19,7 +19,7 @@ from ticketx import masks as M
 from ticketx import distributed, store
 from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data
-from ticketx.settings.transfer import TransferPlan, check_head
+from ticketx.settings.transfer import TransferPlan, check_head, head_rule
 from ticketx.stats import MATCH_TOLERANCE, interval, judge, replicated, resolution
 from ticketx.ticket import Ticket
 from ticketx import runtime
@@ -50,6 +50,9 @@ def transfer(
     set_deterministic(spec.deterministic)
     data = load_data(spec.target, data_dir, image_size=ticket.meta["image_size"], channels=ticket.meta["channels"])
     check_head(spec, ticket, list(data.classes))
+    heads = {"ticket": head_rule(spec.head, ticket, data.name, list(data.classes))}
+    if plan.own is not None:
+        heads["own-ticket"] = head_rule(spec.head, plan.own, data.name, list(data.classes))
     arms: list[tuple[str, Baseline]] = [("ticket", TICKET), *[(b, BASELINES[b]) for b in spec.baselines]]
     if plan.own is not None:
         arms.append(("own-ticket", TICKET))
@@ -81,7 +84,8 @@ def transfer(
         "target": data.name,
         "target_classes": list(data.classes),
         "own_ticket": spec.own_ticket,
-        "head": spec.head,
+        "head": spec.head,  # the rule; `heads`: what it gave each ticket's arms ('keep' or 'new')
+        "heads": heads,
         "test_images": int(len(data.test_y)),
         "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
         "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
@@ -96,7 +100,10 @@ def transfer(
     return result
 
 
-PROTOCOL = 2  # part of every run's key: results of an older pairing/seeding protocol are never reused
+# Part of every run's key: results of an older pairing / seeding / output-layer protocol are never
+# reused. 3: the output layer is decided per arm ('auto'); random re-initialisation gets the same
+# new output layer as the other arms; head_dense makes every arm's output layer dense.
+PROTOCOL = 3
 
 
 REFERENCES = ("dense", "own-ticket")  # arms the ticket should match; every other arm is a control it should beat
@@ -171,15 +178,16 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
     ticket = plan.own if own else plan.ticket
     assert ticket is not None
     src_round = plan.own_rounds[round_] if own else round_
+    head = head_rule(spec.head, ticket, data.name, list(data.classes))
     key_obj = {
         "protocol": PROTOCOL, "ticket": ticket.meta.get("fingerprint"), "round": src_round, "kind": baseline.name,
         "target": data.name, "seed": seed, "pair_round": round_,
-        "train": tspec.model_dump(), "head": spec.head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
+        "train": tspec.model_dump(), "head": head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
     }
     key = store.fingerprint(key_obj)
 
     def start() -> Start:
-        prep = Arm(ticket, src_round, data.num_classes, seed, head=spec.head, head_dense=spec.head_dense).build(baseline)
+        prep = Arm(ticket, src_round, data.num_classes, seed, head=head, head_dense=spec.head_dense).build(baseline)
         mask = prep.mask
         return Start(prep.model, mask, {
             "density": M.density(mask) if mask is not None else 1.0,
@@ -190,6 +198,7 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
         label=f"[{index}/{total}] {name} r{src_round} s{seed}", data_seed=runtime.transfer_data_seed(seed, round_),
         split_seed=seed, experiment="transfer",
         info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
+              "head": ("kept" if head == "keep" else "new") + (" dense" if spec.head_dense else ""),
               "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],
               "target": data.name, "optimizer": tspec.optimizer, "config": key_obj},
     )

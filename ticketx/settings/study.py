@@ -67,9 +67,10 @@ class TransferBlock(Strict):
     # by default, so "the transferred ticket matches the own ticket" is not built in by shared
     # weights; 'shared' (same init, different data) is a legitimate design when asked for.
     own_ticket_init: Literal["independent", "shared"] = "independent"
-    # The output layer rule of settings.transfer.TransferSpec.head ('new' by default; 'keep' only
-    # when the ticket's class names are the target's). 'reset' is the old name of 'new'.
-    head: Literal["new", "keep"] = "new"
+    # The output layer rule of settings.transfer.TransferSpec.head: 'auto' by default (kept on the
+    # ticket's own data set and classes, new elsewhere), 'new', or 'keep' (only when the ticket's
+    # class names are the target's). 'reset' is the old name of 'new'.
+    head: Literal["auto", "new", "keep"] = "auto"
     head_dense: bool = False
 
     @field_validator("head", mode="before")

@@ -32,12 +32,16 @@ class TransferSpec(Strict):
     train: Optional[TrainSpec] = None  # None = the ticket's own training settings
     baselines: list[str] = Field(default_factory=default_baselines)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    # Output layer: 'new' (default) gives every transferred network a new, seeded output layer,
-    # pruned at random to the ticket's output-layer density unless head_dense (Morcos et al.
-    # 2019 replace the output layer). 'keep' keeps the ticket's, and is allowed only when the
-    # ticket's class names equal the target's: same-sized label sets can mean other things
-    # (digits 0-4 vs 5-9; CIFAR-10 vs SVHN classes).
-    head: Literal["new", "keep"] = "new"
+    # Output layer (`head_rule`): 'auto' (default) keeps a ticket's output layer exactly when the
+    # target is the data set the ticket was found on, with the same class names in the same
+    # order (retraining on the source itself, or with another optimizer: Morcos et al. 2019 keep
+    # the whole ticket there), and gives a new, seeded one otherwise (Morcos et al. 2019 replace
+    # the output layer across data sets). 'new' always gives a new one; 'keep' always keeps it
+    # (allowed only when the class names are the target's: same-sized label sets can mean other
+    # things, digits 0-4 vs 5-9). Applied per arm: an own ticket is on its own data.
+    head: Literal["auto", "new", "keep"] = "auto"
+    # Every arm's output layer dense (a kept one unmasked, a new one unpruned) instead of pruned
+    # to the ticket's output-layer density: either way all arms compare like with like.
     head_dense: bool = False
     own_ticket: Optional[str] = None  # a ticket found on the target itself, retrained next to the ticket
     deterministic: bool = False
@@ -149,6 +153,21 @@ def match_own_rounds(ticket: "Ticket", own: "Ticket", rounds: list[int]) -> dict
                              "search the own ticket with the same pruning rate, scope and output-layer rate")
         out[r] = m
     return out
+
+
+def same_classes(ticket: "Ticket", target: str, target_classes: list[str]) -> bool:
+    """Whether `target` is the ticket's own data set with its class names in the same order."""
+    classes = ticket.meta.get("classes")
+    return bool(classes) and ticket.meta.get("data") == target and list(map(str, classes)) == list(map(str, target_classes))
+
+
+def head_rule(rule: str, ticket: "Ticket", target: str, target_classes: list[str]) -> str:
+    """'keep' or 'new': the output layer one arm's network gets on `target` under `rule`
+    ('auto': keep exactly when the target is the ticket's own data set and classes; a ticket
+    whose metadata has no class names gets a new one)."""
+    if rule == "auto":
+        return "keep" if same_classes(ticket, target, target_classes) else "new"
+    return rule
 
 
 def check_head(spec: TransferSpec, ticket: "Ticket", target_classes: list[str]) -> None:
