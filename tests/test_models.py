@@ -10,13 +10,13 @@ from torch import nn
 from ticketx.errors import UsageError
 from ticketx.models import (
     MODELS,
-    _live_taps,
     build_model,
     head_name,
     model_info,
     model_rows,
     prunable_names,
 )
+from ticketx.models.inputs import _live_taps
 from ticketx.settings import PruneSpec, TrainSpec
 
 CANON = {
@@ -232,3 +232,163 @@ def test_timm_resnet() -> None:
     # At 32 px its last stage sees 2x2 maps that a stride-2 3x3 conv cannot cover: warned about.
     with pytest.warns(UserWarning, match="never train"):
         build_model("timm:resnet10t", num_classes=7, in_channels=3, image_size=32)
+
+
+# --------------------------------------------------------------------------------------------
+# Width.
+
+# Parameter counts (weights, biases, batch-norm affine) at width 1, 10 classes, native size and
+# channels: computed from the code before the width option existed (ticketx/models.py at c960dd0),
+# whose builds at torch.manual_seed(0) were checked bit-identical, tensor by tensor, to these.
+WIDTH_1_PARAMS = {
+    "lenet_300_100": 266_610, "conv2": 4_301_642, "conv4": 2_425_930, "conv6": 2_262_602,
+    "vgg11": 9_231_114, "vgg16": 14_728_266, "vgg19": 20_040_522, "resnet20": 272_474,
+    "resnet56": 855_770, "resnet18": 11_173_962, "resnet50": 23_520_842,
+}  # fmt: skip
+
+
+def _count(model: nn.Module, prunable: bool = False) -> int:
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in (prunable_names(model) if prunable else params))
+
+
+def _meta_width(name: str, width: float, **kw: int) -> nn.Module:
+    with torch.device("meta"):
+        return build_model(name, 10, kw.get("channels", MODELS[name].channels), kw.get("size"), width=width)
+
+
+@pytest.mark.parametrize("name", sorted(CANON))
+def test_width_1_is_the_published_model(name: str) -> None:
+    assert MODELS[name].widths
+    default, one = _meta_build(name), _meta_width(name, 1)
+    assert _count(default) == _count(one) == WIDTH_1_PARAMS[name]
+    assert [(n, p.shape) for n, p in default.named_parameters()] == [(n, p.shape) for n, p in one.named_parameters()]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_resnets_at_width_1_are_torchvision_s(name: str) -> None:
+    """At 96 px and 3 channels nothing is replaced: the very model torchvision builds, same seed."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ours = build_model(name, 10, 3, image_size=96, width=1.0).state_dict()
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, name)(weights=None, num_classes=10).state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_width_scales_lenet_units() -> None:
+    model = _meta_width("lenet_300_100", 2)
+    assert [layer.out_features for layer in model.fc_layers] == [600, 200]
+    assert _count(model, prunable=True) == 784 * 600 + 600 * 200 + 200 * 10
+    assert _count(model) == 784 * 600 + 600 * 200 + 200 * 10 + 600 + 200 + 10
+
+
+def test_width_scales_conv_channels_and_fc_units() -> None:
+    model = _meta_width("conv2", 0.5)  # convs 32, 32; FC 128, 128; 16x16 map after the pool
+    weights = 3 * 32 * 9 + 32 * 32 * 9 + 16 * 16 * 32 * 128 + 128 * 128 + 128 * 10
+    assert _count(model, prunable=True) == weights == 1_076_320
+    assert _count(model) == weights + 32 + 32 + 128 + 128 + 10
+    # each count rounds on its own: 64 x 0.1 = 6.4 -> 6, 128 x 0.1 = 12.8 -> 13, 256 x 0.1 -> 26
+    conv6 = _meta_width("conv6", 0.1)
+    assert [m.out_channels for m in conv6.modules() if isinstance(m, nn.Conv2d)] == [6, 6, 13, 13, 26, 26]
+    assert [m.out_features for m in conv6.fc_layers] == [26, 26]
+    assert conv6.fc_layers[0].in_features == 26 * 4 * 4
+    tiny = _meta_width("conv2", 0.001)  # never below one channel
+    assert {m.out_channels for m in tiny.modules() if isinstance(m, nn.Conv2d)} == {1}
+    assert tiny.fc.out_features == 10
+
+
+def test_width_scales_vgg_channels() -> None:
+    model = _meta_width("vgg11", 0.25)
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == [16, 32, 64, 64, 128, 128, 128, 128]
+    assert (model.fc.in_features, model.fc.out_features) == (128, 10)
+
+
+def test_width_scales_cifar_resnet_stages_as_wide_resnets() -> None:
+    """ResNet-20 at width 2 is Zagoruyko & Komodakis's WRN-20-2 but for its stem (32 channels, not 16)."""
+    model = _meta_width("resnet20", 2)
+    def stage(c_in: int, c: int) -> int:  # 3 blocks of two 3x3 convs; a 1x1 shortcut where c changes
+        return 9 * c_in * c + 9 * c * c + (c_in * c if c_in != c else 0) + 2 * (9 * c * c + 9 * c * c)
+
+    weights = 3 * 32 * 9 + stage(32, 32) + stage(32, 64) + stage(64, 128) + 128 * 10
+    assert _count(model, prunable=True) == weights == 1_081_440
+    assert model.conv.out_channels == 32 and model.fc.in_features == 128
+
+
+def test_width_scales_torchvision_resnet_planes() -> None:
+    r18 = _meta_width("resnet18", 0.5)
+    assert r18.conv1.out_channels == r18.bn1.num_features == 32
+    assert [r18.layer1[0].conv1.in_channels] + [getattr(r18, f"layer{i}")[0].conv2.out_channels for i in range(1, 5)] == [32, 32, 64, 128, 256]
+    assert (r18.fc.in_features, r18.fc.out_features) == (256, 10)
+    r50 = _meta_width("resnet50", 0.5, size=96)  # ImageNet stem, widened
+    assert r50.conv1.kernel_size == (7, 7) and r50.conv1.out_channels == 32
+    assert r50.layer4[-1].conv3.out_channels == r50.fc.in_features == 256 * 4
+
+
+@pytest.mark.parametrize("name", sorted(CANON))
+def test_width_keeps_the_tensor_names(name: str) -> None:
+    """A model has the same tensors at every width (only their sizes change)."""
+    names = [n for n, _ in _meta_build(name).named_parameters()]
+    for width in (0.5, 2):
+        model = _meta_width(name, width)
+        assert [n for n, _ in model.named_parameters()] == names
+        assert head_name(model) == head_name(_meta_build(name))
+
+
+@pytest.mark.parametrize(("name", "width"), [("lenet_300_100", 0.5), ("conv4", 1.5), ("vgg11", 0.25), ("resnet20", 0.5), ("resnet18", 0.25)])
+def test_forward_backward_at_other_widths(name: str, width: float) -> None:
+    channels, size = MODELS[name].channels, MODELS[name].image_size
+    builds = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        builds.append(build_model(name, num_classes=7, in_channels=channels, width=width))
+    a, b = (m.state_dict() for m in builds)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the weights depend only on the seed
+    model = builds[0]
+    assert _train_step(model, channels, size, classes=7).shape == (2, 7)
+    params = dict(model.named_parameters())
+    assert all(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in prunable_names(model))
+
+
+@pytest.mark.parametrize("width", [0, -1, 0.0, float("nan"), float("inf"), True, "2", None])
+def test_width_must_be_a_positive_number(width: object) -> None:
+    with pytest.raises(UsageError, match="width must be a positive number"):
+        build_model("conv2", 10, 3, width=width)  # type: ignore[arg-type]
+
+
+def test_timm_models_have_no_width() -> None:
+    assert not model_info("timm:resnet10t").widths
+    with pytest.raises(UsageError, match=r"^timm:resnet10t has no width option: ") as err:
+        build_model("timm:resnet10t", 10, 3, width=2)
+    assert "\n" not in str(err.value)
+    with torch.device("meta"):
+        build_model("timm:resnet10t", 10, 3, image_size=64, width=1.0)  # width 1 is fine
+
+
+def test_too_small_at_another_width_names_the_smallest_size() -> None:
+    with pytest.raises(UsageError, match="vgg16 cannot take 16 px") as err:
+        build_model("vgg16", num_classes=10, in_channels=3, image_size=16, width=0.5)
+    assert err.value.hint == "use image_size >= 32"
+
+
+def test_a_registered_builder_without_width_builds_at_width_1_only() -> None:
+    """A builder registered as before the width option (the README's example) keeps working."""
+    from ticketx.models import ModelInfo, register, registry
+
+    info = ModelInfo("mlp_test", image_size=8, channels=1, train_defaults=dict(model_info("conv2").train_defaults),
+                     prune_defaults=dict(model_info("conv2").prune_defaults), paper="-", description="8x8 MLP")
+    assert not info.widths
+    try:
+        @register(info)
+        def _mlp(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 4), nn.ReLU(), nn.Linear(4, num_classes))
+
+        assert build_model("mlp_test", 3, 1)[-1].out_features == 3
+        assert build_model("mlp_test", 3, 1, width=1.0)[-1].out_features == 3
+        with pytest.raises(UsageError, match="^mlp_test has no width option: its builder takes none$"):
+            build_model("mlp_test", 3, 1, width=2)
+    finally:
+        MODELS.pop("mlp_test", None)
+        registry._BUILDERS.pop("mlp_test", None)

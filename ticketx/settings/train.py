@@ -1,7 +1,7 @@
 """Training and pruning settings, and the rules that tie them together (each written once here).
 
 Defaults that come from papers are cited where they are set: training defaults per model in
-`models.py` (each model's own paper), pruning defaults here.
+`ticketx/models/` (each model's own paper), pruning defaults here.
 """
 
 from __future__ import annotations
