@@ -104,3 +104,20 @@ def test_compare_pairs_and_profile_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = C.profile_plot({"A": a, "B": b}, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_refuses_the_same_file_twice(cli, tmp_path, monkeypatch):
+    # Checked before any ticket is read: the file need not even be a ticket.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "A.pt").write_bytes(b"not read")
+    (tmp_path / "B.pt").write_bytes(b"not read either")
+    (tmp_path / "link.pt").symlink_to("A.pt")
+    (tmp_path / "sub").mkdir()
+    for argv in (["A.pt", "A.pt"], ["./A.pt", "A.pt"], ["A.pt", "sub/../A.pt"], ["A.pt", "link.pt"],
+                 ["A.pt", "B.pt", str(tmp_path / "A.pt")]):
+        code, out, err = cli("compare", *argv)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, (argv, err)
+        assert "given twice" in lines[0] or "are the same file" in lines[0], (argv, err)
+        assert out == "", argv

@@ -22,8 +22,8 @@ def _xy(seed: int = 1, n: int = 6):
 
 
 def test_registry():
-    assert set(P.METHODS) == {"snip", "grasp", "synflow"}
-    assert P.METHODS["synflow"].data_free and P.METHODS["synflow"].iterative
+    assert set(P.CRITERIA) == {"snip", "grasp", "synflow"}
+    assert P.CRITERIA["synflow"].data_free and P.CRITERIA["synflow"].iterative
     with pytest.raises(UsageError, match="did you mean 'snip'"):
         P.get("snipp")
 

@@ -39,6 +39,105 @@ def _root(
         _DEBUG["on"] = True
 
 
+# ---- help read when it is shown ---------------------------------------------------------------
+# An option documented by a settings schema (a field's `description` and bounds) or listing a
+# registry's names carries a placeholder in its help, filled in only when a command's help is
+# printed: the schemas need pydantic and the registries torch, which `ticketx --help` (and a
+# command that needs neither) must not wait for. Placeholders:
+#   {TrainSpec.lr}         the field's description and bounds ({PruneSpec.rate}, ...)
+#   {TrainSpec.lr:default}  "[default: <the field's default>]"
+#   {names:baselines}      the registry's names (baselines, criteria, pai), read from the registry
+#   {default:baselines}    the baselines a transfer runs by default
+SCHEMAS = {"TrainSpec": "ticketx.settings.train", "PruneSpec": "ticketx.settings.train"}
+REGISTRIES = {"baselines": ("ticketx.baselines", "BASELINES"), "criteria": ("ticketx.criteria", "CRITERIA"),
+              "pai": ("ticketx.pai", "CRITERIA")}
+PLACEHOLDER = r"\{(?:(\w+)\.(\w+)(?::(default))?|(names|default):(\w+))\}"
+
+
+def schema_field(spec: str, field: str) -> Any:
+    """The pydantic FieldInfo of `spec.field` (e.g. 'TrainSpec', 'lr'): imports the schema."""
+    import importlib
+
+    return getattr(importlib.import_module(SCHEMAS[spec]), spec).model_fields[field]
+
+
+def field_help(spec: str, field: str) -> str:
+    """The field's description and its bounds ('[0<x<=10]'), as the schema declares them."""
+    info = schema_field(spec, field)
+    if not info.description:
+        raise AssertionError(f"{spec}.{field} has no description: its CLI option has no help")
+    lo = hi = ""
+    for m in info.metadata:
+        for name, fmt in (("ge", "{}<="), ("gt", "{}<")):
+            if getattr(m, name, None) is not None:
+                lo = fmt.format(getattr(m, name))
+        for name, fmt in (("le", "<={}"), ("lt", "<{}")):
+            if getattr(m, name, None) is not None:
+                hi = fmt.format(getattr(m, name))
+    return info.description + (f" [{lo}x{hi}]" if lo or hi else "")
+
+
+def registry_names(kind: str) -> list[str]:
+    """The names registered in REGISTRIES[kind], in registration order (imports the registry)."""
+    import importlib
+
+    module, attr = REGISTRIES[kind]
+    return getattr(importlib.import_module(module), attr).names()
+
+
+def _one_of(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+def _names_help(kind: str) -> str:
+    if kind == "pai":  # each with its paper: 'snip (Lee et al. 2019)'
+        from ticketx.pai import get
+
+        return _one_of([f"{n} ({get(n).cite})" for n in registry_names(kind)])
+    return ", ".join(registry_names(kind))
+
+
+def fill_help(text: str) -> str:
+    """`text` with every placeholder filled in (Rich markup in what is filled in is escaped)."""
+    import re
+
+    from rich.markup import escape
+
+    def fill(m: re.Match[str]) -> str:
+        spec, field, default, kind, name = m.groups()
+        if spec is not None and default is not None:
+            return escape(f"[default: {schema_field(spec, field).default}]")
+        if spec is not None:
+            return escape(field_help(spec, field))
+        if kind == "names":
+            return escape(_names_help(name))
+        if name != "baselines":
+            raise AssertionError(f"unknown help placeholder {m[0]}")
+        from ticketx.baselines import DEFAULT
+
+        return escape(",".join(DEFAULT))
+
+    return re.sub(PLACEHOLDER, fill, text)
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose options' help placeholders are filled in when its help is printed."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for p in self.params:
+            if isinstance(getattr(p, "help", None), str):
+                p.help = fill_help(p.help)  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+def field_option(spec: str, field: str, *decls: str, note: str = "", **kw: Any) -> Any:
+    """The typer.Option of the settings field `spec.field`: flag --field-name unless `decls` are
+    given, help from the schema (its description and bounds, see fill_help), then `note` (what
+    the option's default None means in this command). The schema validates the value."""
+    flags = decls or (f"--{field.replace('_', '-')}",)
+    return typer.Option(*flags, help=f"{{{spec}.{field}}}" + (f" {note}" if note else ""), **kw)
+
+
 # ---- options (each declared once) ---------------------------------------------------------
 Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
@@ -46,24 +145,26 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N."
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see runtime.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
+TicketOut = Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")]
 
 # Training options, shared by every command that trains: declared here once and added to each
-# such command by @training_options (a new option is one line here; TrainSpec validates it).
+# such command by @training_options. Each is a TrainSpec field of the same name (help, bounds and
+# validation from there), but --epochs, which is --length Nep: a new option is one line here.
 TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "optimizer": (Optional[str], typer.Option("--optimizer", help="sgd or adam \\[default: the model's paper].")),
-    "lr": (Optional[float], typer.Option("--lr", help="Learning rate.")),
-    "momentum": (Optional[float], typer.Option("--momentum", help="SGD momentum.")),
-    "nesterov": (Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD).")),
-    "weight_decay": (Optional[float], typer.Option("--weight-decay", help="L2 weight decay.")),
-    "batch_size": (Optional[int], typer.Option("--batch-size", help="Batch size.")),
+    "optimizer": (Optional[str], field_option("TrainSpec", "optimizer", note="\\[default: the model's paper]")),
+    "lr": (Optional[float], field_option("TrainSpec", "lr")),
+    "momentum": (Optional[float], field_option("TrainSpec", "momentum")),
+    "nesterov": (Optional[bool], field_option("TrainSpec", "nesterov", "--nesterov/--no-nesterov")),
+    "weight_decay": (Optional[float], field_option("TrainSpec", "weight_decay")),
+    "batch_size": (Optional[int], field_option("TrainSpec", "batch_size")),
     "epochs": (Optional[float], typer.Option("--epochs", help="Training length in epochs (same as --length Nep).")),
-    "length": (Optional[str], typer.Option("--length", help="Training length: '160ep' or '30000it'.")),
-    "milestones": (Optional[str], typer.Option("--milestones", help="LR drops, e.g. '80ep,120ep' ('' for none).")),
-    "gamma": (Optional[float], typer.Option("--gamma", help="LR multiplier at each milestone.")),
-    "warmup": (Optional[str], typer.Option("--warmup", help="Linear LR warmup length, e.g. '5ep' or '10000it'.")),
-    "precision": (Optional[str], typer.Option("--precision", help="fp32 (default, as the papers), bf16 or fp16 autocast.")),
-    "eval_every": (Optional[str], typer.Option("--eval-every", help="Measure test accuracy every N steps, e.g. '1ep'.")),
-    "val_split": (Optional[float], typer.Option("--val-split", help="Fraction of train held out as validation.")),
+    "length": (Optional[str], field_option("TrainSpec", "length")),
+    "milestones": (Optional[str], field_option("TrainSpec", "milestones")),
+    "gamma": (Optional[float], field_option("TrainSpec", "gamma")),
+    "warmup": (Optional[str], field_option("TrainSpec", "warmup")),
+    "precision": (Optional[str], field_option("TrainSpec", "precision")),
+    "eval_every": (Optional[str], field_option("TrainSpec", "eval_every")),
+    "val_split": (Optional[float], field_option("TrainSpec", "val_split")),
 }
 
 
@@ -102,19 +203,19 @@ def train_overrides(**kw: Any) -> dict[str, Any]:
 
 
 # ---- commands -------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=Command)
 @training_options
 def find(
     data: Data,
     model: Model,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")] = Path("ticket.pt"),
-    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Pruning rounds after the dense round \\[default 10].")] = None,
-    prune_rate: Annotated[Optional[float], typer.Option("--prune-rate", help="Fraction of remaining weights pruned per round \\[default 0.2].")] = None,
-    head_rate: Annotated[Optional[float], typer.Option("--head-rate", help="Rate for the output layer \\[default: --prune-rate; F&C 2019 used half].")] = None,
-    scope: Annotated[Optional[str], typer.Option("--scope", help="global or layerwise \\[default: the model's paper].")] = None,
-    keep_dense: Annotated[Optional[str], typer.Option("--keep-dense", help="Comma-separated tensors never pruned, e.g. 'conv1.weight'.")] = None,
-    rewind: Annotated[Optional[str], typer.Option("--rewind", help="Rewind point: 0 (init), '1ep', '500it'.")] = None,
-    criterion: Annotated[Optional[str], typer.Option("--criterion", help="Which weights survive: magnitude, large_init, large_init_large_final, magnitude_increase, movement, random (Zhou et al. 2019) \\[default magnitude].")] = None,
+    out: TicketOut = Path("ticket.pt"),
+    rounds: Annotated[Optional[int], field_option("PruneSpec", "rounds", note="{PruneSpec.rounds:default}")] = None,
+    prune_rate: Annotated[Optional[float], field_option("PruneSpec", "rate", "--prune-rate", note="{PruneSpec.rate:default}")] = None,
+    head_rate: Annotated[Optional[float], field_option("PruneSpec", "head_rate", note="\\[default: --prune-rate]")] = None,
+    scope: Annotated[Optional[str], field_option("PruneSpec", "scope", note="\\[default: the model's paper]")] = None,
+    keep_dense: Annotated[Optional[str], field_option("PruneSpec", "keep_dense")] = None,
+    rewind: Annotated[Optional[str], field_option("PruneSpec", "rewind", note="\\[default: the model's paper]")] = None,
+    criterion: Annotated[Optional[str], field_option("PruneSpec", "criterion", note="One of: {names:criteria}. {PruneSpec.criterion:default}")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
@@ -148,7 +249,7 @@ def _head_rule(keep: bool, new: bool) -> str:
     return "keep" if keep else "new" if new else "auto"
 
 
-@app.command()
+@app.command(cls=Command)
 @training_options
 def transfer(
     ticket: Annotated[Path, typer.Argument(help="Ticket file written by `ticketx find`.")],
@@ -156,7 +257,7 @@ def transfer(
     round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' \\[default: the last].")] = None,
     density: Annotated[Optional[float], typer.Option("--density", help="Transfer the round whose density is closest to this (0-1].")] = None,
     rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every pruned round (or a list like --round).")] = None,
-    baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated: random-mask,random-reinit,dense (or 'none').")] = "random-mask,random-reinit,dense",
+    baselines: Annotated[Optional[str], typer.Option("--baselines", help="Comma-separated, of: {names:baselines}; or 'none'. \\[default: {default:baselines}]")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
     own_ticket: Annotated[Optional[Path], typer.Option("--own-ticket", help="A ticket found on the target itself, retrained next to the ticket.")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", hidden=True)] = None,  # the old name of --own-ticket
@@ -169,7 +270,7 @@ def transfer(
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     train: dict[str, Any] | None = None,
 ) -> None:
-    """Retrain a ticket on a target data set against random-mask, random-reinit and dense baselines."""
+    """Retrain a ticket on a target data set next to its baselines (controls at the same density)."""
     from ticketx import interrupt, store
     from ticketx.report import transfer_table
     from ticketx.settings.transfer import default_out, resolve_transfer_options
@@ -238,7 +339,7 @@ def compare(
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "masks"}, indent=2, default=str))
 
 
-@app.command()
+@app.command(cls=Command)
 @training_options
 def stability(
     ticket: Annotated[Path, typer.Argument(help="Ticket file.")],
@@ -270,15 +371,16 @@ def stability(
     typer.echo(json.dumps(res, default=str))
 
 
-@app.command()
+@app.command(cls=Command)
 @training_options
 def pai(
-    method: Annotated[str, typer.Option("--method", help="snip (Lee et al. 2019), grasp (Wang et al. 2020) or synflow (Tanaka et al. 2020).")],
     data: Data,
     model: Model,
     densities: Annotated[str, typer.Option("--densities", help="Target densities, decreasing, e.g. '0.5,0.2,0.1'.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")] = Path("ticket.pt"),
-    scope: Annotated[str, typer.Option("--scope", help="global or layerwise.")] = "global",
+    criterion: Annotated[Optional[str], typer.Option("--criterion", help="How each weight is scored: {names:pai}. \\[required]")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", hidden=True)] = None,  # the old name of --criterion
+    out: TicketOut = Path("ticket.pt"),
+    scope: Annotated[str, field_option("PruneSpec", "scope")] = "global",
     iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
     device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
@@ -288,7 +390,12 @@ def pai(
     from ticketx.pai import write_pai_ticket
     from ticketx.ui import console
 
-    ticket = write_pai_ticket(method, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
+    if criterion is not None and method is not None and criterion != method:
+        raise UsageError("give --criterion once (--method is its old name)")
+    criterion = criterion or method
+    if criterion is None:
+        raise UsageError("Missing option '--criterion'.", "see 'ticketx pai --help'")
+    ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
                               device=device, image_size=image_size, data_dir=data_dir, train=train or {})
     console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
     typer.echo(str(out))

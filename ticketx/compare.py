@@ -195,6 +195,22 @@ def profile_plot(tickets: Mapping[str, Mapping[str, torch.Tensor]], path: Any) -
     return path
 
 
+def _check_distinct(paths: Sequence[Any]) -> None:
+    """Every path names another file: a ticket compared with itself is no comparison (and would be
+    one entry of the table, the second overwriting the first)."""
+    import os
+    from pathlib import Path
+
+    for i, p in enumerate(paths):
+        for q in paths[:i]:
+            same = Path(p).resolve() == Path(q).resolve()
+            if not same and os.path.exists(p) and os.path.exists(q):
+                same = os.path.samefile(p, q)  # hard links
+            if same:
+                what = f"{p} is given twice" if str(p) == str(q) else f"{q} and {p} are the same file"
+                raise UsageError(f"{what}: compare two or more different tickets")
+
+
 def compare_tickets(paths: Sequence[Any], density: float | None = None) -> dict[str, Any]:
     """Load tickets, match their rounds at one density (within 1% relative), compare their masks."""
     from pathlib import Path
@@ -203,6 +219,7 @@ def compare_tickets(paths: Sequence[Any], density: float | None = None) -> dict[
 
     if len(paths) < 2:
         raise UsageError("give at least two tickets to compare")
+    _check_distinct(paths)
     tickets = [load_checked(p) for p in paths]
     first = tickets[0]
     for p, t in zip(paths[1:], tickets[1:]):

@@ -1,6 +1,6 @@
 """Pruning at initialisation (PaI) as ticket sources: SNIP, GraSP and SynFlow.
 
-Each method scores every prunable weight of the freshly initialised network, without training
+Each criterion scores every prunable weight of the freshly initialised network, without training
 it, and keeps the highest scores. The result is an ordinary ticket (nested masks + the initial
 weights as rewind point + metadata), so `transfer`, `inspect` and studies use it like an IMP
 ticket; the initial weights are those `find` starts from with the same init seed (paired).
@@ -13,7 +13,7 @@ ticket; the initial weights are those `find` starts from with the same init seed
 - `synflow` (Tanaka et al., NeurIPS 2020): data-free synaptic flow R = 1ᵀ(∏|W|)1, score
   |w ⊙ ∂R/∂w|, recomputed over `iterations` (100) prunes with an exponential density schedule.
 
-Model state per method (as the papers' code): SNIP and GraSP in train mode, so batch norm uses
+Model state per criterion (as the papers' code): SNIP and GraSP in train mode, so batch norm uses
 the sample's batch statistics, as in the training they predict (Lee et al.'s and Wang et al.'s
 code score the network as built); SynFlow in eval mode on |θ| of every parameter and buffer
 (Tanaka et al.'s `linearize`), so a fresh batch-norm layer with running mean 0 and variance 1 is
@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-
-from ticketx.registry import Registry
 import torch.nn.functional as F
 from torch import nn
 
 from ticketx import masks as M
 from ticketx import pruning
 from ticketx.errors import TicketxError, UsageError
+from ticketx.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Scores = dict[str, torch.Tensor]
@@ -49,10 +48,9 @@ SAMPLES_PER_CLASS = 10  # Wang et al. 2020 (10 per class on CIFAR); Tanaka et al
 DEFAULT_BATCH_SIZE = 256  # scoring batch; gradients are summed over batches, so only memory depends on it
 
 
-
 @dataclass(frozen=True)
-class Method:
-    """A pruning-at-initialisation method: a scorer (higher = keep) and how it is applied."""
+class Criterion:
+    """A pruning-at-initialisation criterion: a scorer (higher = keep) and how it is applied."""
 
     name: str
     score: Callable[..., Scores]
@@ -60,22 +58,30 @@ class Method:
     data_free: bool
     paper: str
 
+    @property
+    def cite(self) -> str:
+        """The paper in short: 'Lee et al. 2019'."""
+        import re
 
-METHODS: Registry[Method] = Registry("pruning-at-initialisation method")
+        m = re.match(r"([^,&]+?)\s*([,&].*?)?\s(\d{4})", self.paper)
+        return f"{m[1]}{' et al.' if m[2] else ''} {m[3]}" if m else self.paper
 
 
-def method(name: str, *, iterative: bool = False, data_free: bool = False, paper: str) -> Callable:
+CRITERIA: Registry[Criterion] = Registry("pruning-at-initialisation criterion")
+
+
+def criterion(name: str, *, iterative: bool = False, data_free: bool = False, paper: str) -> Callable:
     """Register a scorer `(model, batches, names, mask, device, **options) -> {name: scores}`."""
 
     def deco(fn: Callable[..., Scores]) -> Callable[..., Scores]:
-        METHODS.add(name, Method(name, fn, iterative, data_free, paper))
+        CRITERIA.add(name, Criterion(name, fn, iterative, data_free, paper))
         return fn
 
     return deco
 
 
-def get(name: str) -> Method:
-    return METHODS[name]
+def get(name: str) -> Criterion:
+    return CRITERIA[name]
 
 
 # ------------------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@method("snip", paper="Lee, Ajanthan & Torr 2019 (ICLR), SNIP: single-shot network pruning based on connection sensitivity")
+@criterion("snip", paper="Lee, Ajanthan & Torr 2019 (ICLR), SNIP: single-shot network pruning based on connection sensitivity")
 def snip_scores(
     model: nn.Module,
     batches: Batch | Sequence[Batch],
@@ -154,7 +160,7 @@ def snip_scores(
             for n, p in params.items()}
 
 
-@method("grasp", paper="Wang, Zhang & Grosse 2020 (ICLR), Picking winning tickets before training by preserving gradient flow")
+@criterion("grasp", paper="Wang, Zhang & Grosse 2020 (ICLR), Picking winning tickets before training by preserving gradient flow")
 def grasp_scores(
     model: nn.Module,
     batches: Batch | Sequence[Batch],
@@ -192,7 +198,7 @@ def grasp_scores(
             for n, p in params.items()}
 
 
-@method("synflow", iterative=True, data_free=True,
+@criterion("synflow", iterative=True, data_free=True,
         paper="Tanaka, Kunin, Yamins & Ganguli 2020 (NeurIPS), Pruning neural networks without any data by iteratively conserving synaptic flow")
 def synflow_scores(
     model: nn.Module,
@@ -284,7 +290,7 @@ def synflow_schedule(start: float, target: float, iterations: int) -> list[float
 
 
 def prune_at_init(
-    method_name: str,
+    criterion: str,
     model: nn.Module,
     data: Batch | Sequence[Batch] | None,
     densities: Sequence[float],
@@ -299,14 +305,14 @@ def prune_at_init(
 ) -> list[M.Mask]:
     """Nested masks, one per target density (strictly decreasing), for the model as it is now.
 
-    One-shot methods (SNIP, GraSP) score the dense network once and keep the top of that one
+    One-shot criteria (SNIP, GraSP) score the dense network once and keep the top of that one
     ranking at every density. SynFlow prunes `iterations` times per target with its exponential
     schedule, rescoring the masked network each time, continuing from the previous target's mask
     (Tanaka et al. run each density from the dense network; continuing keeps the masks nested,
     as a ticket stores them). `data`: (x, y) or a list of batches, normalised as for training;
     unused by SynFlow, which needs `input_shape` (C, H, W) or takes it from `data`.
     """
-    m = get(method_name)
+    m = get(criterion)
     dens = [float(d) for d in densities]
     if not dens or any(not 0 < d <= 1 for d in dens) or any(b >= a for a, b in zip(dens, dens[1:])):
         raise UsageError(f"densities must be in (0, 1] and strictly decreasing, got {list(densities)}")
@@ -317,12 +323,12 @@ def prune_at_init(
     if m.data_free:
         if input_shape is None:
             if data is None:
-                raise UsageError(f"{method_name} needs input_shape (C, H, W) or a batch to take it from")
+                raise UsageError(f"{criterion} needs input_shape (C, H, W) or a batch to take it from")
             input_shape = tuple(_as_batches(data)[0][0].shape[1:])
         source: Any = tuple(input_shape)
     else:
         if data is None:
-            raise UsageError(f"{method_name} needs data to score the weights with")
+            raise UsageError(f"{criterion} needs data to score the weights with")
         source = _as_batches(data)
     out: list[M.Mask] = []
     if not m.iterative:
@@ -369,7 +375,7 @@ def score_sample(data: Any, samples_per_class: int, seed: int, batch_size: int =
 
 
 def pai_ticket(
-    method_name: str,
+    criterion: str,
     model_name: str,
     data: Any,
     densities: Sequence[float],
@@ -398,7 +404,7 @@ def pai_ticket(
     from ticketx.settings import resolve_train
     from ticketx.train import Steps, state_copy
 
-    m = get(method_name)
+    m = get(criterion)
     init_seed = seed if init_seed is None else init_seed
     data_seed = seed if data_seed is None else data_seed
     dens = [float(d) for d in densities]
@@ -412,13 +418,13 @@ def pai_ticket(
     t0 = time.perf_counter()
     batches = None if m.data_free else score_sample(data, samples_per_class, data_seed, batch_size, device)
     shape = (data.channels, data.image_size, data.image_size)
-    masks = prune_at_init(method_name, model, batches, dens, scope=scope, iterations=iterations,
+    masks = prune_at_init(criterion, model, batches, dens, scope=scope, iterations=iterations,
                           keep_dense=keep_dense, input_shape=shape, device=device)
     seconds = time.perf_counter() - t0
     steps = Steps.of(train_spec, len(data.train_y))
     prune = {
-        "method": method_name,
-        "criterion": method_name,
+        "method": criterion,  # the old key, kept: tickets (and their fingerprints) stay as they were
+        "criterion": criterion,
         "rate": None,  # no per-round rate: each round is a target density
         "densities": dens,
         "rounds": len(dens),
@@ -429,7 +435,7 @@ def pai_ticket(
         "iterations": iterations if m.iterative else None,
         "samples_per_class": None if m.data_free else samples_per_class,
         "batch_size": None if m.data_free else batch_size,
-        "temperature": GRASP_TEMPERATURE if method_name == "grasp" else None,
+        "temperature": GRASP_TEMPERATURE if criterion == "grasp" else None,
         "paper": m.paper,
     }
     science = {"kind": "prune-at-init", "model": model_name, "data": data.name, "image_size": data.image_size,
@@ -472,13 +478,7 @@ def pai_ticket(
     return ticketfile.make(meta, masks, rewind_state)
 
 
-def layer_collapse(masks: Sequence[Mapping[str, torch.Tensor]]) -> list[tuple[int, list[str]]]:
-    """(round, collapsed tensor names) for every round in which some tensor lost all its weights."""
-    return [(r, c) for r, mk in enumerate(masks, start=1) if (c := M.collapsed(mk))]
-
-
-
-def write_pai_ticket(method_name: str, data: str, model: str, densities: str, out: Any, *, scope: str = "global",
+def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out: Any, *, scope: str = "global",
                      iterations: int = SYNFLOW_ITERATIONS, seed: int = 0, device: str = "auto", image_size: int | None = None,
                      data_dir: Any = None, train: Mapping[str, Any] | None = None) -> Any:
     """`ticketx pai`: check the options, load the data, find the masks, write the ticket atomically."""
@@ -489,7 +489,7 @@ def write_pai_ticket(method_name: str, data: str, model: str, densities: str, ou
     from ticketx.settings.base import as_list
     from ticketx.runtime import resolve_device
 
-    get(method_name)
+    get(criterion)
     parse_data(data)
     info = model_info(model)
     try:
@@ -503,7 +503,7 @@ def write_pai_ticket(method_name: str, data: str, model: str, densities: str, ou
     dev = resolve_device(device)
     store.check_writable(out)
     images = load_data(data, data_dir, image_size=image_size or info.image_size)
-    ticket = pai_ticket(method_name, model, images, dens, seed=seed, iterations=iterations, scope=scope, train=train,
+    ticket = pai_ticket(criterion, model, images, dens, seed=seed, iterations=iterations, scope=scope, train=train,
                         device=dev)
     ticketfile.save(ticket, out)
     return ticket

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -149,7 +148,3 @@ class RichReporter(Reporter):
             console.print(message)
         else:
             self.progress.console.print(message)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

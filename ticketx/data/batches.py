@@ -144,9 +144,6 @@ class Batches:
         return torch.addcmul(self._shift, xb, self._scale, out=out)
 
 
-# TODO(threads): a copy kept here until ticketx/threads.py lands; switch to it at merge.
-
-
 def random_crop(x: torch.Tensor, offsets: torch.Tensor, padding: int, mode: str = "zeros") -> torch.Tensor:
     """Pad a batch by `padding` and crop each image back at its own (dy, dx) in [0, 2*padding].
 

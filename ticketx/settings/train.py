@@ -28,21 +28,30 @@ def _step(v: Any) -> str:
 
 
 class TrainSpec(Strict):
-    """How one network is trained. Every field can be overridden from the CLI or a study file."""
+    """How one network is trained. Every field can be overridden from the CLI or a study file.
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(1e-4, ge=0, lt=1)
-    batch_size: int = Field(128, ge=1, le=65536)
-    length: str = "160ep"  # training length: '160ep' or '30000it'
-    milestones: list[str] = Field(default_factory=list)  # lr drops by `gamma` at each step
-    gamma: float = Field(0.1, gt=0, le=1)
-    warmup: str = "0"  # linear lr warmup from 0 over this many steps (Frankle & Carbin 2019, VGG/ResNet)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp32 default: fidelity to the papers
-    eval_every: str = "1ep"  # test accuracy is measured (never used to choose anything) this often
-    val_split: float = Field(0.0, ge=0, lt=1)  # fraction of train held out as validation
+    Each field's `description` is its documentation, also the help of its CLI option (ticketx.cli).
+    """
+
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd or adam.")
+    lr: float = Field(0.1, gt=0, le=10, description=(
+        "Learning rate; switching the optimizer without one uses the new optimizer's default "
+        f"(adam {DEFAULT_LR['adam']:g}, sgd {DEFAULT_LR['sgd']:g}: Frankle & Carbin 2019)."))
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    weight_decay: float = Field(1e-4, ge=0, lt=1, description="L2 weight decay.")
+    batch_size: int = Field(128, ge=1, le=65536, description="Batch size.")
+    length: str = Field("160ep", description="Training length: '160ep' or '30000it'.")
+    milestones: list[str] = Field(default_factory=list, description=(
+        "LR drops (each multiplies the learning rate by gamma), e.g. '80ep,120ep' ('' for none)."))
+    gamma: float = Field(0.1, gt=0, le=1, description="LR multiplier at each milestone.")
+    warmup: str = Field("0", description=(
+        "Linear LR warmup from 0 over this many steps, e.g. '5ep' or '10000it' (Frankle & Carbin 2019, VGG/ResNet)."))
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "fp32 (default, as the papers), bf16 or fp16 autocast."))
+    eval_every: str = Field("1ep", description=(
+        "Measure test accuracy every N steps, e.g. '1ep' (never used to choose anything)."))
+    val_split: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out as validation.")
 
     @field_validator("length", "warmup", "eval_every", mode="before")
     @classmethod
@@ -76,25 +85,26 @@ class TrainSpec(Strict):
 
 
 class PruneSpec(Strict):
-    """How a ticket is found: iterative pruning with rewinding."""
+    """How a ticket is found: iterative pruning with rewinding (each `description` is also its CLI help)."""
 
-    rounds: int = Field(10, ge=1, le=100)
-    # 20% of the remaining weights per round: Frankle & Carbin 2019 (fc layers, global for
-    # VGG/ResNet) and Morcos et al. 2019 ("pruned 20% per iteration").
-    rate: float = Field(0.2, gt=0, lt=1)
-    # Output layer rate; None = same as `rate`. Frankle & Carbin 2019 prune it at half the rate
-    # (0.1) for LeNet and Conv-2/4/6: pass head_rate=0.1 to reproduce that.
-    head_rate: Optional[float] = Field(None, ge=0, lt=1)
-    # 'global' (one threshold over all layers) for deep nets: Frankle & Carbin 2019 sec. 4,
-    # Morcos et al. 2019; 'layerwise' (each layer by itself) for LeNet/Conv-2/4/6: F&C 2019 sec. 2-3.
-    scope: Literal["global", "layerwise"] = "global"
-    keep_dense: list[str] = Field(default_factory=list)  # prunable tensors never pruned
-    # Rewind point. '0' = original init (Frankle & Carbin 2019); '1ep' = late resetting
-    # (Morcos et al. 2019 rewound to iteration 1 epoch's worth; Frankle et al. 2020).
-    rewind: str = "1ep"
-    # Which weights survive a round: |final weight| (Frankle & Carbin 2019), or another of Zhou
-    # et al. 2019's criteria (ticketx.criteria), scored on (rewind weights, final weights).
-    criterion: str = "magnitude"
+    rounds: int = Field(10, ge=1, le=100, description="Pruning rounds after the dense round.")
+    rate: float = Field(0.2, gt=0, lt=1, description=(
+        "Fraction of the remaining weights pruned per round (0.2: Frankle & Carbin 2019, fc layers and "
+        "global for VGG/ResNet; Morcos et al. 2019, \"pruned 20% per iteration\")."))
+    head_rate: Optional[float] = Field(None, ge=0, lt=1, description=(
+        "Rate for the output layer; none = the rate of the other layers (Frankle & Carbin 2019 prune "
+        "it at half the rate, 0.1, for LeNet and Conv-2/4/6)."))
+    scope: Literal["global", "layerwise"] = Field("global", description=(
+        "global (one threshold over all layers, for deep nets: Frankle & Carbin 2019 sec. 4, Morcos "
+        "et al. 2019) or layerwise (each layer by itself, for LeNet/Conv-2/4/6: F&C 2019 sec. 2-3)."))
+    keep_dense: list[str] = Field(default_factory=list, description=(
+        "Prunable tensors never pruned, comma-separated, e.g. 'conv1.weight'."))
+    rewind: str = Field("1ep", description=(
+        "Rewind point: 0 (the original init, Frankle & Carbin 2019), '1ep' or '500it' (late resetting: "
+        "Morcos et al. 2019 rewound to 1 epoch's worth of iterations; Frankle et al. 2020)."))
+    criterion: str = Field("magnitude", description=(
+        "Which weights survive a round, scored from the rewind and the final weights: magnitude (the "
+        "largest final |w|, Frankle & Carbin 2019) or another of Zhou et al. 2019's criteria (ticketx.criteria)."))
 
     @field_validator("criterion")
     @classmethod

@@ -81,7 +81,7 @@ class TransferSpec(Strict):
 
 @dataclass(frozen=True)
 class TransferPlan:
-    """Everything a transfer needs, checked: the runner only trains."""
+    """Everything a transfer needs, checked (but `check_head`, which needs the target's data)."""
 
     ticket_path: Path
     ticket: "Ticket"
