@@ -119,3 +119,49 @@ def test_unknown_keep_dense_rejected():
     w = _weights()
     with pytest.raises(UsageError, match="nope"):
         pruning.magnitude(w, M.ones_like(w), 0.2, keep_dense=["nope"])
+
+
+# ---- per-layer-kind rates (Frankle & Carbin 2019's Conv-2/4/6 schedule) ----
+
+def test_rates_by_kind_and_by_name_each_group_at_its_own_rate():
+    mask = {"conv.weight": torch.ones(8, 3, 3, 3, dtype=torch.bool), "fc.weight": torch.ones(20, 50, dtype=torch.bool),
+            "out.weight": torch.ones(10, 20, dtype=torch.bool)}
+    scores = {n: torch.rand(m.shape, generator=torch.Generator().manual_seed(1)) for n, m in mask.items()}
+    for scope in ("layerwise", "global"):
+        new = pruning.prune(scores, mask, 0.5, scope=scope, head="out.weight", head_rate=0.1,
+                            rates={"conv": 0.1, "linear": 0.2})
+        assert int(new["conv.weight"].sum()) == 216 - round(0.1 * 216)
+        assert int(new["fc.weight"].sum()) == 1000 - 200
+        assert int(new["out.weight"].sum()) == 200 - 20  # head_rate over its kind's rate
+    by_name = pruning.prune(scores, mask, 0.5, rates={"fc.weight": 0.3})
+    assert int(by_name["fc.weight"].sum()) == 700
+    # conv and out share the rate 0.5: one global threshold over the two
+    assert int(by_name["conv.weight"].sum()) + int(by_name["out.weight"].sum()) == 416 - round(0.5 * 416)
+    with pytest.raises(UsageError):
+        pruning.prune(scores, mask, 0.5, rates={"conv": 1.0})
+
+
+def test_a_conv2_find_with_the_papers_schedule_has_its_per_layer_densities(tmp_path):
+    """Conv-2, schedule 'paper' (conv 10%, fc 20%, output 10% per round, layer by layer), 3 rounds:
+    every layer's density is (1 - rate of its kind)^3 within one weight."""
+    from ticketx import ticket as ticketfile
+    from ticketx.search import find
+    from ticketx.settings import resolve_search
+
+    spec = resolve_search("digits[0-4]", "conv2", train={"length": "3it", "batch_size": 30},
+                          prune={"rounds": 3, "schedule": "paper"}, image_size=16, deterministic=True)
+    assert spec.prune.rates == {"conv": 0.1, "linear": 0.2} and spec.prune.head_rate == 0.1
+    assert spec.prune.scope == "layerwise"
+    find(spec, tmp_path / "c2.pt", device="cpu")
+    t = ticketfile.load(tmp_path / "c2.pt")
+    assert t.meta["prune"]["rates"] == {"conv": 0.1, "linear": 0.2}  # recorded in the ticket
+    mask = t.mask(3)
+    head = t.meta["head"]
+    for name, m in mask.items():
+        rate = 0.1 if name == head else (0.1 if m.dim() > 2 else 0.2)
+        assert abs(int(m.sum()) - m.numel() * (1 - rate) ** 3) <= 1, (name, int(m.sum()), m.numel())
+    # given explicitly, a rate wins over the preset
+    own = resolve_search("digits[0-4]", "conv2", prune={"schedule": "paper", "rates": "conv=0.3"})
+    assert own.prune.rates == {"conv": 0.3}
+    with pytest.raises(UsageError, match="no paper pruning schedule"):
+        resolve_search("digits", "resnet20", prune={"schedule": "paper"})

@@ -212,6 +212,8 @@ def find(
     rounds: Annotated[Optional[int], field_option("PruneSpec", "rounds", note="{PruneSpec.rounds:default}")] = None,
     prune_rate: Annotated[Optional[float], field_option("PruneSpec", "rate", "--prune-rate", note="{PruneSpec.rate:default}")] = None,
     head_rate: Annotated[Optional[float], field_option("PruneSpec", "head_rate", note="\\[default: --prune-rate]")] = None,
+    prune_rates: Annotated[Optional[str], field_option("PruneSpec", "rates", "--prune-rates")] = None,
+    schedule: Annotated[Optional[str], field_option("PruneSpec", "schedule", note="{PruneSpec.schedule:default}")] = None,
     scope: Annotated[Optional[str], field_option("PruneSpec", "scope", note="\\[default: the model's paper]")] = None,
     keep_dense: Annotated[Optional[str], field_option("PruneSpec", "keep_dense")] = None,
     rewind: Annotated[Optional[str], field_option("PruneSpec", "rewind", note="\\[default: the model's paper]")] = None,
@@ -231,7 +233,7 @@ def find(
     from ticketx.ui import RichReporter, console
 
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
-                        "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
+                        "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)

@@ -170,6 +170,7 @@ def prune_round(
     head_rate: float | None = None,
     keep_dense: tuple[str, ...] | list[str] = (),
     generator: torch.Generator | None = None,
+    rates: Mapping[str, float] | None = None,
 ) -> Mask:
     """The next round's mask: prune `rate` of the remaining weights with the lowest criterion scores.
 
@@ -179,4 +180,4 @@ def prune_round(
     """
     crit = get(criterion) if isinstance(criterion, str) else criterion
     s = scores(crit, w_init, w_final, mask, generator)
-    return pruning.prune(s, mask, rate, scope=scope, head=head, head_rate=head_rate, keep_dense=keep_dense)
+    return pruning.prune(s, mask, rate, scope=scope, head=head, head_rate=head_rate, keep_dense=keep_dense, rates=rates)

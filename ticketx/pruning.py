@@ -36,16 +36,43 @@ def prune_lowest(scores: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tens
     return keep
 
 
+def kind_of(shape: torch.Size | tuple[int, ...]) -> str:
+    """A prunable tensor's layer kind for per-kind rates: 'conv' (3+ dims) or 'linear' (2)."""
+    return "conv" if len(shape) > 2 else "linear"
+
+
+def rate_of(name: str, kind: str, rate: float, rates: Mapping[str, float] | None) -> float:
+    """A tensor's rate: its own name in `rates`, else its kind ('conv', 'linear'), else `rate`."""
+    rates = rates or {}
+    return float(rates.get(name, rates.get(kind, rate)))
+
+
 def groups(
-    names: list[str], scope: str, head: str | None, head_rate: float | None, rate: float, keep_dense: set[str]
+    names: list[str], scope: str, head: str | None, head_rate: float | None, rate: float, keep_dense: set[str],
+    rates: Mapping[str, float] | None = None, kinds: Mapping[str, str] | None = None,
 ) -> list[tuple[list[str], float]]:
-    """Pruning groups as (tensor names, rate). The head has its own group when it has its own rate."""
+    """Pruning groups as (tensor names, rate).
+
+    Each tensor's rate is `rate_of` (per tensor name or layer kind, Frankle & Carbin 2019 prune
+    Conv-2/4/6's conv layers slower than their fully-connected ones); the output layer's is
+    `head_rate` when given. 'layerwise': one group per tensor. 'global': one threshold over the
+    tensors that share a rate (one group per distinct rate, in the order they appear); the
+    output layer has its own group when it has its own rate.
+    """
+    kinds = kinds or {}
+    own = {n: rate_of(n, kinds.get(n, "linear"), rate, rates) for n in names}
     own_head = head is not None and head_rate is not None and head in names and head not in keep_dense
     body = [n for n in names if n not in keep_dense and not (own_head and n == head)]
-    groups = [([n], rate) for n in body] if scope == "layerwise" else ([(body, rate)] if body else [])
+    if scope == "layerwise":
+        out = [([n], own[n]) for n in body]
+    else:
+        by_rate: dict[float, list[str]] = {}
+        for n in body:
+            by_rate.setdefault(own[n], []).append(n)
+        out = [(g, r) for r, g in by_rate.items()]
     if own_head:
-        groups.append(([head], float(head_rate)))
-    return groups
+        out.append(([head], float(head_rate)))  # type: ignore[arg-type]
+    return out
 
 
 def magnitude(
@@ -57,10 +84,11 @@ def magnitude(
     head: str | None = None,
     head_rate: float | None = None,
     keep_dense: tuple[str, ...] | list[str] = (),
+    rates: Mapping[str, float] | None = None,
 ) -> Mask:
     """Prune `rate` of the remaining weights with the smallest |w|; returns a new mask."""
     return prune({n: weights[n].abs() for n in mask}, mask, rate, scope=scope, head=head, head_rate=head_rate,
-                 keep_dense=keep_dense)
+                 keep_dense=keep_dense, rates=rates)
 
 
 def prune_random(
@@ -73,11 +101,12 @@ def prune_random(
     head_rate: float | None = None,
     keep_dense: tuple[str, ...] | list[str] = (),
     generator: torch.Generator | None = None,
+    rates: Mapping[str, float] | None = None,
 ) -> Mask:
     """Prune `rate` of the remaining weights uniformly at random (the random-pruning control)."""
     gen = generator or torch.Generator().manual_seed(0)
     return prune({n: torch.rand(mask[n].numel(), generator=gen) for n in mask}, mask, rate, scope=scope, head=head,
-                 head_rate=head_rate, keep_dense=keep_dense)
+                 head_rate=head_rate, keep_dense=keep_dense, rates=rates)
 
 
 def prune(
@@ -89,6 +118,7 @@ def prune(
     head: str | None = None,
     head_rate: float | None = None,
     keep_dense: tuple[str, ...] | list[str] = (),
+    rates: Mapping[str, float] | None = None,
 ) -> Mask:
     """Prune `rate` of the remaining weights with the lowest `scores` (one tensor per masked name).
 
@@ -96,7 +126,7 @@ def prune(
     pruning group (one layer for 'layerwise', all layers for 'global'), pruned weights never
     come back, ties go by position.
     """
-    return _prune(lambda n: scores[n].detach().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense)
+    return _prune(lambda n: scores[n].detach().reshape(-1).cpu(), mask, rate, scope, head, head_rate, keep_dense, rates)
 
 
 def _prune(
@@ -107,8 +137,9 @@ def _prune(
     head: str | None,
     head_rate: float | None,
     keep_dense,
+    rates: Mapping[str, float] | None = None,
 ) -> Mask:
-    if not 0 <= rate < 1:
+    if not 0 <= rate < 1 or any(not 0 <= r < 1 for r in (rates or {}).values()):
         raise UsageError(f"pruning rate must be in [0, 1), got {rate}")
     if scope not in ("global", "layerwise"):
         raise UsageError(f"scope must be 'global' or 'layerwise', got {scope!r}")
@@ -117,7 +148,8 @@ def _prune(
     if unknown:
         raise UsageError(f"--keep-dense names unknown tensors: {', '.join(unknown)} (prunable: {', '.join(names)})")
     new: Mask = {n: m.clone().cpu() for n, m in mask.items()}
-    for group, group_rate in groups(names, scope, head, head_rate, rate, set(keep_dense)):
+    kinds = {n: kind_of(mask[n].shape) for n in names}
+    for group, group_rate in groups(names, scope, head, head_rate, rate, set(keep_dense), rates, kinds):
         keep = torch.cat([mask[n].reshape(-1).cpu() for n in group])
         scores = torch.cat([score(n) for n in group])
         keep = prune_lowest(scores, keep, num_to_prune(int(keep.sum()), group_rate))

@@ -79,7 +79,7 @@ class Search:
         mask = criteria.prune_round(
             spec.prune.criterion, {n: rewind[n] for n in self.names}, final, previous, spec.prune.rate,
             scope=spec.prune.scope, head=self.head, head_rate=spec.prune.head_rate, keep_dense=spec.prune.keep_dense,
-            generator=runtime.prune_round(init_seed, data_seed, r),
+            generator=runtime.prune_round(init_seed, data_seed, r), rates=spec.prune.rates,
         )
         store.save_torch(path, mask)
         return mask

@@ -65,16 +65,21 @@ _CONV_PLANS: dict[str, LayerPlan] = {
 }
 
 
+# Frankle & Carbin 2019, Fig. 2 and appendix: conv layers pruned at 10% per round (Conv-2, Conv-4)
+# or 15% (Conv-6), fully-connected at 20%, the output layer at 10%, each layer by itself.
+_PAPER_CONV_RATE = {"conv2": 0.1, "conv4": 0.1, "conv6": 0.15}
+
+
 def _register_conv(name: str, lr: float, iterations: int) -> None:
-    # prune_defaults: F&C 2019 prune the FC layers at 0.2 and the output at 0.1, but the conv
-    # layers more slowly (0.1 for Conv-2 and Conv-4, 0.15 for Conv-6); PruneSpec has a single
-    # body rate, so it carries the FC rate, which covers >90% of the weights.
+    # prune_defaults: one rate for every layer (Morcos et al. 2019's uniform 20%) unless
+    # schedule: paper, which gives the paper's per-layer-kind rates (paper_prune).
     info = ModelInfo(
         name=name,
         image_size=32,
         channels=3,
         train_defaults=adam_defaults(lr=lr, iterations=iterations),
         prune_defaults=layerwise_prune(),
+        paper_prune={"scope": "layerwise", "rates": {"conv": _PAPER_CONV_RATE[name], "linear": 0.2}, "head_rate": 0.1},
         paper="Frankle & Carbin 2019 (ICLR), Fig. 2",
         description=f"Conv-{name[-1]} for CIFAR-10: 3x3 convs {_CONV_PLANS[name]}, FC 256-256",
         widths=True,

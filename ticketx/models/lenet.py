@@ -42,6 +42,8 @@ class LeNet(nn.Module):
         channels=1,
         train_defaults=adam_defaults(lr=1.2e-3, iterations=50_000),
         prune_defaults=layerwise_prune(),
+        # Frankle & Carbin 2019, Fig. 2: fully-connected layers at 20% per round, the output at 10%
+        paper_prune={"scope": "layerwise", "rates": {"linear": 0.2}, "head_rate": 0.1},
         paper="Frankle & Carbin 2019 (ICLR), Fig. 2",
         description="MLP 784-300-100-10 for MNIST (LeNet-300-100)",
         widths=True,

@@ -10,7 +10,7 @@ Look models up and build them with `ticketx.models.build`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
@@ -28,6 +28,9 @@ class ModelInfo:
     paper: str  # short citation of where the defaults come from
     description: str
     widths: bool = False  # whether the builder takes the keyword `width` (a width multiplier)
+    # The paper's per-layer pruning schedule (PruneSpec fields: rates, head_rate, scope), used with
+    # schedule 'paper'; empty when the paper prunes every layer at one rate.
+    paper_prune: dict[str, Any] = field(default_factory=dict)
 
 
 # (num_classes, in_channels, image_size, *, width) -> model; without `width` unless info.widths

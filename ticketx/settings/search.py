@@ -55,13 +55,18 @@ def check_names(spec: SearchSpec) -> None:
 
     parse_data(spec.data)
     info = model_info(spec.model)
-    if spec.prune.keep_dense:
+    named = [k for k in spec.prune.rates if k not in ("conv", "linear")]
+    if spec.prune.keep_dense or named:
         names = prunable_names_of(spec.model, spec.channels or info.channels, spec.image_size or info.image_size)
         if names is None:
             return  # the model cannot be built without its data; find's pruning checks the names then
         missing = [n for n in spec.prune.keep_dense if n not in names]
         if missing:
             raise UsageError(f"--keep-dense names unknown tensors: {', '.join(missing)}", f"prunable tensors: {', '.join(names)}")
+        missing = [n for n in named if n not in names]
+        if missing:
+            raise UsageError(f"--prune-rates names unknown tensors: {', '.join(missing)}",
+                             f"give a layer kind (conv, linear) or a prunable tensor: {', '.join(names)}")
 
 
 def resolve_search(data: str, model: str, *, train: dict[str, Any] | None = None, prune: dict[str, Any] | None = None,

@@ -105,6 +105,38 @@ class PruneSpec(Strict):
     criterion: str = Field("magnitude", description=(
         "Which weights survive a round, scored from the rewind and the final weights: magnitude (the "
         "largest final |w|, Frankle & Carbin 2019) or another of Zhou et al. 2019's criteria (ticketx.criteria)."))
+    rates: dict[str, float] = Field(default_factory=dict, description=(
+        "Per-layer rates over `rate`: by layer kind ('conv', 'linear') or by tensor name, e.g. "
+        "'conv=0.1,linear=0.2' (Frankle & Carbin 2019 prune Conv-2/4/6's conv layers at 10/10/15% and their "
+        "fully-connected ones at 20%); the output layer takes head_rate when it is given."))
+    schedule: Literal["uniform", "paper"] = Field("uniform", description=(
+        "uniform: `rate` for every layer (Morcos et al. 2019) unless `rates` say otherwise; paper: the "
+        "per-layer rates of the model's paper (Frankle & Carbin 2019 for LeNet and Conv-2/4/6; `ticketx "
+        "models` lists them), under any rate given explicitly."))
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _rates(cls, v: Any) -> Any:
+        if isinstance(v, str):  # 'conv=0.1,linear=0.2'
+            out = {}
+            for part in filter(None, (p.strip() for p in v.split(","))):
+                key, sep, value = part.partition("=")
+                if not sep:
+                    raise ValueError(f"rates are written like 'conv=0.1,linear=0.2', got {part!r}")
+                try:
+                    out[key.strip()] = float(value)
+                except ValueError:
+                    raise ValueError(f"rate of {key.strip()!r} must be a number, got {value!r}") from None
+            return out
+        return v
+
+    @field_validator("rates")
+    @classmethod
+    def _rate_values(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [f"{k}={r:g}" for k, r in v.items() if not 0 <= r < 1]
+        if bad:
+            raise ValueError(f"every rate must be in [0, 1): {', '.join(bad)}")
+        return v
 
     @field_validator("criterion")
     @classmethod
@@ -153,10 +185,18 @@ def resolve_train(model: str, overrides: dict[str, Any], base: dict[str, Any] | 
 
 
 def resolve_prune(model: str, overrides: dict[str, Any]) -> PruneSpec:
+    """The model's pruning defaults, then (with schedule 'paper') its paper's per-layer rates, then the overrides."""
     from ticketx.models import model_info
 
-    values = dict(model_info(model).prune_defaults)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    info = model_info(model)
+    given = {k: v for k, v in overrides.items() if v is not None and v != {}}
+    values = dict(info.prune_defaults)
+    if given.get("schedule") == "paper":
+        if not info.paper_prune:
+            raise UsageError(f"{model} has no paper pruning schedule (schedule: paper)",
+                             "give its rates yourself: rates: {conv: 0.1, linear: 0.2}")
+        values.update(info.paper_prune)
+    values.update(given)
     return PruneSpec(**values)
 
 

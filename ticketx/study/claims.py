@@ -65,9 +65,10 @@ def round_densities(study: Study, find: SearchSpec, target: Optional[str] = None
     out_head = _sizes(study, find, target) if target is not None else shapes
     if shapes is None or out_head is None:
         return nominal
-    sizes, names, head = shapes
+    sizes, names, head, kinds = shapes
     new_head = out_head[0][head]
-    groups = pruning_groups(names, prune.scope, head, prune.head_rate, prune.rate, set(prune.keep_dense or ()))
+    groups = pruning_groups(names, prune.scope, head, prune.head_rate, prune.rate, set(prune.keep_dense or ()),
+                            prune.rates, kinds)
     remaining = [sum(sizes[n] for n in g) for g, _ in groups]
     grouped = {n for g, _ in groups for n in g}
     fixed = sum(v for n, v in sizes.items() if n not in grouped and n != head)  # kept dense: never pruned
@@ -88,12 +89,14 @@ def round_densities(study: Study, find: SearchSpec, target: Optional[str] = None
     return out
 
 
-def _sizes(study: Study, find: SearchSpec, data: str) -> Optional[tuple[dict[str, int], list[str], str]]:
-    """(prunable tensor sizes, their names, the output layer's name) of the search's model built for `data`."""
+def _sizes(study: Study, find: SearchSpec, data: str) -> Optional[tuple[dict[str, int], list[str], str, dict[str, str]]]:
+    """(prunable tensor sizes, their names, the output layer's name, their layer kinds) of the search's model
+    built for `data`."""
     import torch
 
     from ticketx.data import DATASETS, parse_data
     from ticketx.models import build_model, head_name, model_info, prunable_names
+    from ticketx.pruning import kind_of
 
     try:
         d = parse_data(data)
@@ -103,7 +106,8 @@ def _sizes(study: Study, find: SearchSpec, data: str) -> Optional[tuple[dict[str
         with torch.device("meta"):
             net = build_model(find.model, classes, channels, study.spec.image_size or info.image_size)
         names = prunable_names(net)
-        return {n: p.numel() for n, p in net.named_parameters() if n in names}, names, head_name(net)
+        params = dict(net.named_parameters())
+        return ({n: params[n].numel() for n in names}, names, head_name(net), {n: kind_of(params[n].shape) for n in names})
     except Exception:  # noqa: BLE001 - reported when the model is built for real
         return None
 

@@ -274,11 +274,11 @@ def overlap_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     against another source's."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["a_kind"], r["b_kind"]), []).append(r)
+        groups.setdefault((r["model"], r["a_kind"], r["b_kind"]), []).append(r)  # not an axis: overlap.csv's column
     out = []
-    for (model, a, b), rs in groups.items():
+    for (arch, a, b), rs in groups.items():
         mean = lambda k: (sum(float(r[k]) for r in rs if r.get(k) is not None) / max(1, sum(r.get(k) is not None for r in rs)))  # noqa: E731
-        out.append({"model": model, "a": a, "b": b, "pairs": len(rs),
+        out.append({"model": arch, "a": a, "b": b, "pairs": len(rs),  # not an axis: overlap.csv's column
                     **{k: mean(k) for k in ("density", "a_kept_by_b", "chance_a_kept_by_b", "jaccard", "chance_jaccard", "z")}})
     return out
 
