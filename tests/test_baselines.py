@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from ticketx import masks as M
 from ticketx import ticket as ticketfile
 from ticketx.baselines import BASELINES, TICKET, Arm
 
@@ -48,12 +50,66 @@ def test_registry_rejects_unknown_names_with_a_suggestion():
 def test_sanity_baselines_keep_every_layers_count(digits_ticket):
     t = ticketfile.load(digits_ticket)
     ticket = Arm(t, 2, 5, seed=0, head="keep").build(TICKET)
-    for kind in ("shuffle", "invert"):
-        got = Arm(t, 2, 5, seed=0, head="keep").build(BASELINES[kind])
-        for n, m in ticket.mask.items():
-            assert int(got.mask[n].sum()) == int(m.sum()), (kind, n)
-        assert not all(torch.equal(got.mask[n], ticket.mask[n]) for n in t.names)
-    inv = Arm(t, 2, 5, seed=0, head="keep").build(BASELINES["invert"]).mask
-    first = t.mask(1)
-    for n in t.names:  # at 64% density the inverse holds every weight round 1 pruned (the lowest-ranked)
-        assert bool((inv[n] | first[n]).all())
+    got = Arm(t, 2, 5, seed=0, head="keep").build(BASELINES["shuffle"])
+    for n, m in ticket.mask.items():
+        assert int(got.mask[n].sum()) == int(m.sum()), n
+    assert not all(torch.equal(got.mask[n], ticket.mask[n]) for n in t.names)
+
+
+def test_invert_is_refused_for_an_imp_ticket(digits_ticket):
+    from ticketx.errors import UsageError
+
+    t = ticketfile.load(digits_ticket)
+    with pytest.raises(UsageError, match="defined for prune-at-init tickets"):
+        Arm(t, 2, 5, seed=0, head="keep").build(BASELINES["invert"])
+
+
+def _scored_ticket(scope: str = "global"):
+    """A prune-at-init-like ticket whose scores we control: a 3-layer model, scores = a fixed permutation."""
+    from ticketx.models import build_model, head_name, prunable_names
+    from ticketx.pai import select
+
+    torch.manual_seed(0)
+    model = build_model("lenet_300_100", 5, 1, 8)
+    names = prunable_names(model)
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(7)
+    scores = {n: torch.randperm(params[n].numel(), generator=gen).float().reshape(params[n].shape) for n in names}
+    mask = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    masks = []
+    for d in (0.5, 0.2, 0.05):
+        mask = select(scores, mask, d, scope=scope)
+        masks.append(mask)
+    rounds = [{"round": 0, "density": 1.0}] + [{"round": r, "density": M.density(m)} for r, m in enumerate(masks, 1)]
+    meta = {"found_by": "prune-at-init", "model": "lenet_300_100", "data": "digits[0-4]", "classes": list("01234"),
+            "num_classes": 5, "image_size": 8, "channels": 1, "head": head_name(model), "rounds": rounds,
+            "prune": {"criterion": "snip", "iterations": None}, "train": {"optimizer": "adam"}}
+    return ticketfile.make(meta, masks, {k: v.detach().clone() for k, v in model.state_dict().items()},
+                           extras={"scores": scores}), scores
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_invert_keeps_exactly_the_lowest_scored_weights_at_every_round(tmp_path, scope):
+    t, scores = _scored_ticket(scope)
+    ticketfile.save(t, tmp_path / "p.pt")
+    t = ticketfile.load(tmp_path / "p.pt")  # the scores travel in the file (format 2)
+    assert t.format_version == 2 and set(t.extras["scores"]) == set(t.names)
+    for r in range(1, t.num_rounds + 1):
+        inv = Arm(t, r, 5, seed=0, head="keep").build(BASELINES["invert"]).mask
+        kept = t.mask(r)
+        for n in t.names:
+            k = int(kept[n].sum())
+            lowest = torch.sort(scores[n].reshape(-1)).indices[:k]  # distinct scores: no ties
+            want = torch.zeros(scores[n].numel(), dtype=torch.bool)
+            want[lowest] = True
+            assert torch.equal(inv[n].reshape(-1), want), (r, n)
+
+
+def test_invert_of_a_ticket_without_scores_is_refused_in_one_line(tmp_path):
+    from ticketx.baselines import invert_problem
+
+    t, _ = _scored_ticket()
+    t.extras.clear()
+    assert "stores no scores" in invert_problem(t)
+    t.meta["prune"]["iterations"] = 100
+    assert "iterative" in invert_problem(t)

@@ -311,3 +311,19 @@ def test_missing_study_file(cli, tmp_path):
     code, _, err = cli("study", "run", tmp_path / "nope.yaml", "--out", tmp_path / "out")
     check_one_error(code, err, 2, "nope.yaml")
     assert files_in(tmp_path) == []
+
+
+def test_invert_of_an_imp_ticket_is_a_one_line_usage_error(cli, digits_ticket, tmp_path):
+    code, _, stderr = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--baselines", "invert", "--out", tmp_path / "o")
+    assert code == 2 and "defined for prune-at-init tickets" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_study_with_invert_is_refused_at_validation(cli, tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "studies" / "ci.yaml").read_text()
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("baselines: [random-mask, dense]", "baselines: [random-mask, invert]"))
+    code, _, stderr = cli("study", "validate", path)
+    assert code == 2 and "s.yaml:" in stderr and "IMP searches" in stderr

@@ -164,3 +164,15 @@ def test_pai_ticket_is_an_ordinary_ticket(tmp_path):
     syn = P.pai_ticket("synflow", "lenet_300_100", data, [0.1], seed=3, iterations=10)
     assert syn.meta["prune"]["iterations"] == 10 and syn.meta["prune"]["samples_per_class"] is None
     assert syn.rounds[1]["collapsed"] == []
+    # a one-shot ticket stores the ranking its masks were cut from (the exact inversion needs it)
+    from ticketx.baselines import invert_problem
+    from ticketx.sanity import invert_scores
+
+    assert set(back.extras["scores"]) == set(back.names) and invert_problem(back) is None
+    for n in back.names:  # every kept weight scored at least as high as every pruned one
+        s, m = back.extras["scores"][n], back.mask(2)[n]
+        if m.any() and (~m).any():
+            assert float(s[m].min()) >= float(s[~m].max())
+    inv = invert_scores(back.extras["scores"], back.mask(2))
+    assert all(int(inv[n].sum()) == int(back.mask(2)[n].sum()) for n in back.names)
+    assert "iterative" in invert_problem(syn) and not syn.extras

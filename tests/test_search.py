@@ -31,7 +31,7 @@ def test_ticket_contents(digits_ticket):
     # rewind '0' = the original initialisation: the rewind weights are untrained
     assert m["rewind_step"] == 0
     raw = torch.load(digits_ticket, weights_only=True)
-    assert raw["format"] == "ticketx-ticket" and raw["format_version"] == 1
+    assert raw["format"] == "ticketx-ticket" and raw["format_version"] == 2
 
 
 def test_global_scope_overall_density(tmp_path):

@@ -26,6 +26,7 @@ from torch import nn
 
 from ticketx import masks as M
 from ticketx import pruning, runtime
+from ticketx.errors import UsageError
 from ticketx.registry import Registry
 
 if TYPE_CHECKING:
@@ -83,15 +84,40 @@ def _shuffle(arm: "Arm", mask: M.Mask) -> M.Mask:
 
 @baseline("invert", "inverted mask")
 def _invert(arm: "Arm", mask: M.Mask) -> M.Mask:
-    """The weights the ticket ranked lowest, at the same layerwise density (Frankle et al. 2021):
-    the earliest-pruned first (ticketx.sanity.invert). A new output layer keeps its own mask."""
-    from ticketx.sanity import invert
+    """The weights the ticket's method ranked lowest, at the same per-layer counts (Frankle et al.
+    2021, "Pruning neural networks at initialization: why are we missing the mark?"): exact from
+    the one-shot scores a prune-at-init ticket stores (ticketx.sanity.invert_scores). IMP tickets
+    and tickets without scores are refused before anything trains (`invert_problem`). A new
+    output layer keeps its own mask."""
+    from ticketx.sanity import invert_scores
 
+    problem = invert_problem(arm.ticket)
+    if problem:
+        raise UsageError(problem)
     if arm.round == 0:
         return mask
-    inv = invert([arm.ticket.mask(r) for r in range(1, arm.ticket.num_rounds + 1)], arm.round, arm.generator("invert"))
+    inv = invert_scores(arm.ticket.extras["scores"], arm.ticket.mask(arm.round))
     head = arm.ticket.meta.get("head")
     return {n: mask[n] if (arm.reset_head and n == head) else inv[n] for n in mask}
+
+
+def invert_problem(ticket: "Ticket") -> str | None:
+    """Why the inverted mask of `ticket` is not defined, or None.
+
+    Frankle et al. 2021 invert one-shot scores at initialisation. An IMP ticket's later rounds
+    are scored with the earlier rounds' weights already at zero, so no single ranking of all
+    weights exists to invert; SynFlow rescores after every pruning iteration, likewise.
+    """
+    if ticket.meta.get("found_by") != "prune-at-init":
+        return ("invert is defined for prune-at-init tickets (one-shot scores, Frankle et al. 2021); an IMP ticket's "
+                "rounds are scored with earlier rounds' weights at zero, so there is no single ranking to invert")
+    if "scores" not in ticket.extras:
+        criterion = ticket.meta.get("prune", {}).get("criterion", "?")
+        if ticket.meta.get("prune", {}).get("iterations"):
+            return (f"invert is not defined for an iterative {criterion} ticket: its scores change with every pruning "
+                    "iteration (Tanaka et al. 2020), so no one ranking was kept")
+        return "this ticket stores no scores (made before ticket format 2): make it again with `ticketx pai` to invert it"
+    return None
 
 
 # The ticket itself, through the same builder: its mask unchanged.

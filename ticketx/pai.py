@@ -302,8 +302,12 @@ def prune_at_init(
     input_shape: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     temperature: float = GRASP_TEMPERATURE,
+    scores_out: dict[str, torch.Tensor] | None = None,
 ) -> list[M.Mask]:
     """Nested masks, one per target density (strictly decreasing), for the model as it is now.
+
+    `scores_out`, when given, receives a one-shot criterion's scores (float32, CPU): the one
+    ranking every density was cut from, which a ticket stores so that `invert` is exact.
 
     One-shot criteria (SNIP, GraSP) score the dense network once and keep the top of that one
     ranking at every density. SynFlow prunes `iterations` times per target with its exponential
@@ -333,6 +337,8 @@ def prune_at_init(
     out: list[M.Mask] = []
     if not m.iterative:
         s = m.score(model, source, mask=None, **options)
+        if scores_out is not None:
+            scores_out.update({n: s[n].detach().float().cpu() for n in names})
         for d in dens:
             mask = select(s, mask, d, scope=scope, keep_dense=keep_dense)
             out.append(mask)
@@ -418,8 +424,9 @@ def pai_ticket(
     t0 = time.perf_counter()
     batches = None if m.data_free else score_sample(data, samples_per_class, data_seed, batch_size, device)
     shape = (data.channels, data.image_size, data.image_size)
+    scores: dict[str, torch.Tensor] = {}
     masks = prune_at_init(criterion, model, batches, dens, scope=scope, iterations=iterations,
-                          keep_dense=keep_dense, input_shape=shape, device=device)
+                          keep_dense=keep_dense, input_shape=shape, device=device, scores_out=scores)
     seconds = time.perf_counter() - t0
     steps = Steps.of(train_spec, len(data.train_y))
     prune = {
@@ -475,7 +482,7 @@ def pai_ticket(
         "versions": store.versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return ticketfile.make(meta, masks, rewind_state)
+    return ticketfile.make(meta, masks, rewind_state, extras={"scores": scores} if scores else None)
 
 
 def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out: Any, *, scope: str = "global",

@@ -39,8 +39,25 @@ def pruning_order(masks_by_round: Sequence[Mapping[str, torch.Tensor]]) -> dict[
     return {n: sum(m[n].to("cpu", torch.int64) for m in masks_by_round) for n in names}
 
 
+def invert_scores(scores: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> Mask:
+    """Frankle et al. 2021's inversion: per layer, as many weights as `target` keeps, the lowest-scored
+    ones (ties: the earlier position first). Exact for a one-shot ranking (the scores a
+    prune-at-init ticket stores): the inverse of the weights the method ranked highest."""
+    out: Mask = {}
+    for name, keep in target.items():
+        flat = scores[name].reshape(-1).float()
+        k = int(keep.sum())
+        order = torch.sort(flat, stable=True).indices
+        new = torch.zeros(flat.numel(), dtype=torch.bool)
+        new[order[:k]] = True
+        out[name] = new.reshape(keep.shape)
+    return out
+
+
 def invert(masks_by_round: Sequence[Mapping[str, torch.Tensor]], round: int, generator: torch.Generator) -> Mask:
-    """Per layer, keep as many weights as round `round` keeps, choosing the ones the ticket ranked lowest.
+    """An approximate inversion from the pruning order alone (for tests and analysis; the `invert`
+    control uses `invert_scores`, which is exact): per layer, keep as many weights as round
+    `round` keeps, choosing the ones the ticket ranked lowest.
 
     `masks_by_round` are the nested masks of rounds 1..R (round r at index r-1), `round` in 1..R.
     A ticket does not store its scores, only its pruning order: weights pruned in round 1 scored

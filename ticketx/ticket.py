@@ -12,8 +12,13 @@ Layout (a plain dict of tensors and JSON-able values, so it loads with
     masks           uint8 [B]: the masks of rounds 1..R, nested-encoded (below)
     mask_bits       [R] ints: bits stored for each round
     rewind          state dict at the rewind point (every retraining starts from it)
+    extras          (version 2) named groups of per-weight tensors, {group: {tensor name: tensor
+                    of that tensor's shape}}; 'scores': the one-shot scores of a prune-at-init
+                    ticket (float32), from which `invert` is exact (Frankle et al. 2021). Later
+                    additions to a ticket go here as new groups, so the format stays 2.
 
-Round 0 is the dense network (density 1.0) and has no stored mask.
+Round 0 is the dense network (density 1.0) and has no stored mask. Version 1 files (no
+extras) still load; what needs an extra (the inverted mask) is refused for them, one line.
 
 Nested encoding: masks only shrink, so round r stores one bit only for each weight still alive
 in round r-1 (round 1 stores one per prunable weight). A search of R rounds at rate 0.2 stores
@@ -23,7 +28,7 @@ P * (1 + 0.8 + ... + 0.8^(R-1)) bits: at most one bit per prunable weight per ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,7 @@ from ticketx import store
 from ticketx.errors import TicketxError, UsageError
 
 FORMAT = "ticketx-ticket"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: extras (per-weight tensors by group: 'scores')
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Ticket:
     bits: list[int]  # bits per stored round
     rewind: dict[str, torch.Tensor]
     format_version: int = 1  # of the file it was loaded from (a new ticket: FORMAT_VERSION)
+    extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def num_rounds(self) -> int:
@@ -116,13 +122,16 @@ def decode(packed: torch.Tensor, bits: list[int], num_weights: int) -> torch.Ten
     return alive
 
 
-def make(meta: dict[str, Any], masks_by_round: list[M.Mask], rewind: dict[str, torch.Tensor]) -> Ticket:
-    """Build a Ticket from masks of rounds 1..R (in order) and the rewind state."""
+def make(meta: dict[str, Any], masks_by_round: list[M.Mask], rewind: dict[str, torch.Tensor],
+         extras: dict[str, dict[str, torch.Tensor]] | None = None) -> Ticket:
+    """Build a Ticket from masks of rounds 1..R (in order), the rewind state and any extras."""
     names = list(masks_by_round[0]) if masks_by_round else []
     shapes = {n: tuple(masks_by_round[0][n].shape) for n in names}
     flat = [torch.cat([m[n].reshape(-1).cpu().bool() for n in names]) for m in masks_by_round]
     packed, bits = encode(flat)
-    return Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind, format_version=FORMAT_VERSION)
+    extras = {g: {n: t.detach().cpu().contiguous() for n, t in group.items()} for g, group in (extras or {}).items()}
+    return Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind,
+                  format_version=FORMAT_VERSION, extras=extras)
 
 
 def save(ticket: Ticket, path: str | Path) -> None:
@@ -136,6 +145,7 @@ def save(ticket: Ticket, path: str | Path) -> None:
         "masks": ticket.packed.contiguous(),
         "mask_bits": list(ticket.bits),
         "rewind": {k: v.contiguous() for k, v in ticket.rewind.items()},
+        "extras": {g: {n: t.contiguous() for n, t in group.items()} for g, group in ticket.extras.items()},
     })
 
 
@@ -172,7 +182,13 @@ def load(path: str | Path) -> Ticket:
         raise TicketxError(f"{path}: mask and rewind weights disagree for: {', '.join(bad)}")
     if not isinstance(meta, dict) or not isinstance(meta.get("rounds"), list) or len(meta["rounds"]) != len(bits) + 1:
         raise TicketxError(f"{path}: ticket metadata is malformed (rounds)")
-    ticket = Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind, format_version=version)
+    extras = obj.get("extras", {}) if version >= 2 else {}
+    if not isinstance(extras, dict) or not all(
+            isinstance(g, dict) and all(n in shapes and isinstance(t, torch.Tensor) and tuple(t.shape) == shapes[n]
+                                        for n, t in g.items()) for g in extras.values()):
+        raise TicketxError(f"{path}: ticket extras are malformed (each a tensor of a prunable tensor's shape)")
+    ticket = Ticket(meta=meta, names=names, shapes=shapes, packed=packed, bits=bits, rewind=rewind, format_version=version,
+                    extras=extras)
     # Each round stores one bit per weight alive before it: the ones in round r's bytes (padding
     # bits are zero) must equal round r+1's bit count. A byte popcount table keeps this O(size).
     offset = 0

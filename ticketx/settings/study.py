@@ -91,9 +91,13 @@ class TransferBlock(Strict):
         from ticketx.baselines import BASELINES
 
         try:
-            return BASELINES.check(v)
+            v = BASELINES.check(v)
         except UsageError as err:
             raise ValueError(str(err)) from None
+        if "invert" in v:  # a study's tickets are IMP searches (ticketx.baselines.invert_problem)
+            raise ValueError("invert is defined for prune-at-init tickets (Frankle et al. 2021), and a study's tickets "
+                             "are IMP searches: there is no single ranking of an IMP ticket's weights to invert")
+        return v
 
 
 class StabilityBlock(Strict):

@@ -189,6 +189,12 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
     check_compatible(ticket, model, image_size)
     tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {})
     rounds = choose_rounds(ticket, spec)
+    if "invert" in spec.baselines:
+        from ticketx.baselines import invert_problem
+
+        problem = invert_problem(ticket)
+        if problem:
+            raise UsageError(f"--baselines invert: {problem}", "drop invert, or use a prune-at-init ticket (ticketx pai)")
     own, own_rounds = None, {}
     if spec.own_ticket:
         own = load_checked(spec.own_ticket, "own ticket")
