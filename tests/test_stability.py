@@ -97,3 +97,23 @@ def test_stability_on_a_tiny_ticket(digits_ticket, tmp_path):
     pytest.importorskip("matplotlib")
     out = S.path_plot(res, tmp_path / "path.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_several_pairs_give_the_barrier_with_an_interval(digits_ticket):
+    from ticketx import ticket as ticketfile
+    from ticketx.data import load_data
+    from ticketx.stats import interval
+
+    t = ticketfile.load(digits_ticket)
+    data = load_data(t.meta["data"], image_size=t.meta["image_size"], channels=t.meta["channels"])
+    res = S.stability_pairs(t, 1, data, seeds=[0, 1, 2, 3], points=3, train_eval_samples=100)
+    assert [p["seeds"] for p in res["pairs"]] == [[0, 1], [2, 3]]
+    barriers = [p["test_barrier"] for p in res["pairs"]]
+    iv = interval(barriers)
+    assert res["test_barrier"] == pytest.approx(iv.mean)
+    assert res["test_barrier_interval"]["n"] == 2 and res["test_barrier_interval"]["low"] == pytest.approx(iv.low)
+    assert res["stable"] == (iv.high <= S.STABLE_BARRIER)
+    one = S.stability_pairs(t, 1, data, seeds=[0, 1], points=3, train_eval_samples=100)
+    assert one["test_barrier_interval"]["low"] is None and one["test_barrier"] == one["pairs"][0]["test_barrier"]
+    with pytest.raises(UsageError, match="even number"):
+        S.stability_pairs(t, 1, data, seeds=[0, 1, 2])

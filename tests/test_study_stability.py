@@ -65,7 +65,7 @@ def _error(path: Path) -> str:
 @pytest.mark.parametrize("block, line, message", [
     ("stability:\n  rounds: all\n  pionts: 5\n", 24, "stability.pionts: unknown key; did you mean 'points'?"),
     ("stability:\n  seeds: [0, 0]\n", 23, "stability.seeds: seeds must be distinct non-negative integers"),
-    ("stability:\n  seeds: [0, 1, 2]\n", 23, "stability.seeds: give the two copies' data seeds, exactly two"),
+    ("stability:\n  seeds: [0, 1, 2]\n", 23, "stability.seeds: give the copies' data seeds in pairs"),
     ("stability:\n  points: 2\n", 23, "stability.points: Input should be greater than or equal to 3"),
     ("stability:\n  rounds: [-1]\n", 23, "stability.rounds: rounds are 0 (dense) or more"),
     ("stability:\n  rounds: [1, 3]\n", 23, "stability.rounds: round 3 is past the last round of the search (2 rounds"),

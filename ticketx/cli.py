@@ -346,7 +346,7 @@ def compare(
 def stability(
     ticket: Annotated[Path, typer.Argument(help="Ticket file.")],
     round_: Annotated[Optional[int], typer.Option("--round", help="Round to test \\[default: the last].")] = None,
-    seeds: Annotated[str, typer.Option("--seeds", help="Two data-order seeds, e.g. '0,1'.")] = "0,1",
+    seeds: Annotated[str, typer.Option("--seeds", help="Data-order seeds in pairs, e.g. '0,1' (one pair of copies) or '0,1,2,3' (two pairs: the barrier with a 95% interval).")] = "0,1",
     points: Annotated[int, typer.Option("--points", help="Points on the straight line between the two networks.", min=3)] = 11,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
     device: Device = "auto", data_dir: DataDir = None,
@@ -363,8 +363,13 @@ def stability(
     with RichReporter() as rep:
         res = run_stability(t, round_, seeds, ticket_train_spec(t, train or {}), points=points, device=device,
                             data_dir=data_dir, reporter=rep)
-    console.print(f"round {res['round']} ({100 * res['density']:.2f}% weights remaining): test error barrier "
-                  f"{100 * res['test_barrier']:.2f} points, train error barrier {100 * res['train_barrier']:.2f} points")
+    from ticketx.report import pct_interval
+
+    n = len(res.get("pairs", [res]))
+    console.print(f"round {res['round']} ({100 * res['density']:.2f}% weights remaining), {n} pair(s) of copies: "
+                  f"test error barrier {pct_interval(res.get('test_barrier_interval'))} points, train error barrier "
+                  f"{pct_interval(res.get('train_barrier_interval'))} points"
+                  + ("" if n > 1 else " (one pair: a single measurement; give --seeds 0,1,2,3 for an interval)"))
     if plot is not None:
         from ticketx.stability import path_plot
 

@@ -223,6 +223,34 @@ def stability(
     return result
 
 
+def stability_pairs(ticket: Any, round: int, data: Any, train_spec: Any = None, *, seeds: Sequence[int] = (0, 1),
+                    work: Any = None, **kw: Any) -> dict[str, Any]:
+    """`stability` for each pair of consecutive seeds (s0, s1), (s2, s3), ...: one barrier per pair,
+    and their mean with a 95% t interval over the pairs (a barrier is a random quantity: one pair
+    is one measurement of it). The result is the first pair's fields, the barriers replaced by
+    their means, plus `pairs` (every pair's result) and `*_barrier_interval`. Stable: the upper
+    end of the test barrier's interval is within STABLE_BARRIER (one pair: its barrier)."""
+    from ticketx.stats import interval
+
+    seeds = [int(x) for x in seeds]
+    if len(seeds) < 2 or len(seeds) % 2 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"stability needs an even number of different data seeds (pairs of copies), got {seeds}")
+    pairs = []
+    for i in range(0, len(seeds), 2):
+        where = None if work is None else (Path(work) if i == 0 else Path(work) / f"pair-{i // 2 + 1}")
+        pairs.append(stability(ticket, round, data, train_spec, seeds=(seeds[i], seeds[i + 1]), work=where, **kw))
+    out = dict(pairs[0])
+    for key in ("train_barrier", "test_barrier"):
+        iv = interval([p[key] for p in pairs])
+        out[key] = iv.mean
+        out[f"{key}_interval"] = iv.as_dict()
+    out["seeds"] = seeds
+    out["pairs"] = pairs
+    high = out["test_barrier_interval"]["high"]
+    out["stable"] = (high if high is not None else out["test_barrier"]) <= STABLE_BARRIER
+    return out
+
+
 def path_plot(result: Mapping[str, Any], path: Any) -> Any:
     """PNG: train and test error (%) along the linear path between the two trained copies."""
     from pathlib import Path
@@ -256,13 +284,14 @@ def run_stability(ticket: Any, round_: int | None, seeds: str, train_spec: Any, 
     from ticketx.runtime import resolve_device
 
     parts = as_list(seeds)
-    if len(parts) != 2 or not all(str(p).isdigit() for p in parts) or parts[0] == parts[1]:
-        raise UsageError(f"--seeds expects two different data-order seeds like '0,1', got {seeds!r}")
+    if len(parts) < 2 or len(parts) % 2 or not all(str(p).isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise UsageError(f"--seeds expects an even number of different data-order seeds like '0,1' or '0,1,2,3' "
+                         f"(one pair of copies per two seeds), got {seeds!r}")
     r = ticket.num_rounds if round_ is None else round_
     if not 0 <= r <= ticket.num_rounds:
         raise UsageError(f"round {r} is not in the ticket (rounds 0..{ticket.num_rounds})")
     dev = resolve_device(device)
     m = ticket.meta
     data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
-    return stability(ticket, r, data, train_spec, seeds=(int(parts[0]), int(parts[1])), device=dev, points=points,
-                     reporter=reporter)
+    return stability_pairs(ticket, r, data, train_spec, seeds=[int(p) for p in parts], device=dev, points=points,
+                           reporter=reporter)

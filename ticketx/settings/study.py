@@ -111,7 +111,7 @@ class StabilityBlock(Strict):
     # 'all': every round, the dense network (round 0) included, so barrier vs density starts at
     # 100% (the reference: is the dense network itself stable from this rewind point?).
     rounds: Any = "all"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1])  # the two copies' data-order seeds
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])  # the copies' data-order seeds, in pairs
     points: int = Field(11, ge=3, le=101)  # alpha = 0, 1/(points-1), ..., 1 (3 = ends and midpoint)
 
     @model_validator(mode="before")
@@ -134,8 +134,9 @@ class StabilityBlock(Strict):
     @field_validator("seeds")
     @classmethod
     def _two_seeds(cls, v: list[int]) -> list[int]:
-        if len(v) != 2:
-            raise ValueError(f"give the two copies' data seeds, exactly two (such as [0, 1]), got {v}")
+        if len(v) < 2 or len(v) % 2:
+            raise ValueError(f"give the copies' data seeds in pairs (such as [0, 1], or [0, 1, 2, 3] for a barrier with "
+                             f"an interval over two pairs), got {v}")
         return check_seeds(v)
 
 

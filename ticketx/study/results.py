@@ -227,7 +227,8 @@ def layout_order(prov: dict[str, Any]) -> Any:
 
 def stability_columns() -> list[str]:
     return ["study", *(c for a in search_axes() for c in a.columns), "rewind", "round", "density", "train_barrier",
-            "test_barrier", "stable", "acc_a", "acc_b", "seeds", "points", "batch_norm", "cell"]
+            "test_barrier", "test_barrier_low", "test_barrier_high", "pairs", "stable", "acc_a", "acc_b", "seeds", "points",
+            "batch_norm", "cell"]
 
 
 def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
@@ -248,6 +249,8 @@ def stability_rows(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
             "study": prov["name"], **{k: v for a in search_axes() for k, v in a.row(info).items()},
             "rewind": info.get("rewind", ""), "round": res["round"],
             "density": res["density"], "train_barrier": res["train_barrier"], "test_barrier": res["test_barrier"],
+            "test_barrier_low": (res.get("test_barrier_interval") or {}).get("low"),
+            "test_barrier_high": (res.get("test_barrier_interval") or {}).get("high"), "pairs": len(res.get("pairs", [res])),
             "stable": res["stable"], "acc_a": acc_a, "acc_b": acc_b, "seeds": " ".join(map(str, res["seeds"])),
             "points": len(res["alphas"]), "batch_norm": res.get("batch_norm", ""), "cell": c["id"],
         })

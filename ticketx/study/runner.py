@@ -98,14 +98,14 @@ def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, d
     from ticketx import store
     from ticketx import ticket as ticketfile
     from ticketx.data import load_data
-    from ticketx.stability import path_plot, stability
+    from ticketx.stability import path_plot, stability_pairs
     from ticketx.runtime import resolve_device, set_deterministic
 
     ticket = ticketfile.load(cell_dir(out, {"id": cell.source}) / "ticket.pt")
     m = ticket.meta
     set_deterministic(bool(cell.config.get("deterministic")))
     data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
-    result = stability(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
+    result = stability_pairs(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
                        points=cell.points, reporter=reporter, work=here)
     store.write_json(here / "stability.json", result)
     try:
