@@ -313,3 +313,21 @@ def test_random_reinit_gets_the_same_new_output_layer_as_the_ticket(digits_ticke
     assert torch.equal(pa[head], pb[head]) and torch.equal(pa[bias], pb[bias])  # the same new output layer
     body = next(n for n in t.names if n != head)
     assert not torch.equal(pa[body], pb[body])  # a re-drawn body
+
+
+def test_across_classes_the_own_ticket_keeps_its_output_layer_and_the_ticket_gets_a_new_one(digits_ticket, tmp_path):
+    from conftest import tiny_find_spec
+
+    from ticketx.search import find
+
+    own = tmp_path / "own59.pt"
+    find(tiny_find_spec(data="digits[5-9]"), own, device="cpu")
+    train = TrainSpec(optimizer="adam", lr=1e-3, length="1ep")
+    spec = TransferSpec(target="digits[5-9]", rounds=[2], baselines=["random-mask"], own_ticket=str(own), train=train)
+    res = transfer(digits_ticket, spec, tmp_path / "auto", device="cpu")
+    assert res["heads"] == {"ticket": "new", "own-ticket": "keep"}
+    by = {r["label"]: r for r in res["runs"]}
+    assert by["own-ticket"]["head"] == "kept" and not by["own-ticket"]["head_reset"]
+    assert by["ticket"]["head"] == by["random-mask"]["head"] == "new"
+    sym = transfer(digits_ticket, spec.model_copy(update={"head": "new"}), tmp_path / "new", device="cpu")
+    assert sym["heads"] == {"ticket": "new", "own-ticket": "new"}  # --new-head: the symmetric comparison
