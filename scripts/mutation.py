@@ -53,11 +53,11 @@ TARGETS: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "find-rewind": ("ticketx/search.py", ["ticketx.search.x_find__*"], ["tests/test_rewind.py", "tests/test_search.py"],
                     r"rewind|init_state|load_state_dict|mask|pruning\.|snapshot|start_step|final|weights_of|masks\.append|T\.make"),
     # the data side of the science: the validation split and the training augmentation
-    "data-split": ("ticketx/data.py", ["ticketx.data.x__stratified_split__*", "ticketx.data.x_split_validation__*",
-                                       "ticketx.data.x_random_crop__*", "ticketx.data.xǁBatchesǁepoch__*"],
-                   ["tests/test_data.py"], None),
-    # after the transfer/statistics refactor lands, e.g.:
-    # "transfer-baselines": ("ticketx/transfer.py", ["ticketx.transfer.*"], ["tests/test_transfer.py"], None),
+    "data-split": ("ticketx/data/split.py", ["ticketx.data.split.x_stratified_split__*",
+                                             "ticketx.data.split.x_split_validation__*"],
+                   ["tests/test_data_split.py"], None),
+    # the statistics every verdict reads: the two-stage interval, BH, the verdict words
+    "stats": ("ticketx/stats.py", ["ticketx.stats.*"], ["tests/test_stats.py"], None),
 }
 PYTEST_ARGS = ["-m", "not slow", "-p", "no:cacheprovider", "-x", "-q"]
 
