@@ -267,6 +267,7 @@ def transfer(
     new_head: Annotated[bool, typer.Option("--new-head", help="A new output layer even on the ticket's own classes \\[default: kept exactly when the target is the ticket's data set with its classes, else new].")] = False,
     reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old name of --new-head
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Every arm's output layer dense (kept or new) instead of pruned to the ticket's output-layer density.")] = False,
+    mask0: Annotated[Optional[str], typer.Option("--mask0", help="What the pruned weights hold while every arm trains (Zhou et al. 2019): zero (default), frozen (at their starting value), zhou (zero where the weight moved toward zero in the round that pruned it, frozen elsewhere).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
@@ -282,7 +283,7 @@ def transfer(
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
-        deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
+        mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
     with RichReporter() as rep:

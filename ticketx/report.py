@@ -182,6 +182,11 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
                f"; 1 test image = {result.get('resolution', float('nan')):.2f} points")
     if heads:
         caption += "; output layer: " + ", ".join(heads)
+    start = result.get("ticket_start", "")
+    if start and not start.startswith("the rewind weights"):  # a ticket that is not an IMP ticket with rewinding
+        caption += f"; the ticket starts from {start}"
+    if result.get("mask0", "zero") != "zero":
+        caption += f"; pruned weights: {result['mask0']} (Zhou et al. 2019)"
     title += f", {'kept' if (result.get('heads') or {}).get('ticket') == 'keep' else 'new'} output layer"
     table = Table(title=escape(title), title_justify="left", caption=escape(caption), caption_justify="left")
     for col in ("round", "% weights remaining", "ticket"):

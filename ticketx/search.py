@@ -7,6 +7,10 @@ criterion (`ticketx.criteria`: |final weight| by default, Frankle & Carbin 2019;
 weights, and retrains from the rewind step to the end of training (late resetting: Frankle et
 al. 2020, Morcos et al. 2019).
 
+Each round also records, for every weight it prunes, whether that weight moved toward zero in
+the training that pruned it (|w_final| < |w_rewind|); the ticket stores the bits (extras
+'toward_zero', one bool per weight in all) for Zhou et al. 2019's mask-0 action.
+
 Every round is a run (`ticketx.runs`) in a work folder next to the ticket (`<out>.work/`): a
 round with its `result.pt` is never trained again, a round in progress resumes from its last
 epoch checkpoint, so rerunning the same command continues where a crash stopped it. The ticket
@@ -22,9 +26,11 @@ from typing import Any
 
 import torch
 
+from ticketx import deconstruct as D
 from ticketx import masks as M
 from ticketx import criteria, distributed, store
 from ticketx import ticket as ticketfile
+from ticketx.baselines import TOWARD_ZERO
 from ticketx.data import ImageData, load_data
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
@@ -197,12 +203,17 @@ def find(
     masks: list[M.Mask] = []
     records: list[dict[str, Any]] = []
     rewind: dict[str, torch.Tensor] | None = None
-    final: dict[str, torch.Tensor] = {}
+    final: dict[str, torch.Tensor] = {}  # the last round's final prunable weights
+    toward = {n: torch.zeros_like(m) for n, m in mask.items()}  # per weight: moved toward zero (Zhou et al. 2019)
     for r in range(spec.prune.rounds + 1):
         if r > 0:
             assert rewind is not None
+            previous = mask
             mask = search.round_mask(r, mask, final, rewind)
             masks.append(mask)
+            for n in mask:  # the weights this round prunes: their movement in the training that pruned them
+                pruned = previous[n] & ~mask[n]
+                toward[n][pruned] = D.toward_zero(rewind[n], final[n])[pruned]
             for name in M.collapsed(mask):
                 reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
         record, final, rewind = search.train_round(r, mask, rewind)
@@ -210,7 +221,9 @@ def find(
         reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
                      f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
     assert rewind is not None
-    ticket = ticketfile.make(search.meta(records), masks, rewind)
+    for n in mask:  # weights never pruned: their movement in the last round
+        toward[n][mask[n]] = D.toward_zero(rewind[n], final[n])[mask[n]]
+    ticket = ticketfile.make(search.meta(records), masks, rewind, extras={TOWARD_ZERO: toward})
     ticketfile.save(ticket, out)
     store.remove_tree(work)
     distributed.barrier()  # DDP: every rank returns once rank 0 has written the ticket
