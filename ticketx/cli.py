@@ -218,6 +218,7 @@ def find(
     keep_dense: Annotated[Optional[str], field_option("PruneSpec", "keep_dense")] = None,
     rewind: Annotated[Optional[str], field_option("PruneSpec", "rewind", note="\\[default: the model's paper]")] = None,
     criterion: Annotated[Optional[str], field_option("PruneSpec", "criterion", note="One of: {names:criteria}. {PruneSpec.criterion:default}")] = None,
+    retrain: Annotated[Optional[str], field_option("PruneSpec", "retrain", note="{PruneSpec.retrain:default}")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
@@ -233,7 +234,8 @@ def find(
     from ticketx.ui import RichReporter, console
 
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
-                        "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
+                        "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion,
+                        "retrain": retrain},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
