@@ -406,6 +406,43 @@ def pai(
     typer.echo(str(out))
 
 
+@app.command(cls=Command)
+@training_options
+def supermask(
+    data: Data,
+    model: Model,
+    densities: Annotated[str, typer.Option("--densities", help="Target densities, decreasing, e.g. '0.5,0.2,0.1'; each continues from the previous one.")],
+    method: Annotated[str, typer.Option("--method", help="bernoulli (Zhou et al. 2019: sigmoid scores, sampled, straight-through) or edge-popup (Ramanujan et al. 2020: top-k scores per layer, straight-through).")] = "edge-popup",
+    weights: Annotated[str, typer.Option("--weights", help="The frozen weights: init (the model's initialisation, as find's with the same seed) or signed-constant (sign(w_0) times the std of the layer's initial weights).")] = "init",
+    mask_length: Annotated[str, typer.Option("--mask-length", help="Score-training steps per density, e.g. '20ep' or '300it'.")] = "20ep",
+    mask_lr: Annotated[Optional[float], typer.Option("--mask-lr", help="Adam lr of the scores \\[default: bernoulli 0.1, edge-popup 0.01].")] = None,
+    mask_batch_size: Annotated[int, typer.Option("--mask-batch-size", help="Batch size while learning the masks.", min=1)] = 60,
+    target: Annotated[Optional[str], typer.Option("--target", help="Also report, per density, the target's test accuracy with only a new output layer trained (every other weight frozen).")] = None,
+    probe_length: Annotated[str, typer.Option("--probe-length", help="Steps of training the new output layer on --target.")] = "20ep",
+    out: TicketOut = Path("ticket.pt"),
+    seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation, score and data-order seed.")] = 0,
+    device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
+    train: dict[str, Any] | None = None,
+) -> None:
+    """Learn supermasks over frozen random weights (no weight trained) and write them as an ordinary ticket."""
+    from ticketx.report import round_table
+    from ticketx.supermask import write_supermask_ticket
+    from ticketx.ui import RichReporter, console
+
+    with RichReporter() as rep:
+        ticket, probes = write_supermask_ticket(
+            method, data, model, densities, out, weights=weights, seed=seed, length=mask_length, lr=mask_lr,
+            batch_size=mask_batch_size, target=target, probe_length=probe_length, device=device, image_size=image_size,
+            data_dir=data_dir, train=train or {}, reporter=rep)
+    console.print(round_table(ticket.rounds, title=f"{method} supermask over {weights} weights, {model} on "
+                                                    f"{ticket.meta['data']}: test accuracy of mask x weights, no weight trained"))
+    for p in probes:
+        console.print(f"{100 * p['density']:.2f}% weights remaining: {p['target']} test accuracy {100 * p['test_acc']:.2f}% "
+                      "with only a new output layer trained")
+    console.print(f"[green]ticket written:[/] {out}")
+    typer.echo(str(out))
+
+
 @app.command()
 def datasets(data_dir: DataDir = None) -> None:
     """List the data sets ticketx knows, and whether each is present locally."""
