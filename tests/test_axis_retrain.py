@@ -28,15 +28,15 @@ def test_retrain_axis_multiplies_the_searches_and_keeps_rewind_cells(tmp_path):
     before = [c for c in plain.cells if c.kind == "search" and c.info["role"] == "source"]
     assert len(searches) == 3 * len(before)
     assert {c.find.prune.retrain for c in searches} == {"rewind", "lr-rewind", "finetune"}
-    rewind = {c.key for c in searches if c.info["retrain"] == "rewind"}
+    rewind = {c.key for c in searches if c.info["retrain_mode"] == "rewind"}
     assert rewind == {c.key for c in before}  # the default mode: the same keys as without the axis
-    assert all("-lr-rewind-" in c.id for c in searches if c.info["retrain"] == "lr-rewind")
+    assert all("-lr-rewind-" in c.id for c in searches if c.info["retrain_mode"] == "lr-rewind")
     # the own ticket is found the same way as the source ticket
     owns = {c.id: c for c in study.cells if c.kind == "search" and c.info["role"] == "own"}
     for t in (c for c in study.cells if c.kind == "transfer" and c.own_ticket):
         src = next(c for c in searches if c.id == t.source)
         assert owns[t.own_ticket].find.prune.retrain == src.find.prune.retrain
-    assert {t.info["retrain"] for t in study.cells if t.kind == "transfer"} == {"rewind", "lr-rewind", "finetune"}
+    assert {t.info["retrain_mode"] for t in study.cells if t.kind == "transfer"} == {"rewind", "lr-rewind", "finetune"}
 
 
 def test_retrain_axis_rejects_unknown_modes_at_their_line(tmp_path):

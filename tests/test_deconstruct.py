@@ -229,3 +229,21 @@ def test_transfer_run_key_records_mask0_only_when_not_zero(digits_ticket, tmp_pa
     assert "mask0" not in keys["zero"][1]
     assert keys["frozen"][1]["mask0"] == "frozen" and keys["zhou"][1]["mask0"] == "zhou"
     assert len({k for k, _ in keys.values()}) == 3
+
+
+def test_study_transfer_mask0_enters_only_the_keys_it_changes(tmp_path):
+    from datafiles import ci_grid
+    from ticketx.study import load_study
+
+    plain_path, frozen_path = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    plain_path.write_text(ci_grid("[0]", "[0]"))
+    frozen_path.write_text(ci_grid("[0]", "[0]").replace("transfer:\n", "transfer:\n  mask0: frozen\n", 1))
+    zero_path = tmp_path / "c.yaml"
+    zero_path.write_text(ci_grid("[0]", "[0]").replace("transfer:\n", "transfer:\n  mask0: zero\n", 1))
+    plain, frozen, zero = (load_study(p) for p in (plain_path, frozen_path, zero_path))
+    assert [c.key for c in zero.cells] == [c.key for c in plain.cells]  # zero: every key as before
+    searches = {c.key for c in plain.cells if c.kind == "search"}
+    assert searches == {c.key for c in frozen.cells if c.kind == "search"}  # tickets are found the same way
+    transfers = [c for c in frozen.cells if c.kind == "transfer"]
+    assert all(c.transfer.mask0 == "frozen" for c in transfers)
+    assert not {c.key for c in transfers} & {c.key for c in plain.cells}

@@ -26,11 +26,11 @@ Modes = Annotated[Optional[list[Literal["rewind", "lr-rewind", "finetune"]]], Be
 
 @axis
 class Retrain(Axis):
-    name = "retrain"
+    name = "retrain_mode"  # not the 'retrain' role (a transfer seed's repeated measure)
     phase = "search"
-    columns = ("retrain",)
+    columns = ("retrain_mode",)
     in_transfer_id = False  # transfer folders are named without it (their keys differ)
-    claim_key = "retrains"
+    claim_key = "retrain_modes"
     fields = {"search": {"retrain": (Modes, None)}}
 
     def label_part(self, value: Any) -> str:
@@ -41,7 +41,7 @@ class Retrain(Axis):
 
     def apply(self, value: Any, draft: Draft) -> None:
         draft.spec["prune"] = draft.spec["prune"].model_copy(update={"retrain": value})
-        draft.info["retrain"] = value
+        draft.info["retrain_mode"] = value
         if value != "rewind":  # folder names and titles of rewind tickets stay
             draft.ids.append((self.name, value))
             draft.titles.append(f"retrained by {value}")
