@@ -218,6 +218,9 @@ def mismatched_ticket(digits_ticket, tmp_path) -> Path:
     old = raw["shapes"][name]
     raw["shapes"][name] = [old[0], old[1] + 1]
     raw["rewind"][name] = torch.zeros(old[0], old[1] + 1)
+    for group in raw.get("extras", {}).values():  # per-weight extras (toward_zero) follow the shape
+        if name in group:
+            group[name] = torch.zeros(old[0], old[1] + 1, dtype=group[name].dtype)
     # re-encode round 1 and 2 masks for the new size: every weight kept (valid nesting)
     from ticketx import ticket as ticketfile
 

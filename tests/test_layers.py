@@ -18,13 +18,13 @@ LAYERS: list[list[str]] = [
     ["ticketx", "errors"],
     ["steps", "registry", "interrupt", "distributed", "threads", "ui", "stats"],
     ["runtime", "store", "masks"],  # devices, determinism, every random stream; files; mask maths
-    ["leases", "pruning", "sanity", "criteria", "models", "ticket"],
+    ["leases", "pruning", "sanity", "deconstruct", "criteria", "models", "ticket"],
     ["data"],
     ["baselines"],
     ["settings"],  # resolved settings: schemas and cross-field rules
     ["train"],  # the trainer
     ["runs", "report"],  # done, or train it and record it; tables and files
-    ["search", "transfer", "pai", "stability", "compare"],  # the experiments
+    ["search", "transfer", "pai", "supermask", "stability", "compare"],  # the experiments
     ["study.axes"],
     ["study.cells"],
     ["study.claims", "study.load"],

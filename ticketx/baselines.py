@@ -11,8 +11,20 @@ one thing it tests, stated by its entry:
 - ``shuffle``: each layer's mask permuted within the layer (Frankle et al. 2021);
 - ``invert``: the weights the ticket ranked lowest, at its per-layer counts (Frankle et al. 2021).
 
-Adding a baseline is one `@baseline(...)` function below that turns the ticket's mask into the
-baseline's (or returns None for no mask), plus its test.
+Zhou et al. 2019's mask-1 ablations keep the ticket's mask and change the kept weights' values
+(a weight rule, applied after the weights are set; ticketx.deconstruct has the tensor maths):
+
+- ``permuted-weights``: the kept values permuted within each layer (not ``shuffle``: the mask stays);
+- ``signed-reinit``: fresh magnitudes (a new initialisation), the rewind weights' signs;
+- ``signed-constant``: ±σ with the rewind weights' signs, σ the std of the layer's weights in the
+  ticket's original initialisation θ_0 (Zhou et al.'s "standard deviation of each layer's
+  original initialization");
+- ``random-signs``: the rewind weights' magnitudes, signs drawn.
+
+They touch every tensor of the ticket (a kept output layer too), never a new output layer, which
+is the same in every arm. Adding a baseline is one `@baseline(...)` function below that turns the
+ticket's mask into the baseline's (or returns None for no mask), or one `@weight_baseline(...)`
+function that changes the kept weights in place, plus its test.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 from torch import nn
 
+from ticketx import deconstruct as D
 from ticketx import masks as M
 from ticketx import pruning, runtime
 from ticketx.errors import UsageError
@@ -33,6 +46,7 @@ if TYPE_CHECKING:
     from ticketx.ticket import Ticket
 
 MaskRule = Callable[["Arm", M.Mask], Optional[M.Mask]]
+WeightRule = Callable[["Arm", nn.Module, M.Mask], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,10 @@ class Baseline:
     rule: MaskRule  # the ticket's mask (output layer already set) -> the baseline's mask, None = dense
     fresh_weights: bool = False  # True: new random weights instead of the ticket's rewind weights
     per_round: bool = True  # False: the same network at every round (trained once per seed)
+    # Changes the kept weights in place once the weights are set and the mask chosen (before the
+    # mask zeroes the pruned ones); None: the weights as set. Zhou et al. 2019's mask-1 ablations.
+    weights: Optional[WeightRule] = None
+    paper: str = ""  # where the control comes from (shown in result.json)
 
 
 BASELINES: Registry[Baseline] = Registry("baseline")
@@ -56,6 +74,20 @@ def baseline(name: str, label: str, *, fresh_weights: bool = False, per_round: b
         return rule
 
     return deco
+
+
+def weight_baseline(name: str, label: str, *, paper: str) -> Callable[[WeightRule], WeightRule]:
+    """Register the weight rule `fn(arm, model, mask)` as the baseline `name`: the ticket's mask, other kept weights."""
+
+    def deco(fn: WeightRule) -> WeightRule:
+        BASELINES.add(name, Baseline(name, label, _same_mask, weights=fn, paper=paper))
+        return fn
+
+    return deco
+
+
+def _same_mask(arm: "Arm", mask: M.Mask) -> M.Mask:
+    return mask
 
 
 @baseline("random-mask", "random mask")
@@ -120,6 +152,58 @@ def invert_problem(ticket: "Ticket") -> str | None:
     return None
 
 
+ZHOU = "Zhou, Lan, Liu & Yosinski 2019 (NeurIPS), Deconstructing lottery tickets: zeros, signs, and the supermask"
+
+
+@weight_baseline("permuted-weights", "permuted weights", paper=ZHOU)
+def _permuted_weights(arm: "Arm", model: nn.Module, mask: M.Mask) -> None:
+    """The kept weights' values permuted among the kept positions of each layer (Zhou et al.'s
+    "reshuffle"): the same mask and multiset of values per layer, each value elsewhere."""
+    gen = arm.generator("permuted-weights")
+    for name, p, keep in arm.ablated(model, mask):
+        p.copy_(D.permute_kept(p, keep, gen))
+
+
+@weight_baseline("signed-reinit", "signed reinit", paper=ZHOU)
+def _signed_reinit(arm: "Arm", model: nn.Module, mask: M.Mask) -> None:
+    """Fresh magnitudes (a new initialisation of the architecture, from this arm's own stream), the
+    rewind weights' signs (Zhou et al.'s "reinit, original sign")."""
+    fresh = arm.fresh_init(arm.stream_seed("signed-reinit"), arm.num_classes)
+    for name, p, keep in arm.ablated(model, mask):
+        p.copy_(D.with_signs(fresh[name], p, keep))
+
+
+@weight_baseline("signed-constant", "signed constant", paper=ZHOU)
+def _signed_constant(arm: "Arm", model: nn.Module, mask: M.Mask) -> None:
+    """±σ with the rewind weights' signs (Zhou et al.'s "constant, original sign"): σ is the std
+    of the layer's weights in the ticket's original initialisation θ_0, rebuilt from its init seed
+    as `find` builds it (for a rewind-0 ticket, the std of its own rewind weights). No random
+    numbers: the same network for every seed but for the output layer."""
+    theta0 = arm.fresh_init(int(arm.ticket.meta["init_seed"]), int(arm.ticket.meta["num_classes"]))
+    for name, p, keep in arm.ablated(model, mask):
+        p.copy_(D.signed_constant(p, float(theta0[name].double().std(unbiased=False)), keep))
+
+
+@weight_baseline("random-signs", "random signs", paper=ZHOU)
+def _random_signs(arm: "Arm", model: nn.Module, mask: M.Mask) -> None:
+    """The rewind weights' magnitudes with signs drawn uniformly (Zhou et al.: signs matter)."""
+    gen = arm.generator("random-signs")
+    for name, p, keep in arm.ablated(model, mask):
+        p.copy_(D.random_signs(p, keep, gen))
+
+
+TOWARD_ZERO = "toward_zero"  # the ticket's extras group: per weight, did it move toward zero (search.py)
+
+
+def mask0_problem(ticket: "Ticket", how: str) -> str | None:
+    """Why the mask-0 action `how` is not defined for `ticket`, or None."""
+    if how == "zhou" and TOWARD_ZERO not in ticket.extras:
+        return ("--mask0 zhou needs each pruned weight's movement (|w_final| < |w_init|) in the round that pruned it, "
+                "which the IMP tickets of this ticketx store (extras 'toward_zero'); this ticket has none "
+                f"({'found by ' + ticket.meta['found_by'] if ticket.meta.get('found_by') else 'made before they were stored'})")
+    return None
+
+
 # The ticket itself, through the same builder: its mask unchanged.
 TICKET = Baseline("ticket", "ticket", lambda arm, mask: mask)
 
@@ -160,6 +244,7 @@ class Prepared:
     model: nn.Module
     mask: M.Mask | None
     head_reset: bool
+    frozen: dict[str, torch.Tensor] | None = None  # mask-0 values held at pruned positions (None: zeros)
 
 
 @dataclass(frozen=True)
@@ -178,6 +263,7 @@ class Arm:
     seed: int
     head: str = "new"
     head_dense: bool = False
+    mask0: str = "zero"  # what pruned weights hold while training (ticketx.deconstruct.MASK0)
 
     def stream_seed(self, stream: str) -> int:
         """The seed of one random stream of this arm: the one place arm seeds are derived.
@@ -196,6 +282,25 @@ class Arm:
     @property
     def reset_head(self) -> bool:
         return self.head != "keep"
+
+    def ablated(self, model: nn.Module, mask: M.Mask) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, parameter, kept positions) of every masked tensor a weight rule changes: all of the
+        ticket's, not a new output layer (the same in every arm). In mask order."""
+        from ticketx.models import head_name
+
+        params, head = dict(model.named_parameters()), head_name(model)
+        return [(n, params[n].data, m.to(params[n].device)) for n, m in mask.items()
+                if not (self.reset_head and n == head)]
+
+    def fresh_init(self, seed: int, num_classes: int) -> dict[str, torch.Tensor]:
+        """A new initialisation of the ticket's architecture from `seed`, built as `find` builds it; the
+        global random state is left as it was."""
+        from ticketx.models import build_model
+
+        meta = self.ticket.meta
+        with torch.random.fork_rng(devices=[]):
+            runtime.seed_weights(seed)
+            return build_model(meta["model"], num_classes, meta["channels"], meta["image_size"]).state_dict()
 
     def build(self, kind: Baseline) -> Prepared:
         """The network for `kind` (TICKET or a baseline) before any training step.
@@ -233,9 +338,28 @@ class Arm:
         elif reset:
             mask[head_param] = _random_head(mask[head_param], shape, self.generator("head"))
         mask = kind.rule(self, mask)
+        frozen = None
         if mask is not None:
+            with torch.no_grad():
+                if kind.weights is not None:
+                    kind.weights(self, model, mask)
+                frozen = self.frozen(model, mask, head_param)
             M.apply(model, mask)
-        return Prepared(model, mask, reset)
+        return Prepared(model, mask, reset, frozen or None)
+
+    def frozen(self, model: nn.Module, mask: M.Mask, head_param: str) -> dict[str, torch.Tensor]:
+        """The mask-0 values of this arm (`mask0`): its pruned weights at their starting values
+        ('frozen'), or at them only where the ticket's weight moved away from zero ('zhou', from the
+        ticket's `toward_zero` extras). A new output layer's pruned weights stay zero."""
+        if self.mask0 == "zero":
+            return {}
+        problem = mask0_problem(self.ticket, self.mask0)
+        if problem:
+            raise UsageError(problem)
+        state = model.state_dict()
+        names = [n for n in mask if not (self.reset_head and n == head_param)]
+        return D.frozen_values(self.mask0, {n: state[n] for n in names}, {n: mask[n] for n in names},
+                               self.ticket.extras.get(TOWARD_ZERO))
 
 
 def _random_head(old: torch.Tensor, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:

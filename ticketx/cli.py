@@ -218,6 +218,7 @@ def find(
     keep_dense: Annotated[Optional[str], field_option("PruneSpec", "keep_dense")] = None,
     rewind: Annotated[Optional[str], field_option("PruneSpec", "rewind", note="\\[default: the model's paper]")] = None,
     criterion: Annotated[Optional[str], field_option("PruneSpec", "criterion", note="One of: {names:criteria}. {PruneSpec.criterion:default}")] = None,
+    retrain: Annotated[Optional[str], field_option("PruneSpec", "retrain", note="{PruneSpec.retrain:default}")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
@@ -233,7 +234,8 @@ def find(
     from ticketx.ui import RichReporter, console
 
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
-                        "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
+                        "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion,
+                        "retrain": retrain},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
@@ -267,6 +269,7 @@ def transfer(
     new_head: Annotated[bool, typer.Option("--new-head", help="A new output layer even on the ticket's own classes \\[default: kept exactly when the target is the ticket's data set with its classes, else new].")] = False,
     reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old name of --new-head
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Every arm's output layer dense (kept or new) instead of pruned to the ticket's output-layer density.")] = False,
+    mask0: Annotated[Optional[str], typer.Option("--mask0", help="What the pruned weights hold while every arm trains (Zhou et al. 2019): zero (default), frozen (at their starting value), zhou (zero where the weight moved toward zero in the round that pruned it, frozen elsewhere).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
@@ -282,7 +285,7 @@ def transfer(
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
-        deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
+        mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
     with RichReporter() as rep:
@@ -405,6 +408,43 @@ def pai(
     ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
                               device=device, image_size=image_size, data_dir=data_dir, train=train or {})
     console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
+    typer.echo(str(out))
+
+
+@app.command(cls=Command)
+@training_options
+def supermask(
+    data: Data,
+    model: Model,
+    densities: Annotated[str, typer.Option("--densities", help="Target densities, decreasing, e.g. '0.5,0.2,0.1'; each continues from the previous one.")],
+    method: Annotated[str, typer.Option("--method", help="bernoulli (Zhou et al. 2019: sigmoid scores, sampled, straight-through) or edge-popup (Ramanujan et al. 2020: top-k scores per layer, straight-through).")] = "edge-popup",
+    weights: Annotated[str, typer.Option("--weights", help="The frozen weights: init (the model's initialisation, as find's with the same seed) or signed-constant (sign(w_0) times the std of the layer's initial weights).")] = "init",
+    mask_length: Annotated[str, typer.Option("--mask-length", help="Score-training steps per density, e.g. '20ep' or '300it'.")] = "20ep",
+    mask_lr: Annotated[Optional[float], typer.Option("--mask-lr", help="Adam lr of the scores \\[default: bernoulli 0.1, edge-popup 0.01].")] = None,
+    mask_batch_size: Annotated[int, typer.Option("--mask-batch-size", help="Batch size while learning the masks.", min=1)] = 60,
+    target: Annotated[Optional[str], typer.Option("--target", help="Also report, per density, the target's test accuracy with only a new output layer trained (every other weight frozen).")] = None,
+    probe_length: Annotated[str, typer.Option("--probe-length", help="Steps of training the new output layer on --target.")] = "20ep",
+    out: TicketOut = Path("ticket.pt"),
+    seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation, score and data-order seed.")] = 0,
+    device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
+    train: dict[str, Any] | None = None,
+) -> None:
+    """Learn supermasks over frozen random weights (no weight trained) and write them as an ordinary ticket."""
+    from ticketx.report import round_table
+    from ticketx.supermask import write_supermask_ticket
+    from ticketx.ui import RichReporter, console
+
+    with RichReporter() as rep:
+        ticket, probes = write_supermask_ticket(
+            method, data, model, densities, out, weights=weights, seed=seed, length=mask_length, lr=mask_lr,
+            batch_size=mask_batch_size, target=target, probe_length=probe_length, device=device, image_size=image_size,
+            data_dir=data_dir, train=train or {}, reporter=rep)
+    console.print(round_table(ticket.rounds, title=f"{method} supermask over {weights} weights, {model} on "
+                                                    f"{ticket.meta['data']}: test accuracy of mask x weights, no weight trained"))
+    for p in probes:
+        console.print(f"{100 * p['density']:.2f}% weights remaining: {p['target']} test accuracy {100 * p['test_acc']:.2f}% "
+                      "with only a new output layer trained")
+    console.print(f"[green]ticket written:[/] {out}")
     typer.echo(str(out))
 
 

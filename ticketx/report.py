@@ -60,6 +60,9 @@ def _train_line(tr: Mapping[str, Any]) -> str:
 
 def _prune_line(p: Mapping[str, Any]) -> str:
     crit = p.get("criterion", "magnitude")
+    if p.get("weights"):  # a supermask: a mask learned over frozen weights (ticketx.supermask)
+        return (f"{p['scope']} {p['method']} supermask over {p['weights']} weights (no weight trained), densities "
+                + ", ".join(f"{100 * d:g}%" for d in p.get("densities", [])))
     if p.get("rate") is None:  # pruning at initialisation: one round per target density
         s = f"{p['scope']} {crit} at initialisation, densities " + ", ".join(f"{100 * d:g}%" for d in p.get("densities", []))
         if p.get("iterations"):
@@ -70,6 +73,8 @@ def _prune_line(p: Mapping[str, Any]) -> str:
         s += f", output layer {100 * p['head_rate']:g}%"
     if p.get("keep_dense"):
         s += f", dense: {','.join(p['keep_dense'])}"
+    if p.get("retrain", "rewind") != "rewind":
+        s += f", retrained by {p['retrain']} (Renda et al. 2020)"
     return s
 
 
@@ -182,6 +187,11 @@ def transfer_table(result: Mapping[str, Any]) -> Table:
                f"; 1 test image = {result.get('resolution', float('nan')):.2f} points")
     if heads:
         caption += "; output layer: " + ", ".join(heads)
+    start = result.get("ticket_start", "")
+    if start and not start.startswith("the rewind weights"):  # a ticket that is not an IMP ticket with rewinding
+        caption += f"; the ticket starts from {start}"
+    if result.get("mask0", "zero") != "zero":
+        caption += f"; pruned weights: {result['mask0']} (Zhou et al. 2019)"
     title += f", {'kept' if (result.get('heads') or {}).get('ticket') == 'keep' else 'new'} output layer"
     table = Table(title=escape(title), title_justify="left", caption=escape(caption), caption_justify="left")
     for col in ("round", "% weights remaining", "ticket"):

@@ -7,6 +7,18 @@ criterion (`ticketx.criteria`: |final weight| by default, Frankle & Carbin 2019;
 weights, and retrains from the rewind step to the end of training (late resetting: Frankle et
 al. 2020, Morcos et al. 2019).
 
+`prune.retrain` chooses what a round retrains from (Renda, Frankle & Carbin, ICLR 2020, "Comparing
+rewinding and fine-tuning in neural network pruning"): `rewind` (the lottery ticket: the rewind
+weights, the lr schedule from the rewind step k), `lr-rewind` (the previous round's final weights,
+the lr schedule replayed from step k) or `finetune` (the previous round's final weights at the
+final lr). Every mode trains T - k steps per round with the same data order and a fresh optimizer
+state, and the ticket's rewind weights are always θ_k of round 0: a transfer starts from the mask
+on θ_k, not from a round's trained subnetwork.
+
+Each round also records, for every weight it prunes, whether that weight moved toward zero in
+the training that pruned it (|w_final| < |w_rewind|); the ticket stores the bits (extras
+'toward_zero', one bool per weight in all) for Zhou et al. 2019's mask-0 action.
+
 Every round is a run (`ticketx.runs`) in a work folder next to the ticket (`<out>.work/`): a
 round with its `result.pt` is never trained again, a round in progress resumes from its last
 epoch checkpoint, so rerunning the same command continues where a crash stopped it. The ticket
@@ -22,9 +34,11 @@ from typing import Any
 
 import torch
 
+from ticketx import deconstruct as D
 from ticketx import masks as M
 from ticketx import criteria, distributed, store
 from ticketx import ticket as ticketfile
+from ticketx.baselines import TOWARD_ZERO
 from ticketx.data import ImageData, load_data
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
@@ -68,6 +82,20 @@ class Search:
     def steps(self) -> Steps:
         return self.recipe.steps
 
+    @property
+    def retrain_recipe(self) -> Recipe:
+        """The recipe of rounds >= 1: the search's, but at a constant final lr for `finetune` (Renda et al. 2020)."""
+        if self.spec.prune.retrain != "finetune":
+            return self.recipe
+        final_lr = self.steps.schedule(self.steps.total - 1)
+        spec = self.spec.train.model_copy(update={"lr": final_lr, "milestones": [], "warmup": "0"})
+        return Recipe.of(self.data, spec, self.device)
+
+    @property
+    def state_names(self) -> list[str]:
+        """The final tensors a round keeps: the prunable weights; every tensor when the next round starts from them."""
+        return self.names if self.spec.prune.retrain == "rewind" else list(self.init_state)
+
     def round_mask(self, r: int, previous: M.Mask, final: dict[str, torch.Tensor], rewind: dict[str, torch.Tensor]) -> M.Mask:
         """Round r's mask: pruned from round r-1's mask by its trained weights (stored, so a rerun reuses it)."""
         spec = self.spec
@@ -84,14 +112,17 @@ class Search:
         store.save_torch(path, mask)
         return mask
 
-    def train_round(self, r: int, mask: M.Mask, rewind: dict[str, torch.Tensor] | None
+    def train_round(self, r: int, mask: M.Mask, rewind: dict[str, torch.Tensor] | None,
+                    previous: dict[str, torch.Tensor] | None = None
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Train round r (or load it when done): (record, trained prunable weights, rewind weights).
+        """Train round r (or load it when done): (record, trained weights of `state_names`, rewind weights).
 
         Round 0 trains the dense network from its initialisation and snapshots the rewind weights
-        on the way; round r >= 1 restarts the survivors from the rewind weights at the rewind step.
+        on the way; round r >= 1 restarts the survivors at the rewind step from the rewind weights
+        (`retrain` rewind) or from `previous`, round r-1's final weights (lr-rewind, finetune).
         """
-        start_state = self.init_state if r == 0 else rewind
+        mode = self.spec.prune.retrain
+        start_state = self.init_state if r == 0 else rewind if mode == "rewind" else previous
         assert start_state is not None
 
         def start() -> Start:
@@ -105,7 +136,8 @@ class Search:
             info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
                   "collapsed": M.collapsed(mask)},
         )
-        outcome = ensure([run], self.recipe, self.reporter, names=self.names)[0]
+        recipe = self.recipe if r == 0 else self.retrain_recipe
+        outcome = ensure([run], recipe, self.reporter, names=self.state_names)[0]
         if r == 0:
             # Rounds written before results kept their snapshots have the rewind weights beside them.
             rewind = outcome.snapshots.get(self.rewind_step)
@@ -197,20 +229,27 @@ def find(
     masks: list[M.Mask] = []
     records: list[dict[str, Any]] = []
     rewind: dict[str, torch.Tensor] | None = None
-    final: dict[str, torch.Tensor] = {}
+    final: dict[str, torch.Tensor] = {}  # the last round's final weights (state_names)
+    toward = {n: torch.zeros_like(m) for n, m in mask.items()}  # per weight: moved toward zero (Zhou et al. 2019)
     for r in range(spec.prune.rounds + 1):
         if r > 0:
             assert rewind is not None
-            mask = search.round_mask(r, mask, final, rewind)
+            previous = mask
+            mask = search.round_mask(r, mask, {n: final[n] for n in search.names}, rewind)
             masks.append(mask)
+            for n in mask:  # the weights this round prunes: their movement in the training that pruned them
+                pruned = previous[n] & ~mask[n]
+                toward[n][pruned] = D.toward_zero(rewind[n], final[n])[pruned]
             for name in M.collapsed(mask):
                 reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
-        record, final, rewind = search.train_round(r, mask, rewind)
+        record, final, rewind = search.train_round(r, mask, rewind, final)
         records.append(record)
         reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
                      f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
     assert rewind is not None
-    ticket = ticketfile.make(search.meta(records), masks, rewind)
+    for n in mask:  # weights never pruned: their movement in the last round
+        toward[n][mask[n]] = D.toward_zero(rewind[n], final[n])[mask[n]]
+    ticket = ticketfile.make(search.meta(records), masks, rewind, extras={TOWARD_ZERO: toward})
     ticketfile.save(ticket, out)
     store.remove_tree(work)
     distributed.barrier()  # DDP: every rank returns once rank 0 has written the ticket

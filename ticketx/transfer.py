@@ -80,7 +80,10 @@ def transfer(
         "ticket": str(plan.ticket_path),
         "ticket_fingerprint": ticket.meta.get("fingerprint"),
         "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
-                   "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"]},
+                   "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
+                   "found_by": ticket.meta.get("found_by", "imp"), "retrain": ticket.meta["prune"].get("retrain", "rewind")},
+        "ticket_start": ticket_start(ticket),  # what the ticket's arm starts from, in words
+        "mask0": spec.mask0,
         "target": data.name,
         "target_classes": list(data.classes),
         "own_ticket": spec.own_ticket,
@@ -104,6 +107,26 @@ def transfer(
 # reused. 3: the output layer is decided per arm ('auto'); random re-initialisation gets the same
 # new output layer as the other arms; head_dense makes every arm's output layer dense.
 PROTOCOL = 3
+
+
+def ticket_start(ticket: Ticket) -> str:
+    """What a transfer of `ticket` starts from, in words (its label in result.json and the table).
+
+    Renda et al. 2020's retraining modes (lr-rewind, finetune) yield trained subnetworks, not
+    initialisations; a ticket stores its mask with the rewind weights θ_k of round 0, so their
+    transfer tests the mask that retraining found, started from θ_k, not the trained subnetwork.
+    """
+    meta = ticket.meta
+    found, retrain = meta.get("found_by"), meta["prune"].get("retrain", "rewind")
+    if found == "supermask":
+        return (f"the supermask's frozen weights ({meta['prune'].get('weights')}; {meta['prune'].get('method')}), "
+                "now trained: the mask was learned without training any weight")
+    if found == "prune-at-init":
+        return "the initial weights (prune-at-init ticket)"
+    if retrain != "rewind":
+        return (f"a mask found with {retrain} retraining (Renda et al. 2020) on the rewind weights θ_k "
+                f"(step {meta['rewind_step']}), not its trained subnetworks")
+    return f"the rewind weights θ_k (step {meta['rewind_step']})"
 
 
 REFERENCES = ("dense", "own-ticket")  # arms the ticket should match; every other arm is a control it should beat
@@ -132,6 +155,7 @@ def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) ->
             seeds = sorted(set(ticket) & set(arm))
             est = replicated({"ticket": [ticket[k]["test_acc"] - arm[k]["test_acc"] for k in seeds]})
             row["arms"][name] = {"label": label(name), "density": next(iter(arm.values()))["density"],
+                                 "paper": BASELINES[name].paper if name in BASELINES else "",
                                  "accuracy": interval([x["test_acc"] for x in arm.values()]).as_dict(),
                                  "head": next(iter(arm.values())).get("head", "")}
             items.append((label(name), est, name in REFERENCES))
@@ -184,14 +208,18 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
         "target": data.name, "seed": seed, "pair_round": round_,
         "train": tspec.model_dump(), "head": head, "head_dense": spec.head_dense, "deterministic": spec.deterministic,
     }
+    if spec.mask0 != "zero":  # what the pruned weights hold (Zhou et al. 2019); zero: the keys of before
+        key_obj["mask0"] = spec.mask0
     key = store.fingerprint(key_obj)
 
     def start() -> Start:
-        prep = Arm(ticket, src_round, data.num_classes, seed, head=head, head_dense=spec.head_dense).build(baseline)
+        prep = Arm(ticket, src_round, data.num_classes, seed, head=head, head_dense=spec.head_dense,
+                   mask0=spec.mask0).build(baseline)
         mask = prep.mask
         return Start(prep.model, mask, {
             "density": M.density(mask) if mask is not None else 1.0,
-            "layer_density": M.layer_densities(mask) if mask is not None else {}, "head_reset": prep.head_reset})
+            "layer_density": M.layer_densities(mask) if mask is not None else {}, "head_reset": prep.head_reset},
+            frozen=prep.frozen)
 
     return Run(
         key=key, start=start, folder=runs_root / f"{name}-r{src_round:02d}-s{seed}-{key}",
@@ -200,5 +228,6 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
         info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
               "head": ("kept" if head == "keep" else "new") + (" dense" if spec.head_dense else ""),
               "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],
-              "target": data.name, "optimizer": tspec.optimizer, "config": key_obj},
+              "target": data.name, "optimizer": tspec.optimizer, "config": key_obj,
+              **({"mask0": spec.mask0} if spec.mask0 != "zero" else {})},
     )

@@ -45,6 +45,8 @@ class SearchSpec(Strict):
         d.pop("seed")
         if d["prune"]["criterion"] == "magnitude":  # tickets found before criteria existed keep their keys
             d["prune"].pop("criterion")
+        if d["prune"]["retrain"] == "rewind":  # ... and before retraining modes existed
+            d["prune"].pop("retrain")
         return d
 
 

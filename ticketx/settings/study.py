@@ -72,6 +72,9 @@ class TransferBlock(Strict):
     # class names are the target's). 'reset' is the old name of 'new'.
     head: Literal["auto", "new", "keep"] = "auto"
     head_dense: bool = False
+    # What the pruned weights hold while every arm trains (settings.transfer.TransferSpec.mask0;
+    # Zhou et al. 2019): zero (default; the cells of before), frozen, zhou.
+    mask0: Literal["zero", "frozen", "zhou"] = "zero"
 
     @field_validator("head", mode="before")
     @classmethod

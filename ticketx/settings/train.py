@@ -109,6 +109,12 @@ class PruneSpec(Strict):
         "Per-layer rates over `rate`: by layer kind ('conv', 'linear') or by tensor name, e.g. "
         "'conv=0.1,linear=0.2' (Frankle & Carbin 2019 prune Conv-2/4/6's conv layers at 10/10/15% and their "
         "fully-connected ones at 20%); the output layer takes head_rate when it is given."))
+    retrain: Literal["rewind", "lr-rewind", "finetune"] = Field("rewind", description=(
+        "How each round retrains after pruning (Renda, Frankle & Carbin, ICLR 2020): rewind (weights "
+        "and lr schedule back to the rewind point: the lottery ticket), lr-rewind (the previous round's "
+        "final weights, the lr schedule replayed from the rewind point) or finetune (the final weights "
+        "at the final lr); each for the same number of steps. The ticket's rewind weights are the rewind "
+        "point's in every mode."))
     schedule: Literal["uniform", "paper"] = Field("uniform", description=(
         "uniform: `rate` for every layer (Morcos et al. 2019) unless `rates` say otherwise; paper: the "
         "per-layer rates of the model's paper (Frankle & Carbin 2019 for LeNet and Conv-2/4/6; `ticketx "

@@ -45,6 +45,11 @@ class TransferSpec(Strict):
     head_dense: bool = False
     own_ticket: Optional[str] = None  # a ticket found on the target itself, retrained next to the ticket
     deterministic: bool = False
+    # What the pruned weights hold while every arm trains (Zhou et al. 2019's mask-0 actions,
+    # ticketx.deconstruct): 'zero' (the lottery ticket's rule), 'frozen' at their starting value,
+    # or 'zhou': zero where the ticket's weight moved toward zero in the round that pruned it,
+    # frozen elsewhere. Held exactly after every optimizer step (train.MaskEnforcer).
+    mask0: Literal["zero", "frozen", "zhou"] = "zero"
 
     @field_validator("seeds", "rounds", mode="before")
     @classmethod
@@ -195,6 +200,11 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
         problem = invert_problem(ticket)
         if problem:
             raise UsageError(f"--baselines invert: {problem}", "drop invert, or use a prune-at-init ticket (ticketx pai)")
+    from ticketx.baselines import mask0_problem
+
+    problem = mask0_problem(ticket, spec.mask0)
+    if problem:
+        raise UsageError(problem, "use --mask0 frozen, or find the ticket again with `ticketx find`")
     own, own_rounds = None, {}
     if spec.own_ticket:
         own = load_checked(spec.own_ticket, "own ticket")
@@ -205,6 +215,9 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
             raise UsageError(f"the own ticket was found on {own.meta['data']}, not on the target {spec.target}",
                              "the own ticket is a ticket found on the target itself")
         own_rounds = match_own_rounds(ticket, own, rounds)
+        problem = mask0_problem(own, spec.mask0)
+        if problem:
+            raise UsageError(f"the own ticket: {problem}")
     return TransferPlan(Path(ticket_path), ticket, spec, tspec, tuple(rounds), own, own_rounds)
 
 

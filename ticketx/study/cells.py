@@ -182,7 +182,7 @@ def transfer_cell(draft: Draft, source: SearchCell, own: Optional[SearchCell], b
     """The transfer cell of a draft that every transfer axis has been applied to."""
     study = draft.study
     tr = study.spec.transfer
-    spec = TransferSpec(baselines=baselines, head=tr.head, head_dense=tr.head_dense,
+    spec = TransferSpec(baselines=baselines, head=tr.head, head_dense=tr.head_dense, mask0=tr.mask0,
                         deterministic=study.spec.deterministic, **draft.spec)
     config = {
         "kind": "transfer", "source": source.key, "own_ticket": own.key if own else None,
@@ -190,11 +190,14 @@ def transfer_cell(draft: Draft, source: SearchCell, own: Optional[SearchCell], b
         "head": tr.head, "head_dense": tr.head_dense, "deterministic": study.spec.deterministic,
         "own_ticket_init": tr.own_ticket_init if own else None,
     }
+    if tr.mask0 != "zero":  # the keys of before for the lottery ticket's zeros
+        config["mask0"] = tr.mask0
     key = store.fingerprint(config)
     assert source.draft is not None
     ids = [*_transfer_ids(source), *(part for _, part in draft.ids)]
     # The network the own ticket trains in this cell, which the cells of every source share.
-    transfer_values = store.fingerprint({k: v for k, v in draft.config.items()})
+    transfer_values = store.fingerprint({k: v for k, v in draft.config.items()}
+                                        | ({"mask0": tr.mask0} if tr.mask0 != "zero" else {}))
     return TransferCell(
         key=key, id="-".join(["transfer", *ids, key]),
         title=" ".join(["transfer", *source.draft.titles[1:], *draft.titles]),
