@@ -478,22 +478,27 @@ def _study_out(s: Any, out: Optional[Path]) -> Path:
 
 JUnitOut = Annotated[Optional[Path], typer.Option("--junit", help="Write the claims' verdicts as JUnit XML (one test case per claim).")]
 JSONOut = Annotated[Optional[Path], typer.Option("--json", help="Write the claims' verdicts as JSON.")]
+MarkdownOut = Annotated[Optional[Path], typer.Option(
+    "--markdown", help="Write the claims, the summary at the claimed densities and links to the plots as GitHub-flavoured "
+                       "Markdown (a CI job summary: append it to $GITHUB_STEP_SUMMARY).")]
 
 
-def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Optional[Path]) -> int:
+def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Optional[Path],
+           markdown: Optional[Path] = None) -> int:
     """Judge the study's claims on `out`, print the table, write the reports; the exit code."""
     from ticketx.study.expect import evaluate, exit_code, table, write_reports
     from ticketx.ui import console
 
     results = evaluate(out, s.claims, prov)
     console.print(table(results, f"{s.name}: expectations"))
-    write_reports(results, s.name, junit, json_out)
+    write_reports(results, s.name, junit, json_out, markdown, plots=sorted((out / "plots").glob("*.png")))
     code = exit_code(results)
     counts = {k: sum(r.outcome.status == k for r in results) for k in ("pass", "fail", "inconclusive", "unfinished")}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     colour = {0: "green", 1: "bold red"}.get(code, "yellow")
     console.print(f"[{colour}]{len(results)} claims: {summary}[/] (exit code {code})"
-                  + "".join(f"; {kind}: {p}" for kind, p in (("junit", junit), ("json", json_out)) if p is not None))
+                  + "".join(f"; {kind}: {p}" for kind, p in (("junit", junit), ("json", json_out), ("markdown", markdown))
+                          if p is not None))
     for r in results:
         if r.outcome.status != "pass":
             console.print(f"  [{'red' if r.outcome.status == 'fail' else 'yellow'}]{r.outcome.status}[/] {r.name} "
@@ -515,6 +520,7 @@ def study_run(
     do_report: Annotated[bool, typer.Option("--report/--no-report", help="Write results.csv, tables and plots, and check the claims (expect:), at the end.")] = True,
     junit: JUnitOut = None,
     json_out: JSONOut = None,
+    markdown: MarkdownOut = None,
 ) -> None:
     """Run every cell of a study not done yet (rerun to resume), then report and check its claims (`expect:`).
 
@@ -562,7 +568,13 @@ def study_run(
 
     interrupt.finished(str(out))  # every cell is done and reported: a late Ctrl-C loses nothing
     # Claims are judged by the process that reports (workers run with --no-report), or when asked for a file.
-    code = _check(s, out, None, junit, json_out) if s.claims and (do_report or junit or json_out) else 0
+    code = 0
+    if s.claims and (do_report or junit or json_out or markdown):
+        code = _check(s, out, None, junit, json_out, markdown)
+    elif markdown is not None:  # no claims: the job summary links the plots
+        from ticketx.study.expect import write_reports
+
+        write_reports([], s.name, markdown_path=markdown, plots=sorted((out / "plots").glob("*.png")))
     typer.echo(str(out))
     if code:
         raise typer.Exit(code)
@@ -704,6 +716,7 @@ def study_check(
     out: StudyOut = None,
     junit: JUnitOut = None,
     json_out: JSONOut = None,
+    markdown: MarkdownOut = None,
 ) -> None:
     """Judge the study's claims (`expect:`) on its finished results; for CI.
 
@@ -723,7 +736,7 @@ def study_check(
             raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
     if not s.claims:
         raise UsageError(f"{s.file}: the study has no claims to check", "add an expect: block (README, \"Studies in CI\")")
-    code = _check(s, folder, prov, junit, json_out)
+    code = _check(s, folder, prov, junit, json_out, markdown)
     if code:
         raise typer.Exit(code)
 
