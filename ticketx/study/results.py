@@ -50,7 +50,7 @@ def load_provenance(out: Path) -> dict[str, Any]:
     if prov.get("format_version", 0) < STUDY_VERSION:
         # An older record describes its cells in older words: expand the study file it recorded
         # again (the same cells, folders and keys) and describe them as today.
-        study = load_study(prov.get("file") or "study.yaml", text=prov["text"])
+        study = load_study(prov.get("file") or "study.yaml", text=prov["text"], overrides=prov.get("overrides") or [])
         prov = {**provenance(study), "created": prov.get("created"), "updated": prov.get("updated")}
     return prov
 
@@ -362,3 +362,4 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     for p in written["plots"]:
         console.print(f"  plot: {p}")
     return written
+
