@@ -146,6 +146,20 @@ Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identi
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 TicketOut = Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")]
+TrackerOpt = Annotated[Optional[str], typer.Option(
+    "--tracker", metavar="NAME[:WHERE]",
+    help="Log each network's config and curves while it trains: tensorboard[:DIR], wandb[:PROJECT] (offline unless "
+         "logged in) or mlflow[:URI] \\[default WHERE: under the output folder]; pip install \"ticketx[NAME]\".")]
+
+
+def _tracker(text: Optional[str], root: Path, group: str) -> Any:
+    """The tracker `--tracker` names (None without one): a missing extra is a usage error now, before training."""
+    if not text:
+        return None
+    from ticketx.trackers import open_tracker
+
+    return open_tracker(text, root=root, group=group)
+
 # Training options, shared by every command that trains: declared here once and added to each
 # such command by @training_options. Each is a TrainSpec field of the same name (help, bounds and
 # validation from there), but --epochs, which is --length Nep: a new option is one line here.
@@ -222,6 +236,7 @@ def find(
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
@@ -234,7 +249,8 @@ def find(
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
                         "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, out.parent, out.name.rsplit(".", 1)[0])
+    with RichReporter(tracker=tracking) as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
     interrupt.finished(str(out))  # a Ctrl-C from now on changes nothing: say so, exit 0
     console.print(round_table(ticket.rounds, title=f"{spec.model} on {ticket.meta['data']}"))
@@ -269,6 +285,7 @@ def transfer(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set next to its baselines (controls at the same density)."""
@@ -284,7 +301,8 @@ def transfer(
         deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, out, out.name)
+    with RichReporter(tracker=tracking) as rep:
         result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep)
     interrupt.finished(str(out / "result.json"))
     console.print(transfer_table(result))
@@ -349,6 +367,7 @@ def stability(
     points: Annotated[int, typer.Option("--points", help="Points on the straight line between the two networks.", min=3)] = 11,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
     device: Device = "auto", data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
@@ -359,7 +378,8 @@ def stability(
     from ticketx.ui import RichReporter, console
 
     t = load_checked(ticket)
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, ticket.parent, f"{ticket.name.rsplit('.', 1)[0]}-stability")
+    with RichReporter(tracker=tracking) as rep:
         res = run_stability(t, round_, seeds, ticket_train_spec(t, train or {}), points=points, device=device,
                             data_dir=data_dir, reporter=rep)
     from ticketx.report import pct_interval
@@ -390,6 +410,7 @@ def pai(
     iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
     device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Prune at initialisation (SNIP, GraSP, SynFlow) and write the masks as an ordinary ticket."""
@@ -401,8 +422,15 @@ def pai(
     criterion = criterion or method
     if criterion is None:
         raise UsageError("Missing option '--criterion'.", "see 'ticketx pai --help'")
+    stem = out.name.rsplit(".", 1)[0]
+    tracking = _tracker(tracker, out.parent, stem)
     ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
                               device=device, image_size=image_size, data_dir=data_dir, train=train or {})
+    if tracking is not None:  # nothing trains: the masks' densities, by round
+        from ticketx.trackers import log_rounds
+
+        log_rounds(tracking, f"{stem}/pai", {k: v for k, v in ticket.meta.items() if k not in ("rounds", "versions")},
+                   ticket.rounds)
     console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
     typer.echo(str(out))
 
@@ -556,6 +584,10 @@ def study_run(
     junit: JUnitOut = None,
     json_out: JSONOut = None,
     markdown: MarkdownOut = None,
+    tracker: Annotated[Optional[str], typer.Option(
+        "--tracker", metavar="NAME[:WHERE]",
+        help="Log every network (and the study's summary and plots) to tensorboard[:DIR], wandb[:PROJECT] or "
+             "mlflow[:URI] \\[default: the study's tracking: block; WHERE under the study folder].")] = None,
 ) -> None:
     """Run every cell of a study not done yet (rerun to resume), then report and check its claims (`expect:`).
 
@@ -581,11 +613,12 @@ def study_run(
     console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells{stab} -> {out}"
                   + (f" ({n} workers)" if n > 1 else "") + "".join(f"; --set {o.text}" for o in s.overrides))
     check_overrides(s, out)  # before any worker starts
+    tracking = _tracker(tracker or (s.spec.tracking.text if s.spec.tracking else None), out, s.name)
     notes = claim_overrides(s, out)  # claims changed now, while results exist: recorded
     if n > 1:
         plan = worker_slots(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
         codes = spawn_workers(Path(study), out, plan, data_dir=data_dir, lease_timeout=timeout, overrides=sets or [],
-                              log=lambda m: console.print(f"[dim]{m}[/]"))
+                              tracker=tracker, log=lambda m: console.print(f"[dim]{m}[/]"))
         if any(codes):
             from ticketx.study.status import status
 
@@ -596,11 +629,15 @@ def study_run(
                 msg += f"; {st['failed']} cells failed, first: {first['title']}: {first['error']}"
             raise TicketxError(msg, f"logs in {out / 'logs'}; `ticketx study status {out}`; rerun to retry")
     else:
-        with RichReporter() as rep:
+        with RichReporter(tracker=tracking) as rep:
             run_study(s, out, device=devs[0] if devs else device, data_dir=data_dir, reporter=rep,
                       lease_timeout=timeout, threads=cpu_threads)
     if do_report:
-        report(out, density=density)
+        written = report(out, density=density)
+        if tracking is not None:  # the study as a whole: its summary table and plots
+            from ticketx.study.results import track_study
+
+            track_study(tracking, out, written)
     from ticketx import interrupt
 
     interrupt.finished(str(out))  # every cell is done and reported: a late Ctrl-C loses nothing

@@ -33,7 +33,7 @@ from ticketx.steps import to_iterations
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
 from ticketx.runs import ensure
-from ticketx.train import Recipe, Run, Start, Steps, state_copy
+from ticketx.train import Recipe, Run, Start, Steps, state_copy, track
 from ticketx.ui import Reporter
 
 
@@ -102,6 +102,7 @@ class Search:
             key=self.key, start=start, folder=self.work / f"round_{r:02d}", label=f"round {r}/{self.spec.prune.rounds}",
             start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1],
             snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
+            config=self.spec.science(),
             info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
                   "collapsed": M.collapsed(mask)},
         )
@@ -198,6 +199,8 @@ def find(
     records: list[dict[str, Any]] = []
     rewind: dict[str, torch.Tensor] | None = None
     final: dict[str, torch.Tensor] = {}
+    # the search as a whole in the tracker (if any): each round's density and accuracy, by round
+    rounds = track(reporter, "rounds", spec.science(), folder=work / "rounds", key=key, kind="search")
     for r in range(spec.prune.rounds + 1):
         if r > 0:
             assert rewind is not None
@@ -207,9 +210,15 @@ def find(
                 reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
         record, final, rewind = search.train_round(r, mask, rewind)
         records.append(record)
+        if rounds is not None:
+            rounds.log(r, {"round/density": record["density"], "round/test_accuracy": record["test_acc"],
+                           "round/val_accuracy": record.get("val_acc"), "round/seconds": record["seconds"]})
+            rounds.checkpoint()
         reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
                      f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
     assert rewind is not None
+    if rounds is not None:
+        rounds.finish()
     ticket = ticketfile.make(search.meta(records), masks, rewind)
     ticketfile.save(ticket, out)
     store.remove_tree(work)

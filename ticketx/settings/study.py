@@ -213,6 +213,39 @@ class LauncherBlock(Strict):
         return as_list(v)
 
 
+class TrackingBlock(Strict):
+    """Where the study's networks are logged (ticketx.trackers): `tracking: tensorboard`,
+    `tracking: wandb:my-project` or {tracker: mlflow, where: URI}. Not part of any cell's key:
+    it changes where curves go, not what is computed. `study run --tracker` overrides it."""
+
+    tracker: str
+    where: Optional[str] = None  # a folder (tensorboard), a project (wandb), a tracking URI (mlflow); default: under the study folder
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            name, sep, where = v.partition(":")
+            return {"tracker": name.strip(), **({"where": where.strip()} if sep and where.strip() else {})}
+        return v
+
+    @field_validator("tracker")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from ticketx.trackers import TRACKERS
+
+        try:
+            TRACKERS[v.strip().lower()]
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return v.strip().lower()
+
+    @property
+    def text(self) -> str:
+        """As `--tracker` takes it: 'NAME[:where]'."""
+        return f"{self.tracker}:{self.where}" if self.where else self.tracker
+
+
 def parse_minutes(v: Any) -> int:
     """A Slurm time limit as minutes: 90, '90', '1:30:00', '2-00:00:00', '45:00' (MM:SS)."""
     if isinstance(v, bool):
@@ -347,6 +380,7 @@ class StudySpec(Strict):
     transfer: TransferBlock = Field(default_factory=TransferBlock)
     stability: Optional[StabilityBlock] = None  # off when absent (`false` too)
     launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
+    tracking: Optional[TrackingBlock] = None  # where networks are logged (TensorBoard, W&B, MLflow): not science
     expect: list[ClaimSpec] = Field(default_factory=list)  # claims on the results (`study check`): not science
 
     @field_validator("stability", mode="before")
