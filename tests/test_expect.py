@@ -250,3 +250,39 @@ def test_a_broken_ticket_fails_the_right_claim(cli, tmp_path, monkeypatch):
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert cases["ticket-trains-like-dense"].find("failure") is not None
     assert cases["searches-learn"].find("failure") is None and cases["searches-learn"].find("skipped") is None
+
+
+def test_the_markdown_job_summary_of_the_ci_study_parses_and_has_every_claim(cli, ci_out, tmp_path):
+    from markdown_it import MarkdownIt
+
+    S.report(ci_out)  # the plots the summary links to
+    md = tmp_path / "summary" / "claims.md"
+    code, _, stderr = cli("study", "check", CI, "--out", ci_out, "--markdown", md)
+    assert code == 0, stderr
+    text = md.read_text()
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    tables, table, row = [], None, None
+    for t in tokens:  # every table as a list of rows of cell texts
+        if t.type == "table_open":
+            table = []
+        elif t.type == "tr_open":
+            row = []
+        elif t.type == "inline" and row is not None:
+            row.append(t.content)
+        elif t.type == "tr_close":
+            table.append(row)
+            row = None
+        elif t.type == "table_close":
+            tables.append(table)
+    claims, summary = tables
+    assert claims[0] == ["claim", "what", "measured", "level", "threshold", "n", "status"]
+    names = [c.name for c in S.load_study(CI).claims]
+    assert [r[0].strip("`") for r in claims[1:]] == names == ["searches-learn", "ticket-trains-like-dense"]
+    assert all(r[-1] == "✅ pass" for r in claims[1:])
+    # the claimed comparison (matches dense at 80%): one row per source, the dense control
+    assert [(r[1], r[2]) for r in summary[1:]] == [("dense", "6 × 2"), ("dense", "6 × 2")]
+    assert all("80.00%" in r[0] for r in summary[1:])
+    links = [t for t in tokens if t.type == "inline" and "](" in t.content]
+    targets = [c.attrs["href"] for t in links for c in t.children if c.type == "link_open"]
+    assert sorted(Path(x).name for x in targets) == sorted(p.name for p in (ci_out / "plots").glob("*.png"))
+    assert all((md.parent / x).resolve().exists() for x in targets)  # relative to the Markdown file

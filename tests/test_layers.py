@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     ["ticketx", "errors"],
     ["steps", "registry", "interrupt", "distributed", "threads", "ui", "stats"],
     ["runtime", "store", "masks"],  # devices, determinism, every random stream; files; mask maths
-    ["leases", "pruning", "sanity", "deconstruct", "criteria", "models", "ticket"],
+    ["leases", "pruning", "sanity", "deconstruct", "criteria", "models", "ticket", "trackers"],  # trackers: optional tools, imported where used
     ["data"],
     ["baselines"],
     ["settings"],  # resolved settings: schemas and cross-field rules

@@ -146,6 +146,19 @@ Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identi
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 TicketOut = Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")]
+TrackerOpt = Annotated[Optional[str], typer.Option(
+    "--tracker", metavar="NAME[:WHERE]",
+    help="Log each network's config and curves while it trains: tensorboard[:DIR], wandb[:PROJECT] (offline unless "
+         "logged in) or mlflow[:URI] \\[default WHERE: under the output folder]; pip install \"ticketx[NAME]\".")]
+
+
+def _tracker(text: Optional[str], root: Path, group: str) -> Any:
+    """The tracker `--tracker` names (None without one): a missing extra is a usage error now, before training."""
+    if not text:
+        return None
+    from ticketx.trackers import open_tracker
+
+    return open_tracker(text, root=root, group=group)
 
 # Training options, shared by every command that trains: declared here once and added to each
 # such command by @training_options. Each is a TrainSpec field of the same name (help, bounds and
@@ -224,6 +237,7 @@ def find(
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
@@ -237,7 +251,8 @@ def find(
                         "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion,
                         "retrain": retrain},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, out.parent, out.name.rsplit(".", 1)[0])
+    with RichReporter(tracker=tracking) as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
     interrupt.finished(str(out))  # a Ctrl-C from now on changes nothing: say so, exit 0
     console.print(round_table(ticket.rounds, title=f"{spec.model} on {ticket.meta['data']}"))
@@ -273,6 +288,7 @@ def transfer(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set next to its baselines (controls at the same density)."""
@@ -288,7 +304,8 @@ def transfer(
         mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, out, out.name)
+    with RichReporter(tracker=tracking) as rep:
         result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep)
     interrupt.finished(str(out / "result.json"))
     console.print(transfer_table(result))
@@ -353,6 +370,7 @@ def stability(
     points: Annotated[int, typer.Option("--points", help="Points on the straight line between the two networks.", min=3)] = 11,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
     device: Device = "auto", data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
@@ -363,7 +381,8 @@ def stability(
     from ticketx.ui import RichReporter, console
 
     t = load_checked(ticket)
-    with RichReporter() as rep:
+    tracking = _tracker(tracker, ticket.parent, f"{ticket.name.rsplit('.', 1)[0]}-stability")
+    with RichReporter(tracker=tracking) as rep:
         res = run_stability(t, round_, seeds, ticket_train_spec(t, train or {}), points=points, device=device,
                             data_dir=data_dir, reporter=rep)
     from ticketx.report import pct_interval
@@ -394,6 +413,7 @@ def pai(
     iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
     device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
+    tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Prune at initialisation (SNIP, GraSP, SynFlow) and write the masks as an ordinary ticket."""
@@ -405,8 +425,15 @@ def pai(
     criterion = criterion or method
     if criterion is None:
         raise UsageError("Missing option '--criterion'.", "see 'ticketx pai --help'")
+    stem = out.name.rsplit(".", 1)[0]
+    tracking = _tracker(tracker, out.parent, stem)
     ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
                               device=device, image_size=image_size, data_dir=data_dir, train=train or {})
+    if tracking is not None:  # nothing trains: the masks' densities, by round
+        from ticketx.trackers import log_rounds
+
+        log_rounds(tracking, f"{stem}/pai", {k: v for k, v in ticket.meta.items() if k not in ("rounds", "versions")},
+                   ticket.rounds)
     console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
     typer.echo(str(out))
 
@@ -503,7 +530,13 @@ study_app = typer.Typer(
 app.add_typer(study_app, name="study")
 
 StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML), e.g. studies/quickstart.yaml.")]
-StudyOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/<study name>].")]
+StudyOrFolder = Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder (the study as it ran there).")]
+StudyOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/<study name>, with "
+                                                                     "+<overrides> when --set changes results].")]
+Sets = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="Override a key of the study file, e.g. train.lr=0.01, transfer.seeds=[0,1] or expect[0].by=2pt (the value is "
+         "YAML; repeatable); validated like the file. Recorded in the study folder: give the same ones to continue it.")]
 HeatDensity = Annotated[Optional[float], typer.Option("--density", help="Heatmap at the round closest to this density (0-1] \\[default: the lowest].")]
 
 
@@ -513,27 +546,61 @@ LeaseTimeout = Annotated[Optional[float], typer.Option(
 
 
 def _study_out(s: Any, out: Optional[Path]) -> Path:
-    return out or Path("runs") / s.name
+    from ticketx.study.runner import default_folder
+
+    return out or default_folder(s)
+
+
+def _load(study: Path, sets: Optional[list[str]], out: Optional[Path] = None) -> tuple[Any, Path, Optional[dict[str, Any]]]:
+    """(study, folder, its record or None): a study file with its --set overrides and its folder, or
+    a study folder's study as it ran there (its file and overrides as recorded; --set replaces
+    those of the same keys)."""
+    from ticketx.settings.overrides import parse_overrides
+    from ticketx.study import load_provenance, load_study
+
+    if not study.is_dir():
+        s = load_study(study, overrides=sets or [])
+        return s, _study_out(s, out), None
+    if out is not None and out.resolve() != study.resolve():
+        raise UsageError(f"give the study folder {study} or --out {out}, not both")
+    prov = load_provenance(study)
+    given = parse_overrides(sets)
+    recorded = [t for t in prov.get("overrides") or []
+                if not any(g.path[: len(p)] == p or p[: len(g.path)] == g.path for g in given
+                           for p in [parse_overrides([t])[0].path])]
+    s = load_study(prov.get("file") or "study.yaml", text=prov["text"], overrides=[*recorded, *(g.text for g in given)])
+    return s, study, prov
 
 
 JUnitOut = Annotated[Optional[Path], typer.Option("--junit", help="Write the claims' verdicts as JUnit XML (one test case per claim).")]
 JSONOut = Annotated[Optional[Path], typer.Option("--json", help="Write the claims' verdicts as JSON.")]
+MarkdownOut = Annotated[Optional[Path], typer.Option(
+    "--markdown", help="Write the claims, the summary at the claimed densities and links to the plots as GitHub-flavoured "
+                       "Markdown (a CI job summary: append it to $GITHUB_STEP_SUMMARY).")]
 
 
-def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Optional[Path]) -> int:
-    """Judge the study's claims on `out`, print the table, write the reports; the exit code."""
+def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Optional[Path],
+           markdown: Optional[Path] = None, notes: Optional[list[str]] = None) -> int:
+    """Judge the study's claims on `out`, print the table, write the reports; the exit code.
+
+    `notes`: claims changed after results existed (study.runner.claim_overrides), shown first."""
+    from rich.markup import escape
+
     from ticketx.study.expect import evaluate, exit_code, table, write_reports
     from ticketx.ui import console
 
     results = evaluate(out, s.claims, prov)
+    for note in notes or []:
+        console.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
     console.print(table(results, f"{s.name}: expectations"))
-    write_reports(results, s.name, junit, json_out)
+    write_reports(results, s.name, junit, json_out, markdown, plots=sorted((out / "plots").glob("*.png")), notes=notes or [])
     code = exit_code(results)
     counts = {k: sum(r.outcome.status == k for r in results) for k in ("pass", "fail", "inconclusive", "unfinished")}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     colour = {0: "green", 1: "bold red"}.get(code, "yellow")
     console.print(f"[{colour}]{len(results)} claims: {summary}[/] (exit code {code})"
-                  + "".join(f"; {kind}: {p}" for kind, p in (("junit", junit), ("json", json_out)) if p is not None))
+                  + "".join(f"; {kind}: {p}" for kind, p in (("junit", junit), ("json", json_out), ("markdown", markdown))
+                          if p is not None))
     for r in results:
         if r.outcome.status != "pass":
             console.print(f"  [{'red' if r.outcome.status == 'fail' else 'yellow'}]{r.outcome.status}[/] {r.name} "
@@ -543,8 +610,9 @@ def _check(s: Any, out: Path, prov: Any, junit: Optional[Path], json_out: Option
 
 @study_app.command("run")
 def study_run(
-    study: StudyFile,
+    study: StudyOrFolder,
     out: StudyOut = None,
+    sets: Sets = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N \\[default: the study's, else auto].")] = None,
     data_dir: DataDir = None,
     density: HeatDensity = None,
@@ -555,6 +623,11 @@ def study_run(
     do_report: Annotated[bool, typer.Option("--report/--no-report", help="Write results.csv, tables and plots, and check the claims (expect:), at the end.")] = True,
     junit: JUnitOut = None,
     json_out: JSONOut = None,
+    markdown: MarkdownOut = None,
+    tracker: Annotated[Optional[str], typer.Option(
+        "--tracker", metavar="NAME[:WHERE]",
+        help="Log every network (and the study's summary and plots) to tensorboard[:DIR], wandb[:PROJECT] or "
+             "mlflow[:URI] \\[default: the study's tracking: block; WHERE under the study folder].")] = None,
 ) -> None:
     """Run every cell of a study not done yet (rerun to resume), then report and check its claims (`expect:`).
 
@@ -563,26 +636,29 @@ def study_run(
     Any number of `study run` processes (here or on other machines sharing the folder) may work on
     one study at once: each cell is trained by one of them.
     """
-    from ticketx.study import count, load_study, report, run_study
+    from ticketx.study import count, report, run_study
     from ticketx.study.local import parse_devices, spawn_workers, worker_slots
+    from ticketx.study.runner import check_overrides, claim_overrides
     from ticketx.study.worker import DEFAULT_LEASE_TIMEOUT
     from ticketx.ui import RichReporter, console
 
     devs = parse_devices(devices) if devices is not None else None
     if device is not None and devs is not None:
         raise UsageError("give --device (one worker) or --devices (one worker per device), not both")
-    s = load_study(study)
-    out = _study_out(s, out)
+    s, out, _ = _load(study, sets, out)
     c = count(s.cells)
     timeout = lease_timeout if lease_timeout is not None else s.spec.launcher.lease_timeout or DEFAULT_LEASE_TIMEOUT
     n = workers or (len(devs) if devs else 1)
     stab = f", {c['stability']} stability cells" if c.get("stability") else ""
     console.print(f"study [bold]{s.name}[/]: {c['search']} search cells, {c['transfer']} transfer cells{stab} -> {out}"
-                  + (f" ({n} workers)" if n > 1 else ""))
+                  + (f" ({n} workers)" if n > 1 else "") + "".join(f"; --set {o.text}" for o in s.overrides))
+    check_overrides(s, out)  # before any worker starts
+    tracking = _tracker(tracker or (s.spec.tracking.text if s.spec.tracking else None), out, s.name)
+    notes = claim_overrides(s, out)  # claims changed now, while results exist: recorded
     if n > 1:
         plan = worker_slots(n, devs, device or s.spec.device, cpu_threads or s.spec.cpu_threads)
-        codes = spawn_workers(Path(study), out, plan, data_dir=data_dir, lease_timeout=timeout,
-                              log=lambda m: console.print(f"[dim]{m}[/]"))
+        codes = spawn_workers(Path(study), out, plan, data_dir=data_dir, lease_timeout=timeout, overrides=sets or [],
+                              tracker=tracker, log=lambda m: console.print(f"[dim]{m}[/]"))
         if any(codes):
             from ticketx.study.status import status
 
@@ -593,16 +669,26 @@ def study_run(
                 msg += f"; {st['failed']} cells failed, first: {first['title']}: {first['error']}"
             raise TicketxError(msg, f"logs in {out / 'logs'}; `ticketx study status {out}`; rerun to retry")
     else:
-        with RichReporter() as rep:
+        with RichReporter(tracker=tracking) as rep:
             run_study(s, out, device=devs[0] if devs else device, data_dir=data_dir, reporter=rep,
                       lease_timeout=timeout, threads=cpu_threads)
     if do_report:
-        report(out, density=density)
+        written = report(out, density=density)
+        if tracking is not None:  # the study as a whole: its summary table and plots
+            from ticketx.study.results import track_study
+
+            track_study(tracking, out, written)
     from ticketx import interrupt
 
     interrupt.finished(str(out))  # every cell is done and reported: a late Ctrl-C loses nothing
     # Claims are judged by the process that reports (workers run with --no-report), or when asked for a file.
-    code = _check(s, out, None, junit, json_out) if s.claims and (do_report or junit or json_out) else 0
+    code = 0
+    if s.claims and (do_report or junit or json_out or markdown):
+        code = _check(s, out, None, junit, json_out, markdown, notes)
+    elif markdown is not None:  # no claims: the job summary links the plots
+        from ticketx.study.expect import write_reports
+
+        write_reports([], s.name, markdown_path=markdown, plots=sorted((out / "plots").glob("*.png")), notes=notes)
     typer.echo(str(out))
     if code:
         raise typer.Exit(code)
@@ -610,8 +696,9 @@ def study_run(
 
 @study_app.command("submit")
 def study_submit(
-    study: StudyFile,
+    study: StudyOrFolder,
     out: StudyOut = None,
+    sets: Sets = None,
     local: Annotated[bool, typer.Option("--local", help="Run the jobs as local processes (submitit's local executor) instead of Slurm.")] = False,
     workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Worker jobs in the array \\[default: launcher.workers, else one per cell up to 64].")] = None,
     array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1, help="At most this many array tasks running at once.")] = None,
@@ -631,7 +718,7 @@ def study_submit(
     import json
 
     from ticketx.settings.study import parse_minutes
-    from ticketx.study import count, load_study
+    from ticketx.study import count
     from ticketx.study.runner import is_done
     from ticketx.study.slurm import launch_settings, parse_extra, submit
     from ticketx.ui import console
@@ -643,15 +730,14 @@ def study_submit(
         except ValueError as err:
             raise UsageError(f"--time: {err}") from None
     extra = parse_extra(slurm_arg)
-    s = load_study(study)
-    out = _study_out(s, out)
+    s, out, _ = _load(study, sets, out)
     pending = sum(not is_done(out, c) for c in s.cells)
     launch = launch_settings(s, pending, cluster="local" if local else None, workers=workers,
                              array_parallelism=array_parallelism, partition=partition, account=account,
                              gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb, time=minutes,
                              extra=extra, phases=phases, lease_timeout=lease_timeout)
     c = count(s.cells)
-    res = submit(s, out, launch, device=device, data_dir=data_dir)
+    res = submit(s, out, launch, device=device, data_dir=data_dir, text=s.text if study.is_dir() else None)
     if not res["arrays"]:
         console.print(f"study [bold]{s.name}[/]: every cell is done in {out}; nothing to submit")
         typer.echo(json.dumps({k: v for k, v in res.items()}))
@@ -674,6 +760,7 @@ def study_submit(
 def study_status(
     study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
     out: StudyOut = None,
+    sets: Sets = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON on stdout.")] = False,
 ) -> None:
     """Cells done, running (by which worker, for how long), failed (error and log), pending; an ETA."""
@@ -682,15 +769,15 @@ def study_status(
     from rich.markup import escape
     from rich.table import Table
 
-    from ticketx.study import load_study, provenance
+    from ticketx.study import provenance
     from ticketx.study.status import status
     from ticketx.ui import console
 
-    if study.is_dir():
+    if study.is_dir() and not sets:
         folder, prov = study, None
     else:
-        s = load_study(study)
-        folder, prov = _study_out(s, out), provenance(s)
+        s, folder, _ = _load(study, sets, out)
+        prov = provenance(s)
         if not folder.is_dir():
             raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
     st = status(folder, prov)
@@ -723,18 +810,18 @@ def _duration(seconds: float) -> str:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 @study_app.command("validate")
-def study_validate(study: StudyFile) -> None:
+def study_validate(study: StudyFile, sets: Sets = None) -> None:
     """Check a study file without training: schema, names, ranges; print its cells by kind."""
     import json
 
     from ticketx.study import count, load_study
     from ticketx.ui import console
 
-    s = load_study(study)
+    s = load_study(study, overrides=sets or [])
     c = count(s.cells)
     stab = f", {c['stability']} stability cells" if c.get("stability") else ""
-    console.print(f"[green]{study}: valid.[/] study [bold]{s.name}[/]: {c['search']} search cells, "
-                  f"{c['transfer']} transfer cells{stab}, {c['networks']} networks to train")
+    console.print(f"[green]{study}{''.join(f' --set {o.text}' for o in s.overrides)}: valid.[/] study [bold]{s.name}[/]: "
+                  f"{c['search']} search cells, {c['transfer']} transfer cells{stab}, {c['networks']} networks to train")
     typer.echo(json.dumps(c))
 
 
@@ -742,28 +829,27 @@ def study_validate(study: StudyFile) -> None:
 def study_check(
     study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
     out: StudyOut = None,
+    sets: Sets = None,
     junit: JUnitOut = None,
     json_out: JSONOut = None,
+    markdown: MarkdownOut = None,
 ) -> None:
     """Judge the study's claims (`expect:`) on its finished results; for CI.
 
     Exit code: 0 every claim passes, 1 a claim fails, 3 none fails but one is inconclusive (its
     interval straddles the threshold: more seeds needed) or its cells are not finished; 2 bad input.
     """
-    from ticketx.study import load_provenance, load_study, provenance
+    from ticketx.study import provenance
+    from ticketx.study.runner import claim_overrides
 
-    if study.is_dir():
-        prov = load_provenance(study)
-        s = load_study(prov.get("file") or "study.yaml", text=prov["text"])  # the study as it ran
-        folder = study
-    else:
-        s = load_study(study)
-        folder, prov = _study_out(s, out), provenance(s)
-        if not folder.is_dir():
-            raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
+    s, folder, prov = _load(study, sets, out)  # a folder: the study as it ran there
+    if not folder.is_dir():
+        raise UsageError(f"no results in {folder}: the study has not run there", f"run it: ticketx study run {study}")
+    if prov is None or sets:
+        prov = {**(prov or {}), **provenance(s)}
     if not s.claims:
         raise UsageError(f"{s.file}: the study has no claims to check", "add an expect: block (README, \"Studies in CI\")")
-    code = _check(s, folder, prov, junit, json_out)
+    code = _check(s, folder, prov, junit, json_out, markdown, claim_overrides(s, folder))
     if code:
         raise typer.Exit(code)
 
@@ -772,17 +858,17 @@ def study_check(
 def study_report(
     study: Annotated[Path, typer.Argument(help="Study file (YAML) or a study's output folder.")],
     out: StudyOut = None,
+    sets: Sets = None,
     density: HeatDensity = None,
 ) -> None:
     """Tables, results.csv and plots from a study's finished cells (also while it is running)."""
-    from ticketx.study import load_study, provenance, report
+    from ticketx.study import provenance, report
 
-    if study.is_dir():
+    if study.is_dir() and not sets:
         report(study, density=density)
         typer.echo(str(study / "results.csv"))
         return
-    s = load_study(study)
-    folder = out or Path("runs") / s.name
+    s, folder, _ = _load(study, sets, out)
     report(folder, density=density, prov=provenance(s))
     typer.echo(str(folder / "results.csv"))
 

@@ -47,7 +47,7 @@ from ticketx.steps import to_iterations
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
 from ticketx.runs import ensure
-from ticketx.train import Recipe, Run, Start, Steps, state_copy
+from ticketx.train import Recipe, Run, Start, Steps, state_copy, track
 from ticketx.ui import Reporter
 
 
@@ -133,6 +133,7 @@ class Search:
             key=self.key, start=start, folder=self.work / f"round_{r:02d}", label=f"round {r}/{self.spec.prune.rounds}",
             start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1],
             snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
+            config=self.spec.science(),
             info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
                   "collapsed": M.collapsed(mask)},
         )
@@ -231,6 +232,8 @@ def find(
     rewind: dict[str, torch.Tensor] | None = None
     final: dict[str, torch.Tensor] = {}  # the last round's final weights (state_names)
     toward = {n: torch.zeros_like(m) for n, m in mask.items()}  # per weight: moved toward zero (Zhou et al. 2019)
+    # the search as a whole in the tracker (if any): each round's density and accuracy, by round
+    rounds = track(reporter, "rounds", spec.science(), folder=work / "rounds", key=key, kind="search")
     for r in range(spec.prune.rounds + 1):
         if r > 0:
             assert rewind is not None
@@ -244,11 +247,17 @@ def find(
                 reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
         record, final, rewind = search.train_round(r, mask, rewind, final)
         records.append(record)
+        if rounds is not None:
+            rounds.log(r, {"round/density": record["density"], "round/test_accuracy": record["test_acc"],
+                           "round/val_accuracy": record.get("val_acc"), "round/seconds": record["seconds"]})
+            rounds.checkpoint()
         reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
                      f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
     assert rewind is not None
     for n in mask:  # weights never pruned: their movement in the last round
         toward[n][mask[n]] = D.toward_zero(rewind[n], final[n])[mask[n]]
+    if rounds is not None:
+        rounds.finish()
     ticket = ticketfile.make(search.meta(records), masks, rewind, extras={TOWARD_ZERO: toward})
     ticketfile.save(ticket, out)
     store.remove_tree(work)

@@ -178,6 +178,7 @@ def stability(
     runs = [Run(key=f"{key}-{s}", start=copy, folder=None if work is None else Path(work) / f"copy-{i + 1}",
                 label=f"stability copy {i + 1}/2 (data seed {s})", start_step=rewind_step, data_seed=s,
                 split_seed=int(meta.get("data_seed", 0)), experiment="stability", keep_weights=True,
+                config={"stability": meta.get("fingerprint"), "round": round, "train": spec.model_dump(), "data_seed": s},
                 info={"copy": i + 1, "data_seed": s})
             for i, s in enumerate((a_seed, b_seed))]
     names = list(ticket.rewind)  # every tensor of the state: the path interpolates the whole network

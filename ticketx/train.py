@@ -178,13 +178,33 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         net = model if forward is None else forward
         self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if compile else net
+        self.correct: torch.Tensor | None = None  # training batches' correct answers since the last read (tracking)
+        self.seen = 0
+
+    def count_correct(self) -> None:
+        """Also count correct answers on the training batches (one argmax per step on the device, no sync)."""
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def train_accuracy(self) -> float | None:
+        """Accuracy on the training batches since the last read (augmented, in train mode; a device sync),
+        or None when nothing was counted. Under DDP: this rank's shards only (no collective)."""
+        if self.correct is None or not self.seen:
+            return None
+        acc = float(self.correct.item()) / self.seen
+        self.correct.zero_()
+        self.seen = 0
+        return acc
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float | None = None) -> torch.Tensor:
         if lr is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
         with autocast(self.device, self.precision):
-            loss = F.cross_entropy(self.forward(x), y)
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y)
+        if self.correct is not None:
+            self.correct += (logits.detach().argmax(dim=1) == y).sum()
+            self.seen += y.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -500,11 +520,13 @@ class EvalHook(Hook):
     precision: str
     reporter: Any
     task: Any
+    trained_at: float = 0.0  # perf_counter when the steps before the last evaluation had finished (after its sync)
 
     def after_step(self, state: TrainState) -> None:
         if state.step % self.steps.eval_every and state.step != self.steps.total:
             return
-        loss = state.running.read()
+        loss = state.running.read()  # waits for the device: the training steps so far are done
+        self.trained_at = time.perf_counter()
         record = {"step": state.step, "epoch": round(state.step / self.steps.iterations_per_epoch, 4), "loss": loss,
                   "test_acc": evaluate(state.model, self.batches.test, self.precision)}
         if self.batches.val is not None:
@@ -512,6 +534,59 @@ class EvalHook(Hook):
         state.history.append(record)
         self.reporter.update(self.task, state.step, epoch=f"{state.step / self.steps.iterations_per_epoch:.1f}",
                              loss=loss, acc=record["test_acc"])
+
+
+@dataclass
+class TrackHook(Hook):
+    """A network's curves into its tracker run (ticketx.trackers) while it trains, by global step.
+
+    Every LOG_EVERY steps: the running training loss (as LogHook read it), the accuracy on the
+    training batches since the last point, the learning rate of the last step and the wall time
+    per step (between two reads of the loss, which wait for the device, so it is the real step
+    time; the evaluation's own time left out). At every evaluation also the test (and
+    validation) accuracy and the network's density. At every epoch end the tool is flushed and
+    the last step recorded, so a resumed run logs no step twice.
+    """
+
+    run: Any  # a ticketx.trackers.TrackedRun
+    steps: Steps
+    stepper: Stepper
+    evaluation: EvalHook
+    density: float | None = None
+    since: tuple[float, int] | None = None  # (time, step) of the last point
+
+    def after_step(self, state: TrainState) -> None:
+        evaluated = bool(state.history) and state.history[-1]["step"] == state.step
+        if state.step % LOG_EVERY and not evaluated:
+            return
+        now = self.evaluation.trained_at if evaluated else time.perf_counter()
+        values: dict[str, Any] = {"train/loss": state.running.last, "train/lr": self.steps.schedule(state.step - 1),
+                                  "train/accuracy": self.stepper.train_accuracy(), "epoch": state.step / self.steps.iterations_per_epoch}
+        if self.since is not None and state.step > self.since[1]:
+            values["time/step_ms"] = 1000 * (now - self.since[0]) / (state.step - self.since[1])
+        if evaluated:
+            record = state.history[-1]
+            values.update({"test/accuracy": record["test_acc"], "val/accuracy": record.get("val_acc"),
+                           "density": self.density})
+        self.run.log(state.step, {k: v for k, v in values.items() if v is not None})
+        self.since = (time.perf_counter(), state.step)
+
+    def after_epoch(self, state: TrainState) -> None:
+        self.run.checkpoint()
+
+
+def track(reporter: Any, name: str, config: Any, **kw: Any) -> Any:
+    """`reporter.track(...)` (ticketx.ui.Reporter): a tracker run, or None (also for a reporter without `track`)."""
+    fn = getattr(reporter, "track", None)
+    return fn(name, config, **kw) if fn is not None else None
+
+
+def tracked_config(run: "Run", recipe: "Recipe", start: "Start") -> dict[str, Any]:
+    """What a tracker shows as a network's configuration: the fields its key fingerprints, then what it is."""
+    info = {k: v for k, v in {**run.info, **start.info}.items() if k != "config"}
+    return {**run.config, "run": {"key": run.key, "experiment": run.experiment, "label": run.label,
+                                  "start_step": run.start_step, "data_seed": run.data_seed, "total_steps": recipe.steps.total,
+                                  "iterations_per_epoch": recipe.steps.iterations_per_epoch, **info}}
 
 
 @dataclass
@@ -584,6 +659,7 @@ class Run:
     snapshot_steps: tuple[int, ...] = ()  # absolute steps whose weights are returned (the rewind point)
     experiment: str = ""  # what it belongs to (search, transfer, stability): for logs and counts
     info: dict[str, Any] = field(default_factory=dict)  # the record's fields known before training
+    config: dict[str, Any] = field(default_factory=dict)  # the fields `key` fingerprints (what a tracker shows)
     keep_weights: bool = False  # store the final weights and snapshots with the result (a search needs them)
 
     @classmethod
@@ -680,11 +756,22 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
             reporter.log(f"[dim]{run.label}: resumed from checkpoint at step {state.step}/{steps.total}[/]")
         task = reporter.start(run.label, steps.total)
         reporter.update(task, state.step)
-        hooks: list[Hook] = [LogHook(reporter, task, run.label, steps), SnapshotHook(run.snapshot_steps),
-                             EvalHook(batches, steps, spec.precision, reporter, task)]
+        evaluation = EvalHook(batches, steps, spec.precision, reporter, task)
+        hooks: list[Hook] = [LogHook(reporter, task, run.label, steps), SnapshotHook(run.snapshot_steps), evaluation]
+        # only rank 0's reporter tracks (see above): the hook makes no collective call
+        tracked = track(reporter, run.label, tracked_config(run, recipe, start), folder=run.folder, key=run.key,
+                        kind=run.experiment or "network")
+        if tracked is not None:
+            setup.stepper.count_correct()
+            hooks.append(TrackHook(tracked, steps, setup.stepper, evaluation, {**run.info, **start.info}.get("density"),
+                                   since=(time.perf_counter(), state.step)))
         if checkpoint is not None:
             hooks.append(CheckpointHook(checkpoint, run.key, steps.total))
-        run_epochs(setup.stepper, steps, batches.train, state, hooks, run.data_seed)
+        try:
+            run_epochs(setup.stepper, steps, batches.train, state, hooks, run.data_seed)
+        finally:
+            if tracked is not None:
+                tracked.finish(ok=state.step >= steps.total)
         seconds = state.seconds()
         reporter.finish(task)
         if setup.channels_last:

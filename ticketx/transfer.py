@@ -224,7 +224,7 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
     return Run(
         key=key, start=start, folder=runs_root / f"{name}-r{src_round:02d}-s{seed}-{key}",
         label=f"[{index}/{total}] {name} r{src_round} s{seed}", data_seed=runtime.transfer_data_seed(seed, round_),
-        split_seed=seed, experiment="transfer",
+        split_seed=seed, experiment="transfer", config=key_obj,
         info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
               "head": ("kept" if head == "keep" else "new") + (" dense" if spec.head_dense else ""),
               "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],

@@ -20,8 +20,20 @@ class Reporter:
     The base class is silent (library use, tests). `RichReporter` draws bars on a terminal and
     falls back to `PlainReporter`'s one line per epoch elsewhere. `update` fields are a status:
     train() sends `epoch` and `loss`, `acc` after an evaluation, and at each epoch end `img_s`
-    (training images/s).
+    (training images/s). With a `tracker` (ticketx.trackers), `track` opens a tracker run that
+    the trainer logs each network's curves to while it trains.
     """
+
+    tracker: Any = None  # a ticketx.trackers.Tracker, or None: nothing is tracked
+
+    def track(self, name: str, config: Any, *, folder: Any = None, key: str = "", kind: str = "network") -> Any:
+        """A tracker run (ticketx.trackers.TrackedRun) for one network or summary, or None without a tracker.
+
+        Named by its `folder` below the tracker's root (else by `name`); a run with a folder
+        continues its tracker run when it resumes (same `key`)."""
+        if self.tracker is None:
+            return None
+        return self.tracker.run(self.tracker.name_of(folder, name), config, folder=folder, key=key, kind=kind)
 
     def start(self, label: str, total: int) -> Any:
         return None
@@ -52,9 +64,11 @@ class PlainReporter(Reporter):
     loss, test accuracy when it was measured, images/s and the time left at this session's pace.
     """
 
-    def __init__(self, write: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, write: Callable[[str], None] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 tracker: Any = None) -> None:
         self.write = write or (lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
         self.clock = clock
+        self.tracker = tracker
 
     def start(self, label: str, total: int) -> Any:
         return _Run(label, total)
@@ -98,7 +112,7 @@ class RichReporter(Reporter):
     reported by a `PlainReporter` instead.
     """
 
-    def __init__(self, progress: Any | None = None) -> None:
+    def __init__(self, progress: Any | None = None, tracker: Any = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = progress or Progress(
@@ -115,6 +129,7 @@ class RichReporter(Reporter):
         )
         self._owned = progress is None
         self.plain = PlainReporter() if self.progress.disable else None
+        self.tracker = tracker
 
     def __enter__(self) -> "RichReporter":
         if self._owned:

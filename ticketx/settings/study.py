@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 
 from ticketx.errors import UsageError
 from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial, round_list
+from ticketx.settings.overrides import Override, apply, origin, under
 from ticketx.settings.train import (
     PruneSpec,
     TrainSpec,
@@ -215,6 +216,39 @@ class LauncherBlock(Strict):
         return as_list(v)
 
 
+class TrackingBlock(Strict):
+    """Where the study's networks are logged (ticketx.trackers): `tracking: tensorboard`,
+    `tracking: wandb:my-project` or {tracker: mlflow, where: URI}. Not part of any cell's key:
+    it changes where curves go, not what is computed. `study run --tracker` overrides it."""
+
+    tracker: str
+    where: Optional[str] = None  # a folder (tensorboard), a project (wandb), a tracking URI (mlflow); default: under the study folder
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            name, sep, where = v.partition(":")
+            return {"tracker": name.strip(), **({"where": where.strip()} if sep and where.strip() else {})}
+        return v
+
+    @field_validator("tracker")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from ticketx.trackers import TRACKERS
+
+        try:
+            TRACKERS[v.strip().lower()]
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return v.strip().lower()
+
+    @property
+    def text(self) -> str:
+        """As `--tracker` takes it: 'NAME[:where]'."""
+        return f"{self.tracker}:{self.where}" if self.where else self.tracker
+
+
 def parse_minutes(v: Any) -> int:
     """A Slurm time limit as minutes: 90, '90', '1:30:00', '2-00:00:00', '45:00' (MM:SS)."""
     if isinstance(v, bool):
@@ -349,6 +383,7 @@ class StudySpec(Strict):
     transfer: TransferBlock = Field(default_factory=TransferBlock)
     stability: Optional[StabilityBlock] = None  # off when absent (`false` too)
     launcher: LauncherBlock = Field(default_factory=LauncherBlock)  # where workers run: not science
+    tracking: Optional[TrackingBlock] = None  # where networks are logged (TensorBoard, W&B, MLflow): not science
     expect: list[ClaimSpec] = Field(default_factory=list)  # claims on the results (`study check`): not science
 
     @field_validator("stability", mode="before")
@@ -420,6 +455,7 @@ class Study:
     targets: list[str] = field(default_factory=list)
     cells: list[Any] = field(default_factory=list)  # ticketx.study.cells: the grid, expanded by the study axes
     claims: list[Any] = field(default_factory=list)  # ticketx.study.claims: `expect:`, resolved against the cells
+    overrides: list[Override] = field(default_factory=list)  # `--set key=value`, applied before validation
 
     @property
     def name(self) -> str:
@@ -427,12 +463,26 @@ class Study:
         return self.spec.name
 
     def error(self, path: Path_, message: str) -> UsageError:
-        return UsageError(f"{self.file}:{line_of(self.lines, path)}: {format_path(path)}: {message}")
+        return located(self.file, self.lines, path, message, self.overrides)
 
 
-def parse_study(path: str | Path, schema: type[StudySpec], text: Optional[str] = None) -> Study:
+def located(file: str, lines: dict[Path_, int], path: Path_, message: str, overrides: list[Override]) -> UsageError:
+    """'file:line: key.path: message', or '--set key: message' when an override set that key (or
+    one above it); an error about a block an override changed says which override."""
+    o = origin(path, overrides)
+    if o is not None:
+        inner = f"{format_path(path)}: " if path != o.path else ""
+        return UsageError(f"{o.name}: {inner}{message}")
+    below = under(path, overrides)
+    note = f" (with {', '.join('--set ' + b.text for b in below)})" if below else ""
+    return UsageError(f"{file}:{line_of(lines, path)}: {format_path(path)}: {message}{note}")
+
+
+def parse_study(path: str | Path, schema: type[StudySpec], text: Optional[str] = None,
+                overrides: Optional[list[Override]] = None) -> Study:
     """Read a study file and validate it against `schema` (`assemble`); every problem is one UsageError
-    naming file, line and key. `text`: the file's contents as recorded (a study folder's study.json)."""
+    naming file, line and key (or the override that set it). `text`: the file's contents as
+    recorded (a study folder's study.json); `overrides`: `--set` values applied before validation."""
     path = Path(path)
     file = str(path)
     if text is None:
@@ -452,17 +502,19 @@ def parse_study(path: str | Path, schema: type[StudySpec], text: Optional[str] =
     if any(not isinstance(k, str) for k in data):
         bad = next(k for k in data if not isinstance(k, str))
         raise UsageError(f"{file}:{line_of(lines, (bad,))}: {bad!r}: keys must be names")
+    overrides = list(overrides or [])
+    data = apply(data, overrides)
     try:
         spec = schema.model_validate(data)
     except ValidationError as err:
-        raise schema_error(err, file, lines, schema) from None
+        raise schema_error(err, file, lines, schema, lambda loc, msg: located(file, lines, loc, msg, overrides)) from None
     if spec.name is None:
         stem = path.name.rsplit(".", 1)[0]
         spec.name = stem if _NAME.match(stem) else "study"
     if spec.data_dir:
         d = Path(spec.data_dir).expanduser()
         spec.data_dir = str(d if d.is_absolute() else (path.parent / d))
-    return Study(spec, file, text, lines, spec.channels)
+    return Study(spec, file, text, lines, spec.channels, overrides=overrides)
 
 
 def data_name(study: Study, path: Path_, item: Target) -> str:
@@ -510,7 +562,7 @@ def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -
         msg = error_message(e)
         # point at the block that set the bad value (the latest override wins)
         candidates = [(phase, "train", opt, key), (phase, "train", key), ("train", opt, key), ("train", key)]
-        where = next((c for c in candidates if c in study.lines), (phase, "train", key))
+        where = next((c for c in candidates if c in study.lines or origin(c, study.overrides)), (phase, "train", key))
         raise study.error(where, f"{msg} (for {model} with {opt})") from None
 
 

@@ -92,8 +92,11 @@ def _inner_model(ann: Any) -> Any:
     return None
 
 
-def schema_error(err: ValidationError, file: str, lines: dict[Path_, int], root: type[BaseModel]) -> UsageError:
-    """The error nearest the top of the file, as one line: 'file:line: key.path: message'."""
+def schema_error(err: ValidationError, file: str, lines: dict[Path_, int], root: type[BaseModel],
+                 where: Any = None) -> UsageError:
+    """The error nearest the top of the file, as one line: 'file:line: key.path: message'.
+
+    `where(loc, message)`: the UsageError for an error at `loc` instead (a study with overrides)."""
     import difflib
 
     errors = sorted(err.errors(), key=lambda e: line_of(lines, tuple(e.get("loc", ()))))
@@ -107,4 +110,6 @@ def schema_error(err: ValidationError, file: str, lines: dict[Path_, int], root:
         msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f" (expected one of: {', '.join(choices)})")
     else:
         msg = error_message(e, with_input=True)
+    if where is not None:
+        return where(loc, msg)
     return UsageError(f"{file}:{line_of(lines, loc)}: {format_path(loc)}: {msg}")

@@ -26,9 +26,9 @@ cells are not finished.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ticketx.registry import Registry
 from ticketx.study.axes import factors
@@ -63,6 +63,7 @@ class Result:
     where: str
     description: str
     outcome: Outcome
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the summary rows it was judged on
 
     def as_dict(self) -> dict[str, Any]:
         o = asdict(self.outcome)
@@ -271,7 +272,7 @@ def evaluate(out: str | Path, claims: list[Claim], prov: Optional[dict[str, Any]
     summary = paired_summary(out, prov) if any(c.kind != "search_accuracy" for c in claims) else []
     searches = [r for r in collect(out, prov)[1] if r["kind"] == "search"] if any(
         c.kind == "search_accuracy" for c in claims) else []
-    pending, unfinished = [], []
+    pending, unfinished, judged_on = [], [], []
     for claim in claims:
         keys, left = _selected(out, prov, claim)
         if claim.kind == "search_accuracy":
@@ -280,16 +281,17 @@ def evaluate(out: str | Path, claims: list[Claim], prov: Optional[dict[str, Any]
             rows = [r for r in summary if r["control"] == claim.arm and comparison_key(r, r["round"]) in keys]
         pending.append(_pending(rows, claim))
         unfinished.append(left)
+        judged_on.append(rows if claim.kind != "search_accuracy" else [])
     levels = holm_levels([p.p for p in pending])
     results = []
-    for pend, alpha, left in zip(pending, levels, unfinished):
+    for pend, alpha, left, rows in zip(pending, levels, unfinished, judged_on):
         outcome = _decide(pend, alpha)
         if left and outcome.status != "fail":
             outcome.status = "unfinished"
             outcome.message = f"{left} of its cells not finished; so far: {outcome.message}"
         elif left:
             outcome.message += f" ({left} of its cells not finished)"
-        results.append(Result(pend.claim.name, pend.claim.kind, pend.claim.where, describe(pend.claim), outcome))
+        results.append(Result(pend.claim.name, pend.claim.kind, pend.claim.where, describe(pend.claim), outcome, rows))
     return results
 
 
@@ -345,14 +347,102 @@ def junit_xml(results: list[Result], suite: str) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_reports(results: list[Result], suite: str, junit: Optional[Path] = None, json_path: Optional[Path] = None) -> None:
-    """Write the JUnit XML and / or JSON verdicts atomically."""
+def write_reports(results: list[Result], suite: str, junit: Optional[Path] = None, json_path: Optional[Path] = None,
+                  markdown_path: Optional[Path] = None, *, plots: Sequence[Path] = (), notes: Sequence[str] = ()) -> None:
+    """Write the JUnit XML, JSON verdicts and / or Markdown job summary atomically."""
     import json
 
     from ticketx import store
 
+    if markdown_path is not None:
+        md = Path(markdown_path)
+        store.write_text(md, markdown(results, suite, plots=plots, base=md.resolve().parent, notes=notes))
     if junit is not None:
         store.write_text(Path(junit), junit_xml(results, suite))
     if json_path is not None:
         store.write_text(Path(json_path), json.dumps({"study": suite, "exit_code": exit_code(results),
                                                       "claims": [r.as_dict() for r in results]}, indent=2) + "\n")
+
+
+# ---- GitHub-flavoured Markdown: a CI job summary ($GITHUB_STEP_SUMMARY) --------------------------
+
+STATUS_MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "unfinished": "⏳ unfinished"}
+
+
+def _cell(text: Any) -> str:
+    """A table cell: one line, pipes escaped (GFM)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]], right: tuple[str, ...] = ()) -> list[str]:
+    align = ["---:" if h in right else ":---" for h in header]
+    return [_row(header), "| " + " | ".join(align) + " |", *(_row(r) for r in rows)]
+
+
+def markdown(results: list[Result], suite: str, *, plots: Sequence[Path] = (), base: Optional[Path] = None,
+             notes: Sequence[str] = ()) -> str:
+    """The claims table, the paired summary at the claimed densities and links to the plots, as
+    GitHub-flavoured Markdown (for a CI job summary). Plot links are relative to `base` (the
+    folder of the Markdown file) when given; `notes` (e.g. claims changed after the results
+    existed) are printed first."""
+    import os
+
+    from ticketx.baselines import label
+
+    code = exit_code(results)
+    counts = {k: sum(r.outcome.status == k for r in results) for k in _RANK}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no claims"
+    out = [f"## ticketx study `{suite}`: {len(results)} claims, {summary} (exit code {code})", ""]
+    for note in notes:
+        out += [f"> [!WARNING]\n> {_cell(note)}", ""]
+    if results:
+        out += ["### Claims", ""]
+        rows = []
+        for r in results:
+            o = r.outcome
+            measured = "-" if o.measured is None else o.measured.text(sign=r.kind != "search_accuracy")
+            need = f" (≈ {o.n_needed} tickets needed)" if o.n_needed else ""
+            rows.append([f"`{r.name}`", r.description, measured, "-" if o.level is None else f"{100 * o.level:.2f}%",
+                         o.threshold, o.n, STATUS_MARK[o.status] + need])
+        out += _table(["claim", "what", "measured", "level", "threshold", "n", "status"], rows, right=("measured", "n"))
+        out += ["", "measured: mean [t interval over tickets at the claim's Holm level]; transfer claims in points of "
+                    "ticket - control, paired by transfer seed within each ticket; n: tickets (search seeds).", ""]
+        for r in results:
+            if r.outcome.status != "pass":
+                out.append(f"- **{_cell(r.name)}** ({STATUS_MARK[r.outcome.status]}, `{_cell(r.where)}`): {_cell(r.outcome.message)}")
+        if any(r.outcome.status != "pass" for r in results):
+            out.append("")
+    seen: set[tuple[Any, ...]] = set()
+    compared = []
+    for r in results:
+        for row in r.rows:
+            key = (_where(row), row["control"])
+            if key not in seen:
+                seen.add(key)
+                compared.append(row)
+    if compared:
+        out += ["### Summary at the claimed densities", ""]
+        rows = []
+        for row in compared:
+            margin = Interval(row["margin"], row.get("margin_low"), row.get("margin_high"), row["tickets"], None)
+            rows.append([_where(row), label(row["control"]), f"{row['tickets']} × {row['retrains'] / max(1, row['tickets']):g}",
+                         f"{100 * row['ticket_acc']:.2f}", f"{100 * row['control_acc']:.2f}", margin.text(sign=True),
+                         row.get("verdict", "")])
+        out += _table(["comparison", "control", "tickets × retrains", "ticket %", "control %", "margin (pt)",
+                       "summary verdict"], rows, right=("ticket %", "control %", "margin (pt)"))
+        tolerance = next((row["tolerance"] for row in compared if row.get("tolerance") is not None), None)
+        out += ["", "margin: ticket - control in points, paired, with its interval adjusted over every comparison of the "
+                    "summary (Benjamini-Hochberg), as in summary.csv; summary verdict: the summary's own"
+                    + (f", at ±{_pt(tolerance, False)} pt" if tolerance is not None else "")
+                    + " (the claims above are judged apart, at their own thresholds).", ""]
+    if plots:
+        out += ["### Plots", ""]
+        for p in plots:
+            link = Path(os.path.relpath(p, base)).as_posix() if base is not None else Path(p).as_posix()
+            out.append(f"- [{Path(p).name}]({link})")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

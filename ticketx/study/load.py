@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from ticketx.settings.overrides import Override, parse_override, parse_overrides
 from ticketx.settings.study import Study, StudySpec, assemble, parse_study
 from ticketx.study.axes import AXES
 from ticketx.study.cells import expand
@@ -30,12 +31,14 @@ def schema() -> type[StudySpec]:
     return assemble(fields, [a.claim_key for a in AXES.values() if a.claim_key])
 
 
-def load_study(path: str | Path, text: Optional[str] = None) -> Study:
+def load_study(path: str | Path, text: Optional[str] = None, overrides: Sequence[str | Override] = ()) -> Study:
     """Read and validate a study file; every problem is one UsageError naming file, line and key.
 
-    `text`: the file's contents as recorded (a study folder's study.json), instead of reading `path`.
+    `text`: the file's contents as recorded (a study folder's study.json), instead of reading `path`;
+    `overrides`: `--set key=value` texts (or parsed), applied to the file before validation.
     """
-    study = parse_study(path, schema(), text)
+    parsed = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
+    study = parse_study(path, schema(), text, parse_overrides([o.text for o in parsed]) if parsed else [])
     for a in AXES.values():
         a.check(study)
     study.cells = expand(study)  # resolves every configuration: errors surface here, before training

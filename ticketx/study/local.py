@@ -10,7 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ticketx.study.runner import is_done
 from ticketx.study.worker import DEFAULT_LEASE_TIMEOUT
@@ -52,11 +52,13 @@ def worker_slots(workers: Optional[int], devices: Optional[list[str]], device: s
 
 
 def spawn_workers(study_file: Path, out: Path, plan: list[dict[str, Any]], *, data_dir: Any = None,
-                  lease_timeout: float = DEFAULT_LEASE_TIMEOUT, log: Any = print) -> list[int]:
+                  lease_timeout: float = DEFAULT_LEASE_TIMEOUT, overrides: Sequence[str] = (),
+                  tracker: Optional[str] = None, log: Any = print) -> list[int]:
     """Run one `ticketx study run` process per plan entry on `<out>`; wait; return their exit codes.
 
-    Each child is an ordinary worker (the same protocol as on a cluster); its console output goes to
-    `<out>/logs/worker-<i>.out`. Ctrl-C or SIGTERM here stops them all (they keep their checkpoints).
+    Each child is an ordinary worker (the same protocol as on a cluster) on the same study: the
+    same file, `--set` overrides and `--tracker`; its console output goes to `<out>/logs/worker-<i>.out`.
+    Ctrl-C or SIGTERM here stops them all (they keep their checkpoints).
     """
     import subprocess
     import sys
@@ -72,6 +74,10 @@ def spawn_workers(study_file: Path, out: Path, plan: list[dict[str, Any]], *, da
                 cmd += ["--cpu-threads", str(w["threads"])]
             if data_dir is not None:
                 cmd += ["--data-dir", str(data_dir)]
+            for o in overrides:
+                cmd += ["--set", o]
+            if tracker:
+                cmd += ["--tracker", tracker]
             fh = open(out / "logs" / f"worker-{i}.out", "ab")
             procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
             fh.close()

@@ -50,7 +50,7 @@ def load_provenance(out: Path) -> dict[str, Any]:
     if prov.get("format_version", 0) < STUDY_VERSION:
         # An older record describes its cells in older words: expand the study file it recorded
         # again (the same cells, folders and keys) and describe them as today.
-        study = load_study(prov.get("file") or "study.yaml", text=prov["text"])
+        study = load_study(prov.get("file") or "study.yaml", text=prov["text"], overrides=prov.get("overrides") or [])
         prov = {**provenance(study), "created": prov.get("created"), "updated": prov.get("updated")}
     return prov
 
@@ -346,7 +346,7 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
         store.write_text(out / "overlap.csv", R.csv_text(overlaps, OVERLAP_COLUMNS))
         console.print(overlap_table(overlap_groups(overlaps)))
     written = {"csv": csv_path, "summary": out / "summary.csv", "plots": [], "rows": len(rows), "cells_done": done,
-               "cells": total}
+               "cells": total, "table": summary, "resolved": prov.get("resolved", {})}
     stab = stability_rows(out, prov)
     if stab:
         written["stability"] = out / "stability.csv"
@@ -362,3 +362,15 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     for p in written["plots"]:
         console.print(f"  plot: {p}")
     return written
+
+
+def track_study(tracker: Any, out: Path, written: dict[str, Any]) -> None:
+    """The study as one tracker run (ticketx.trackers): its resolved settings, then at step = cells
+    done its summary table (summary.csv's columns) and plots; a report with no new cell done logs nothing."""
+    run = tracker.run("study", written.get("resolved", {}), folder=Path(out) / "tracking", key="study", kind="study")
+    step = int(written["cells_done"])
+    if run.log(step, {"cells_done": step, "cells": written["cells"], "networks": written["rows"]}):
+        run.table("summary", summary_columns(), written["table"], step)
+        for p in written["plots"]:
+            run.image(f"plots/{Path(p).stem}", p, step)
+    run.finish()

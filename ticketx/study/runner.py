@@ -16,7 +16,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Optional
 
-from ticketx.errors import TicketxError
+from ticketx.errors import TicketxError, UsageError
+from ticketx.settings.overrides import Override, parse_override
 from ticketx.settings.study import Study
 from ticketx.study.cells import Cell, SearchCell, StabilityCell, TransferCell, count
 
@@ -47,7 +48,7 @@ def provenance(study: Study) -> dict[str, Any]:
 
     return {
         "format": STUDY_FORMAT, "format_version": STUDY_VERSION,
-        "name": study.name, "file": study.file, "text": study.text,
+        "name": study.name, "file": study.file, "text": study.text, "overrides": [o.text for o in study.overrides],
         "resolved": study.spec.model_dump(), "channels": study.channels,
         "counts": count(study.cells),
         "cells": [{"id": c.id, "kind": c.kind, "key": c.key, "title": c.title, "info": c.info,
@@ -57,19 +58,92 @@ def provenance(study: Study) -> dict[str, Any]:
     }
 
 
-def write_provenance(study: Study, out: Path) -> None:
-    """`<out>/study.json` (see `provenance`), keeping the time of the first run."""
+def default_folder(study: Study) -> Path:
+    """runs/<name>; with overrides that change results, runs/<name>+<the overrides> (another study)."""
+    import re
+
+    from ticketx import store
+
+    science = [o.text for o in study.overrides if o.science]
+    if not science:
+        return Path("runs") / study.name
+    words = "+".join(re.sub(r"[^A-Za-z0-9_.=-]+", "-", t).strip("-") for t in science)
+    return Path("runs") / (f"{study.name}+{words}" if len(words) <= 60 else f"{study.name}+set-{store.fingerprint(science)}")
+
+
+def _same_science(recorded: list[str], overrides: list[Override]) -> bool:
+    before = sorted((repr(o.path), repr(o.value)) for o in map(parse_override, recorded) if o.science)
+    return before == sorted((repr(o.path), repr(o.value)) for o in overrides if o.science)
+
+
+def _sets(texts: list[str]) -> str:
+    return " ".join(f"--set {t}" for t in texts) or "no --set"
+
+
+def check_overrides(study: Study, out: Path) -> None:
+    """Refuse to continue a study folder with other overrides (of keys that change results) than it ran with."""
     from ticketx import store
 
     path = out / "study.json"
-    created = None
+    if not path.exists():
+        return
+    try:
+        recorded = store.read_json(path).get("overrides") or []
+    except TicketxError:
+        return
+    if not _same_science(recorded, study.overrides):
+        was = _sets([t for t in recorded if parse_override(t).science])
+        now = _sets([o.text for o in study.overrides if o.science])
+        raise UsageError(f"{out} holds this study run with {was}, not {now}",
+                         f"give the same --set options to continue it (or run the folder: ticketx study run {out}); "
+                         "for the other settings, choose another --out")
+
+
+def write_provenance(study: Study, out: Path) -> None:
+    """`<out>/study.json` (see `provenance`), keeping the time of the first run and the record of
+    claims changed after results existed; refuses a folder run with other overrides."""
+    from ticketx import store
+
+    check_overrides(study, out)
+    path = out / "study.json"
+    kept: dict[str, Any] = {}
     if path.exists():
         try:
-            created = store.read_json(path).get("created")
+            old = store.read_json(path)
+            kept = {k: old[k] for k in ("created", "claims_overridden") if old.get(k)}
         except TicketxError:
             pass
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    store.write_json(path, {**provenance(study), "created": created or now, "updated": now})
+    store.write_json(path, {**provenance(study), "created": kept.pop("created", None) or now, "updated": now, **kept})
+
+
+def claim_overrides(study: Study, out: Path) -> list[str]:
+    """Claims changed after results existed (claims are meant to be stated before the data): when
+    `study`'s `expect:` (with its --set overrides) differs from the one `<out>` last ran with and a
+    cell is done, the change is recorded in `<out>/study.json`. Returns a note per change so far."""
+    import json
+
+    from ticketx import store
+
+    path = out / "study.json"
+    if not path.exists():
+        return []
+    try:
+        prov = store.read_json(path)
+    except TicketxError:
+        return []
+    history = list(prov.get("claims_overridden") or [])
+    before = (prov.get("resolved") or {}).get("expect")
+    now = json.loads(json.dumps(study.spec.model_dump()["expect"], default=str))
+    if before is not None and before != now and any(is_done(out, c) for c in study.cells):
+        key = store.fingerprint(now)
+        if not history or history[-1].get("expect") != key:
+            sets = [o.text for o in study.overrides if o.path[0] == "expect"]
+            history.append({"expect": key, "set": sets, "cells_done": sum(is_done(out, c) for c in study.cells),
+                            "cells": len(study.cells), "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            store.write_json(path, {**prov, "claims_overridden": history})
+    return [f"claims were changed after results existed ({h['cells_done']} of {h['cells']} cells done, {h['time']}): "
+            f"{_sets(h['set']) if h['set'] else 'the expect: block of the study file'}" for h in history]
 
 
 def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ticketx.settings.study import Study
 from ticketx.study.runner import is_done, write_provenance
@@ -29,9 +29,11 @@ class SubmititWorker:
     """
 
     def __init__(self, study_file: str, out: str, *, phase: str = "all", lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
-                 device: Optional[str] = None, data_dir: Optional[str] = None, threads: Optional[int] = None) -> None:
+                 device: Optional[str] = None, data_dir: Optional[str] = None, threads: Optional[int] = None,
+                 overrides: Sequence[str] = (), text: Optional[str] = None) -> None:
         self.study_file, self.out, self.phase = study_file, out, phase
         self.lease_timeout, self.device, self.data_dir, self.threads = lease_timeout, device, data_dir, threads
+        self.overrides, self.text = list(overrides), text  # the submitter's --set; the recorded text of a folder's study
 
     def __call__(self) -> dict[str, Any]:
         import submitit
@@ -39,7 +41,8 @@ class SubmititWorker:
         from ticketx.study.load import load_study
 
         job = str(submitit.JobEnvironment().job_id)
-        study = load_study(self.study_file)
+        # (a job pickled by an older ticketx and requeued has neither attribute)
+        study = load_study(self.study_file, text=getattr(self, "text", None), overrides=getattr(self, "overrides", []))
         return work(study, self.out, device=self.device, data_dir=self.data_dir, lease_timeout=self.lease_timeout,
                     worker_id=f"job-{job}", job=job, phase=self.phase, threads=self.threads)
 
@@ -108,8 +111,8 @@ def parse_extra(items: Optional[list[str]]) -> dict[str, Any]:
     return out
 
 
-def submit(study: Study, out: str | Path, launch: Launch, *, device: Optional[str] = None, data_dir: Any = None
-           ) -> dict[str, Any]:
+def submit(study: Study, out: str | Path, launch: Launch, *, device: Optional[str] = None, data_dir: Any = None,
+           text: Optional[str] = None) -> dict[str, Any]:
     """Submit the worker array(s) for `study` on `<out>` and return at once: jobs, folders, how to watch.
 
     With `phases` (the default), search cells get their own array first and the transfer array
@@ -155,7 +158,7 @@ def submit(study: Study, out: str | Path, launch: Launch, *, device: Optional[st
     if launch.cluster == "local":
         threads = study.spec.cpu_threads or max(1, (os.cpu_count() or 1) // launch.workers)
     common = dict(lease_timeout=launch.lease_timeout, device=device, data_dir=str(data_dir) if data_dir else None,
-                  threads=threads)
+                  threads=threads, overrides=[o.text for o in study.overrides], text=text)
     study_file = str(Path(study.file).resolve())
     searches = sum(1 for c in pending if c.kind == "search")
     phases: list[tuple[str, int]] = []

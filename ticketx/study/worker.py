@@ -297,6 +297,13 @@ def work(study: Study, out: str | Path, *, device: Optional[str] = None, data_di
 
     device = device or study.spec.device
     dev = resolve_device(device)  # 'cuda' on a machine without one fails now, not after the first cells
+    if study.spec.tracking is not None and getattr(reporter, "tracker", None) is None:
+        # a worker nobody gave a tracker (a Slurm job, the library): the study file's tracking: block
+        from ticketx.trackers import open_tracker
+        from ticketx.ui import Reporter
+
+        reporter = reporter if reporter is not None else Reporter()
+        reporter.tracker = open_tracker(study.spec.tracking.text, root=Path(out), group=study.name)
     worker = Worker(study, Path(out), device, data_dir or study.spec.data_dir, reporter, lease_timeout, worker_id, job,
                     phase, poll)
     with cpu_threads((threads or study.spec.cpu_threads) if dev.type == "cpu" else None):
