@@ -22,6 +22,7 @@ LAYERS: list[list[str]] = [
     ["data"],
     ["baselines"],
     ["settings"],  # resolved settings: schemas and cross-field rules
+    ["cohort"],  # many networks in one step (the trainer hands its cohorts down)
     ["train"],  # the trainer
     ["runs", "report"],  # done, or train it and record it; tables and files
     ["search", "transfer", "pai", "supermask", "stability", "compare"],  # the experiments

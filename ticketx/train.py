@@ -687,6 +687,7 @@ class Recipe:
     device: torch.device
     channels_last: bool | None = None  # as in `prepare`
     compile: bool | None = None
+    cohort: int | str = 1  # runs trained together in one step (ticketx.cohort): 1 = one at a time, or 'auto'
 
     @classmethod
     def of(cls, data: "ImageData", spec: TrainSpec, device: torch.device | str = "cpu", **options: Any) -> "Recipe":
@@ -705,11 +706,34 @@ def train(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
     share a recipe are what a cohort trainer can train together; this trainer is the one-network
     path every other one must agree with.
     """
+    if recipe.cohort != 1 and len(runs) > 1:
+        return _train_cohorts(runs, recipe, reporter, done)
     results = []
     for run in runs:
         results.append(_train_one(run, recipe, reporter))
         if done is not None:
             done(run, results[-1])
+    return results
+
+
+def _train_cohorts(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
+                   done: Callable[[Run, TrainResult], None] | None = None) -> list[TrainResult]:
+    """`train` with `recipe.cohort` > 1 or 'auto': the cohorts of `ticketx.cohort.plan`, a run that cannot
+    join one (or is alone in it) on the one-network path."""
+    import dataclasses
+
+    from ticketx import cohort
+
+    tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY)
+    results: list[TrainResult] = []
+    for group in cohort.plan(runs, recipe):
+        if len(group) == 1:
+            run, start = group[0]
+            results.append(_train_one(dataclasses.replace(run, start=lambda start=start: start), recipe, reporter))
+            if done is not None:
+                done(run, results[-1])
+        else:
+            results += cohort.train_group(group, recipe, reporter, done, tools)
     return results
 
 
