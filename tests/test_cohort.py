@@ -305,3 +305,70 @@ def test_cohort_setting_parses():
     for bad in ("0", "-1", "x", 0, 2000, True, 1.5):
         with pytest.raises(UsageError, match="--cohort expects"):
             C.parse(bad)
+
+
+# ---- where cohorts are used: a transfer cell, stability copies, the CLI and study files ----
+
+
+def test_a_transfer_cell_trains_its_arms_seeds_and_rounds_as_one_cohort(digits_ticket, tmp_path, monkeypatch):
+    from ticketx.settings import TransferSpec, resolve_transfer
+    from ticketx.transfer import transfer
+
+    spec = TransferSpec(target="digits[5-9]", rounds=[1, 2], seeds=[0, 1], baselines=["random-mask", "dense"],
+                        train=TrainSpec(optimizer="adam", lr=1e-3, length="1ep"))
+    plan = resolve_transfer(digits_ticket, spec)
+    one = transfer(plan, tmp_path / "one", device="cpu")
+    sizes: list[int] = []
+    real = C.train_group
+    monkeypatch.setattr(C, "train_group", lambda group, *a: (sizes.append(len(group)), real(group, *a))[1])
+    many = transfer(plan, tmp_path / "many", device="cpu", cohort=16)
+    assert sizes == [10]  # 2 rounds x 2 seeds x (ticket, random mask) + dense once per seed, in one step
+    assert sorted(p.name for p in (tmp_path / "one" / "runs").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "many" / "runs").iterdir())  # the same runs: keys do not change
+    tests = one["test_images"]
+    for a, b in zip(one["runs"], many["runs"]):
+        assert (a["key"], a["label"], a["for_round"], a["seed"]) == (b["key"], b["label"], b["for_round"], b["seed"])
+        assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1.01 / tests)  # at most one test image apart
+        assert b["density"] == a["density"]
+
+
+def test_stability_copies_train_as_a_cohort(digits_ticket, monkeypatch):
+    from ticketx import ticket as ticketfile
+    from ticketx.stability import stability
+
+    t = ticketfile.load(digits_ticket)
+    data = load_data("digits[0-4]", image_size=8)
+    sizes: list[int] = []
+    real = C.train_group
+    monkeypatch.setattr(C, "train_group", lambda group, *a: (sizes.append(len(group)), real(group, *a))[1])
+    one = stability(t, 2, data, seeds=(0, 1), points=3)
+    two = stability(t, 2, data, seeds=(0, 1), points=3, cohort=2)
+    assert sizes == [2]
+    assert two["endpoint_test_acc"] == pytest.approx(one["endpoint_test_acc"], abs=1.01 / len(data.test_y))
+    assert two["test_error"] == pytest.approx(one["test_error"], abs=1.01 / len(data.test_y))
+
+
+def test_cli_cohort_option(digits_ticket, tmp_path, cli):
+    code, out, err = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--round", "2", "--epochs", "1",
+                         "--baselines", "random-mask", "--cohort", "auto", "--out", tmp_path / "t")
+    assert code == 0, err
+    code, out, err = cli("transfer", digits_ticket, "--to", "digits[5-9]", "--epochs", "1", "--cohort", "many",
+                         "--out", tmp_path / "u")
+    assert code == 2 and "--cohort expects a number of runs or 'auto', got 'many'" in err and "Traceback" not in err
+    assert not (tmp_path / "u").exists()
+    code, out, err = cli("stability", digits_ticket, "--cohort", "0", "--epochs", "1")
+    assert code == 2 and "--cohort expects" in err
+
+
+def test_study_cohort_is_speed_not_science(tmp_path):
+    from ticketx import study as S
+
+    base = "model: lenet_300_100\ntrain: {length: 2ep}\nsearch: {prune: {rounds: 3}}\n" \
+           "sources: ['digits[0-4]']\ntargets: ['digits[5-9]']\n"
+    study = lambda text: S.load_study((tmp_path / "s.yaml").write_text(text) and tmp_path / "s.yaml")  # noqa: E731
+    keys = [c.key for c in study(base).cells]
+    assert [c.key for c in study(base + "cohort: auto\n").cells] == keys
+    assert study(base + "cohort: 8\n").spec.cohort == 8 and study(base).spec.cohort == 1
+    for bad in ("0", "many", "5000"):
+        with pytest.raises(UsageError, match="cohort"):
+            study(base + f"cohort: {bad}\n")

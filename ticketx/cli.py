@@ -142,6 +142,10 @@ def field_option(spec: str, field: str, *decls: str, note: str = "", **kw: Any) 
 Data = Annotated[str, typer.Option("--data", "-d", help="Data set: cifar10, svhn, digits, 'cifar10[0-4]', imagefolder:PATH, ... (see `ticketx datasets`).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model: lenet_300_100, conv4, vgg19, resnet20, timm:NAME, ... (see `ticketx models`).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+Cohort = Annotated[str, typer.Option("--cohort", help=(
+    "Networks trained together in one step: a number, or auto (a fixed rule by device and network kind, README "
+    "\"Performance\"). Speed only: each network's numbers agree with its own training to float rounding, and run "
+    "keys do not change \\[default: 1, one at a time]."))]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see runtime.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
@@ -289,15 +293,18 @@ def transfer(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     tracker: TrackerOpt = None,
+    cohort: Cohort = "1",
     train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set next to its baselines (controls at the same density)."""
+    from ticketx import cohort as cohorts
     from ticketx import interrupt, store
     from ticketx.report import transfer_table
     from ticketx.settings.transfer import default_out, resolve_transfer_options
     from ticketx.transfer import transfer as run_transfer
     from ticketx.ui import RichReporter, console
 
+    together = cohorts.parse(cohort)
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
@@ -306,7 +313,7 @@ def transfer(
     store.check_writable(out / "result.json")
     tracking = _tracker(tracker, out, out.name)
     with RichReporter(tracker=tracking) as rep:
-        result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep)
+        result = run_transfer(plan, out, data_dir=data_dir, device=device, reporter=rep, cohort=together)
     interrupt.finished(str(out / "result.json"))
     console.print(transfer_table(result))
     console.print(f"[green]results:[/] {out / 'result.json'}")
@@ -369,22 +376,24 @@ def stability(
     seeds: Annotated[str, typer.Option("--seeds", help="Data-order seeds in pairs, e.g. '0,1' (one pair of copies) or '0,1,2,3' (two pairs: the barrier with a 95% interval).")] = "0,1",
     points: Annotated[int, typer.Option("--points", help="Points on the straight line between the two networks.", min=3)] = 11,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
-    device: Device = "auto", data_dir: DataDir = None,
+    device: Device = "auto", data_dir: DataDir = None, cohort: Cohort = "1",
     tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
     import json
 
+    from ticketx import cohort as cohorts
     from ticketx.settings.transfer import load_checked, ticket_train_spec
     from ticketx.stability import run_stability
     from ticketx.ui import RichReporter, console
 
+    together = cohorts.parse(cohort)
     t = load_checked(ticket)
     tracking = _tracker(tracker, ticket.parent, f"{ticket.name.rsplit('.', 1)[0]}-stability")
     with RichReporter(tracker=tracking) as rep:
         res = run_stability(t, round_, seeds, ticket_train_spec(t, train or {}), points=points, device=device,
-                            data_dir=data_dir, reporter=rep)
+                            data_dir=data_dir, reporter=rep, cohort=together)
     from ticketx.report import pct_interval
 
     n = len(res.get("pairs", [res]))

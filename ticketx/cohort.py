@@ -66,9 +66,9 @@ AUTO: dict[tuple[str, str], int] = {
     ("cuda", "mlp"): 16,
     ("cuda", "conv"): 1,
 }
-# `auto` forms a cohort only when it gets at least this many runs: a cohort of 2 was no faster than
-# two runs one after the other on the CPU (benchmark rows cohort_*_n2).
-AUTO_MIN = 3
+# `auto` forms a cohort only when it gets at least this many runs: on the CPU a cohort of 2 LeNets
+# was no faster than two runs one after the other (0.95x per step; 3: 1.3x). Elsewhere: 2.
+AUTO_MIN: dict[str, int] = {"cpu": 3}
 
 
 def parse(value: Any) -> int | str:
@@ -161,7 +161,7 @@ def plan(runs: Sequence[Any], recipe: Any) -> Iterator[list[tuple[Any, Any]]]:
 
 def _close(group: list[tuple[Any, Any]], recipe: Any) -> Iterator[list[tuple[Any, Any]]]:
     """A full or ended group: one cohort, or each run alone when `auto` got too few runs to gain."""
-    if recipe.cohort == "auto" and len(group) < AUTO_MIN:
+    if recipe.cohort == "auto" and len(group) < AUTO_MIN.get(recipe.device.type, 2):
         for item in group:
             yield [item]
     else:

@@ -142,6 +142,7 @@ def stability(
     train_eval_samples: int | None = None,
     reporter: Any = None,
     work: Any = None,
+    cohort: int | str = 1,
 ) -> dict[str, Any]:
     """Instability analysis of one round of a ticket on `data` (an ImageData with the ticket's classes).
 
@@ -149,6 +150,7 @@ def stability(
     ticket's own recipe), then measures train and test error at `points` alphas between them.
     `train_eval_samples` limits the train-error evaluation to a fixed random subset (None = all).
     `work`: a folder where the copies keep their checkpoints and results (resumable), or None.
+    `cohort`: 2 or 'auto' trains the two copies together in one step (ticketx.cohort); 1 one after the other.
     """
     from ticketx.data import Batches
     from ticketx.models import build_model
@@ -182,7 +184,7 @@ def stability(
                 info={"copy": i + 1, "data_seed": s})
             for i, s in enumerate((a_seed, b_seed))]
     names = list(ticket.rewind)  # every tensor of the state: the path interpolates the whole network
-    outcomes = ensure(runs, Recipe.of(data, spec, dev), reporter, names=names)
+    outcomes = ensure(runs, Recipe.of(data, spec, dev, cohort=cohort), reporter, names=names)
     ends = [o.weights for o in outcomes]
     accs = [o.record["test_acc"] for o in outcomes]
     model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
@@ -278,7 +280,7 @@ def path_plot(result: Mapping[str, Any], path: Any) -> Any:
 
 
 def run_stability(ticket: Any, round_: int | None, seeds: str, train_spec: Any, *, points: int = POINTS,
-                  device: str = "auto", data_dir: Any = None, reporter: Any = None) -> dict[str, Any]:
+                  device: str = "auto", data_dir: Any = None, reporter: Any = None, cohort: int | str = 1) -> dict[str, Any]:
     """`ticketx stability`: parse the seeds, load the ticket's data set, run `stability`."""
     from ticketx.data import load_data
     from ticketx.settings.base import as_list
@@ -295,4 +297,4 @@ def run_stability(ticket: Any, round_: int | None, seeds: str, train_spec: Any, 
     m = ticket.meta
     data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
     return stability_pairs(ticket, r, data, train_spec, seeds=[int(p) for p in parts], device=dev, points=points,
-                           reporter=reporter)
+                           reporter=reporter, cohort=cohort)

@@ -37,11 +37,14 @@ def transfer(
     device: str = "auto",
     reporter: Reporter | None = None,
     runs_dir: str | Path | None = None,
+    cohort: int | str = 1,
 ) -> dict[str, Any]:
     """Run every (round, arm, seed) network not done yet; write and return `<out>/result.json`.
 
     `runs_dir` (default `<out>/runs`) may be shared by several transfers (a study does): runs are
     keyed by their configuration, so a network two transfers have in common is trained once.
+    `cohort`: networks trained together in one step (ticketx.cohort; 1: one at a time, 'auto').
+    It changes speed and float rounding, not what is trained: run keys do not depend on it.
     """
     reporter = reporter or Reporter()
     out = Path(out)
@@ -56,7 +59,7 @@ def transfer(
     arms: list[tuple[str, Baseline]] = [("ticket", TICKET), *[(b, BASELINES[b]) for b in spec.baselines]]
     if plan.own is not None:
         arms.append(("own-ticket", TICKET))
-    recipe = Recipe.of(data, plan.train, dev)
+    recipe = Recipe.of(data, plan.train, dev, cohort=cohort)
     runs_root = Path(runs_dir) if runs_dir is not None else out / "runs"
     # Which network each (arm, ticket round, seed) is: a round-independent arm (dense: the rewind
     # weights, no mask) is trained once per seed, at the first round and with its data order, and
@@ -64,15 +67,16 @@ def transfer(
     at = {(name, r, seed): (r if baseline.per_round else plan.rounds[0])
           for r in plan.rounds for name, baseline in arms for seed in spec.seeds}
     todo = list(dict.fromkeys((name, a, seed) for (name, _, seed), a in at.items()))
+    # Every network of the cell in one call to the trainer, by round, then seed, then arm (the arms
+    # compared at a round and seed share one data order): a cohort trainer gets all of them at once.
+    order = [(name, baseline, r, seed) for r in plan.rounds for seed in spec.seeds for name, baseline in arms
+             if (name, r, seed) in todo]
+    index = {k: i for i, k in enumerate(todo)}
+    runs = [arm_run(name=name, baseline=baseline, plan=plan, data=data, round_=r, seed=seed, runs_root=runs_root,
+                    index=index[name, r, seed] + 1, total=len(todo)) for name, baseline, r, seed in order]
     outcomes: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for r in plan.rounds:
-        for seed in spec.seeds:
-            # One call to the trainer per round and seed: every arm compared there, one data order.
-            group = [(name, baseline) for name, baseline in arms if (name, r, seed) in todo and (name, r, seed) not in outcomes]
-            runs = [arm_run(name=name, baseline=baseline, plan=plan, data=data, round_=r, seed=seed, runs_root=runs_root,
-                            index=todo.index((name, r, seed)) + 1, total=len(todo)) for name, baseline in group]
-            for (name, _), outcome in zip(group, ensure(runs, recipe, reporter)):
-                outcomes[name, r, seed] = outcome.record
+    for (name, _, r, seed), outcome in zip(order, ensure(runs, recipe, reporter)):
+        outcomes[name, r, seed] = outcome.record
     runs_out = [{**outcomes[name, at[name, r, seed], seed], "for_round": r}  # the ticket's round it is compared at
                 for r in plan.rounds for name, _ in arms for seed in spec.seeds]
     result = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
@@ -378,6 +378,9 @@ class StudySpec(Strict):
     # train far faster on one thread: a busy 2-core machine measured 10-50x, as OpenMP workers
     # wait for each other at every op. Not part of any cell's key: it changes speed, not science.
     cpu_threads: Optional[int] = Field(None, ge=1, le=1024)
+    # Networks trained together in one step (ticketx.cohort): a number or 'auto'. Not part of any
+    # cell's key either: it changes speed (and float rounding, within tolerance), not what is trained.
+    cohort: Union[Literal["auto"], int] = 1
     train: TrainBlock = Field(default_factory=TrainBlock)  # for every network, both phases
     search: SearchBlock = Field(default_factory=SearchBlock)
     transfer: TransferBlock = Field(default_factory=TransferBlock)
@@ -396,6 +399,13 @@ class StudySpec(Strict):
     def _name(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and not _NAME.match(v):
             raise ValueError(f"{v!r} is not a usable folder name: use letters, digits, '_', '-' and '.'")
+        return v
+
+    @field_validator("cohort")
+    @classmethod
+    def _cohort(cls, v: Any) -> Any:
+        if v != "auto" and not 1 <= v <= 1024:
+            raise ValueError(f"expected a number of networks from 1 to 1024 or 'auto', got {v!r}")
         return v
 
     @field_validator("device")

@@ -146,8 +146,11 @@ def claim_overrides(study: Study, out: Path) -> list[str]:
             f"{_sets(h['set']) if h['set'] else 'the expect: block of the study file'}" for h in history]
 
 
-def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
-    """Train one cell (resuming what its folder holds); return its summary for done.json."""
+def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any, cohort: int | str = 1) -> Any:
+    """Train one cell (resuming what its folder holds); return its summary for done.json.
+
+    `cohort` (the study's `cohort:`): networks of the cell trained together (ticketx.cohort); not in its key.
+    """
     from ticketx.search import find
     from ticketx.settings.transfer import resolve_transfer
     from ticketx.transfer import transfer
@@ -157,16 +160,18 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
         ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
         return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "seconds")} for r in ticket.rounds]
     if isinstance(cell, StabilityCell):
-        return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter)
+        return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter, cohort=cohort)
     assert isinstance(cell, TransferCell)
     own = str(cell_dir(out, {"id": cell.own_ticket}) / "ticket.pt") if cell.own_ticket else None
     plan = resolve_transfer(cell_dir(out, {"id": cell.source}) / "ticket.pt",
                             cell.transfer.model_copy(update={"own_ticket": own}))
-    result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs")
+    result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs",
+                      cohort=cohort)
     return result["summary"]
 
 
-def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any) -> Any:
+def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any,
+                   cohort: int | str = 1) -> Any:
     """Two copies of the source ticket's round from its rewind point, on the ticket's own data set
     with its own recipe; `stability.json` (the path and barriers) and `path.png` in the cell folder."""
     from ticketx import store
@@ -180,7 +185,7 @@ def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, d
     set_deterministic(bool(cell.config.get("deterministic")))
     data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
     result = stability_pairs(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
-                       points=cell.points, reporter=reporter, work=here)
+                       points=cell.points, reporter=reporter, work=here, cohort=cohort)
     store.write_json(here / "stability.json", result)
     try:
         path_plot(result, here / "path.png")

@@ -244,7 +244,8 @@ class Worker:
             self.log(f"start {cell.id}")
             self.trained.append(cell.id)
             try:
-                summary = run_cell(cell, self.out, device=self.device, data_dir=self.data_dir, reporter=self.reporter)
+                summary = run_cell(cell, self.out, device=self.device, data_dir=self.data_dir, reporter=self.reporter,
+                                   cohort=self.study.spec.cohort)
             except KeyboardInterrupt:
                 if names[0] in self.leases.lost:
                     self.log(f"stopped {cell.id}: its lease was taken over")
