@@ -10,6 +10,9 @@ Rows (goals from issue 5):
             (full bench on CUDA also: torch.compile'd step vs eager)
   threads   CPU: 1 thread vs torch's default count (the evidence for the thread policy)
   parallel  (full bench) 2 training processes at once vs 1 (`benchmarks.worker`)
+  cohort    N networks in one cohort step (`ticketx.cohort`) vs N one-network steps, per model and N;
+            lenet_300_100 on 8x8 digits, conv4 and resnet20 on 32x32; and 16 whole trainings
+            with `--cohort auto` vs one at a time. Goal >= 1x where `auto` forms that cohort.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ import torch
 
 from benchmarks.harness import (Row, busy_warning, cpu_flags, device_peak, finite, interleave, machine, make_row, med,
                                 ratios, sync)
-from benchmarks.setups import (CIFAR_MEAN, CIFAR_STD, ArrayImages, has_conv, plain_setup, prune_setup, random_mask,
-                               synthetic_images, ticketx_setup, torchvision_transform, train_flops_per_image)
+from benchmarks.setups import (CIFAR_MEAN, CIFAR_STD, ArrayImages, cohort_setup, has_conv, one_after_another, plain_setup,
+                               prune_setup, random_mask, synthetic_images, ticketx_setup, torchvision_transform,
+                               train_flops_per_image, train_spec)
 from ticketx import masks as M
 from ticketx import pruning
 from ticketx import ticket as ticketfile
@@ -43,7 +47,7 @@ from ticketx.runtime import resolve_device
 from ticketx.train import state_copy
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("data", "mask", "prune", "ticket", "speed", "mfu", "threads", "parallel")
+ROWS = ("data", "mask", "prune", "ticket", "speed", "mfu", "threads", "parallel", "cohort")
 
 
 @dataclass
@@ -65,17 +69,35 @@ class Sizes:
     parallel: bool
     ticket_model: str = "resnet50"
     mask_budget: float = 0.0  # seconds of paired steps per model in the mask rows (more samples)
+    # cohort rows: cohort sizes for the MLP and for the conv nets, the conv nets' batch (None: the
+    # model's paper batch), repeats, steps per sample for the MLP, runs in the whole-training row
+    cohort_mlp: tuple[int, ...] = (1, 2)
+    cohort_conv: tuple[int, ...] = (1, 2)
+    cohort_conv_batch: int | None = 2
+    cohort_repeats: int = 2
+    cohort_conv_repeats: int = 2
+    cohort_inner: int = 1
+    cohort_runs: int = 3
 
     @classmethod
     def for_run(cls, quick: bool, device: torch.device) -> "Sizes":
         if device.type == "cuda":  # the GPU needs big batches and many steps per timing
             # (the DataLoader + PIL baseline runs at a few thousand images/s whatever the GPU)
+            gpu = dict(cohort_mlp=(1, 4, 16, 64), cohort_conv=(1, 4, 16, 64), cohort_conv_batch=None, cohort_inner=10,
+                       cohort_runs=16)
             if quick:
-                return cls(4096, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False, mask_budget=4.0)
-            return cls(8192, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True, mask_budget=15.0)
+                return cls(4096, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False, mask_budget=4.0, cohort_repeats=3,
+                           cohort_conv_repeats=3, **gpu)
+            return cls(8192, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True, mask_budget=15.0, cohort_repeats=7,
+                       cohort_conv_repeats=7, **gpu)
+        # CPU: conv nets at batch 32 (N=16 cohorts of the paper batches take minutes per sample here)
         if quick:
-            return cls(1024, 128, 3, 16, 16, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0)
-        return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0)
+            return cls(1024, 128, 3, 16, 16, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0, cohort_mlp=(1, 2, 4, 16),
+                       cohort_conv=(1, 4), cohort_conv_batch=16, cohort_repeats=5, cohort_conv_repeats=3, cohort_inner=10,
+                       cohort_runs=16)
+        return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0, cohort_mlp=(1, 2, 4, 16, 64),
+                   cohort_conv=(1, 4, 16), cohort_conv_batch=32, cohort_repeats=7, cohort_conv_repeats=3, cohort_inner=20,
+                   cohort_runs=16)
 
 
 def bench_data(device: torch.device, sz: Sizes, workers: int = 0) -> list[Row]:
@@ -362,6 +384,81 @@ def bench_parallel(device: torch.device, sz: Sizes, steps: int | None = None,
     return rows
 
 
+def bench_cohort(device: torch.device, sz: Sizes) -> list[Row]:
+    """N networks as one cohort step vs N one-network steps, per model and N; then whole trainings."""
+    from ticketx import cohort
+
+    rows = []
+    cases = [("lenet_300_100", (1, 8, 8), None, sz.cohort_mlp, sz.cohort_inner, sz.cohort_repeats),  # the quickstart's MLP
+             ("conv4", (3, 32, 32), sz.cohort_conv_batch, sz.cohort_conv, 1, sz.cohort_conv_repeats),
+             ("resnet20", (3, 32, 32), sz.cohort_conv_batch, sz.cohort_conv, 1, sz.cohort_conv_repeats)]
+    for name, shape, batch, sizes, inner, repeats in cases:
+        batch = batch or train_spec(name).batch_size
+        for n in sizes:
+            try:
+                alone = one_after_another(name, n, batch, device, density=0.2, shape=shape)
+                together = cohort_setup(name, n, batch, device, density=0.2, shape=shape)
+                t = interleave({"alone": alone.step, "cohort": together.step}, device, repeats=repeats,
+                               inner=inner, warmup=1, threads={"alone": alone.threads, "cohort": together.threads})
+            except torch.OutOfMemoryError:
+                rows.append(make_row(f"cohort_{name}_n{n}", f"{name}: cohort of {n}", float("nan"), float("nan"),
+                                     "networks/s", float("nan"), "", "out of device memory"))
+                continue
+            finally:
+                alone = together = None  # type: ignore[assignment]
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            r = ratios(t["alone"], t["cohort"])
+            auto = cohort.size("auto", device, build_model(name, 10, shape[0], shape[-1]))
+            picked = n == 1 or (auto >= n and n >= cohort.AUTO_MIN.get(device.type, 2))
+            goal = ">= 1x" if picked and n > 1 else ""
+            per = (1e3 * med(t["cohort"]) / n, 1e3 * med(t["alone"]) / n)
+            note = (f"batch {batch}, density 0.2, a batch per network; per network-step {per[0]:.3g} ms vs {per[1]:.3g} ms "
+                    f"alone; auto: {'cohort' if picked and n > 1 else 'alone'}")
+            if n == 1:
+                note = f"batch {batch}: vmap of 1 network vs the one-network step ({per[0]:.3g} vs {per[1]:.3g} ms); " \
+                       "never used: a cohort of 1 trains on the one-network path"
+            if device.type == "cuda" and len(shape) == 3 and shape[0] == 3:
+                flops = train_flops_per_image(build_model(name, 10, 3, 32).to(device), device)
+                peak, _ = device_peak(device, "fp32")
+                if peak:
+                    note += f"; MFU {100 * n * batch / med(t['cohort']) * flops / peak:.1f}% (alone " \
+                            f"{100 * n * batch / med(t['alone']) * flops / peak:.1f}%)"
+            rows.append(make_row(f"cohort_{name}_n{n}", f"{name}: {n} networks, one cohort step / one at a time",
+                                 n / med(t["cohort"]), n / med(t["alone"]), "net-steps/s", med(r), goal, note, r,
+                                 per_network_ms=per[0], per_network_ms_alone=per[1], auto=picked))
+    rows.append(_bench_cohort_training(device, sz))
+    return rows
+
+
+def _bench_cohort_training(device: torch.device, sz: Sizes) -> Row:
+    """`cohort_runs` whole lenet_300_100 trainings on digits (ticketx.train.train): --cohort auto vs one at a time."""
+    from ticketx import train as trainer
+    from ticketx.data import load_data
+
+    data = load_data("digits[0-4]", image_size=8)
+    spec = train_spec("lenet_300_100", length="2ep", eval_every="1ep", lr=3e-3)
+    n = sz.cohort_runs
+
+    def runs() -> list[trainer.Run]:
+        out = []
+        for i in range(n):
+            torch.manual_seed(i)
+            model = build_model("lenet_300_100", data.num_classes, 1, 8)
+            # two data seeds, as the arms of two transfer seeds; every network its own mask
+            out.append(trainer.Run.of(model, random_mask(model, 0.25, seed=i), data_seed=i % 2))
+        return out
+
+    fns = {setting: (lambda setting=setting: trainer.train(runs(), trainer.Recipe.of(data, spec, device, cohort=setting)))
+           for setting in (1, "auto")}
+    t = interleave(fns, device, repeats=sz.cohort_repeats, warmup=1)
+    r = ratios(t[1], t["auto"])
+    steps = trainer.Recipe.of(data, spec, device).steps.total
+    return make_row("cohort_train", f"{n} lenet_300_100 trainings (digits 8x8): --cohort auto / one at a time",
+                    n / med(t["auto"]), n / med(t[1]), "networks/s", med(r), ">= 1x",
+                    f"whole ticketx.train.train calls: {steps} steps and 2 evaluations each, density 0.25, 2 data seeds", r)
+
+
 def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = None, workers: int | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the bench rows (all, or `only`) and return {'machine', 'mode', 'rows', 'seconds'}."""
@@ -390,6 +487,7 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
                                       with_compile=dev.type == "cuda" and not quick)),
         ("threads", lambda: bench_threads(dev, sz)),
         ("parallel", lambda: bench_parallel(dev, sz) if sz.parallel else []),
+        ("cohort", lambda: bench_cohort(dev, sz)),
     ]
     for key, fn in steps:
         wanted = key in chosen or (key == "mask" and "prune" in chosen) or (key == "speed" and "mfu" in chosen)

@@ -152,3 +152,40 @@ def train_flops_per_image(model: nn.Module, device: torch.device) -> float:
         model(x).float().sum().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
+
+
+def one_after_another(name: str, n: int, batch: int, device: torch.device, *, density: float = 1.0,
+                      shape: Sequence[int] = (3, 32, 32)) -> Setup:
+    """n networks stepped one after the other, each exactly as `ticketx.train` steps one (`ticketx_setup`)."""
+    setups = []
+    for i in range(n):
+        model = build_model(name, 10, shape[0], shape[-1])
+        mask = random_mask(model, density, seed=i) if density < 1 else None
+        setups.append(ticketx_setup(name, batch, device, mask=mask, seed=i, shape=shape))
+    return Setup(lambda: [s.step() for s in setups], setups[0].threads, setups[0].model)
+
+
+def cohort_setup(name: str, n: int, batch: int, device: torch.device, *, density: float = 1.0,
+                 shape: Sequence[int] = (3, 32, 32)) -> Setup:
+    """The same n networks (seeds, masks, one batch each) as one cohort step: `ticketx.cohort.build_step`,
+    with the thread count the cohort trainer picks (`training_threads` of n batches' work)."""
+    from ticketx import cohort
+
+    models, masks, xs, ys = [], [], [], []
+    for i in range(n):
+        torch.manual_seed(i)
+        model = build_model(name, 10, shape[0], shape[-1])
+        mask = random_mask(model, density, seed=i) if density < 1 else None
+        model.to(device)
+        if mask is not None:
+            M.apply(model, mask)
+        models.append(model)
+        masks.append(mask)
+        x, y = _fixed_batch(batch, device, False, i, shape)
+        xs.append(x)
+        ys.append(y)
+    spec = train_spec(name, batch_size=batch)
+    threads = training_threads(models[0], tuple(shape), batch * n, device)
+    step = cohort.build_step(models, masks, spec, device)
+    x, y = torch.stack(xs), torch.stack(ys)  # every network its own batch (different data seeds)
+    return Setup(lambda: step(x, y, spec.lr, False), threads, models[0])

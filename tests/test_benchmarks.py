@@ -243,3 +243,28 @@ def test_ticketx_does_not_import_the_benchmarks():
     code = "import sys, ticketx.cli, ticketx.train; print(any(m.startswith('benchmarks') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout.strip() == "False"
     assert not (REPO / "ticketx" / "bench.py").exists()
+
+
+@pytest.mark.slow
+def test_cohort_rows_compare_a_cohort_step_with_one_network_steps():
+    rows = {r.key: r for r in R.bench_cohort(torch.device("cpu"), TINY)}
+    sizes = TINY.cohort_mlp
+    assert set(rows) == {f"cohort_{m}_n{n}" for m in ("lenet_300_100", "conv4", "resnet20") for n in sizes} | {"cohort_train"}
+    for row in rows.values():
+        assert _positive_finite(row.ratio) and _positive_finite(row.ticketx) and _positive_finite(row.baseline), row
+        assert row.samples == TINY.cohort_repeats == TINY.cohort_conv_repeats
+    # Goals where `auto` forms the cohort (lenet on CPU from AUTO_MIN networks), information elsewhere.
+    assert rows["cohort_lenet_300_100_n2"].goal == "" and rows["cohort_conv4_n2"].goal == ""
+    assert rows["cohort_train"].goal == ">= 1x" and rows["cohort_train"].unit == "networks/s"
+    assert rows["cohort_lenet_300_100_n2"].extra["per_network_ms"] > 0
+
+
+def test_cohort_setup_steps_the_same_networks_as_one_after_another():
+    """Both sides of a cohort row start from the same weights and masks, and both really train."""
+    alone = S.one_after_another("lenet_300_100", 2, 4, torch.device("cpu"), density=0.5, shape=(1, 8, 8))
+    together = S.cohort_setup("lenet_300_100", 2, 4, torch.device("cpu"), density=0.5, shape=(1, 8, 8))
+    before = together.model.fc.weight.detach().clone()
+    assert torch.equal(alone.model.fc.weight.detach(), before)
+    alone.step()
+    together.step()
+    assert not torch.equal(alone.model.fc.weight.detach(), before)

@@ -372,3 +372,28 @@ def test_study_cohort_is_speed_not_science(tmp_path):
     for bad in ("0", "many", "5000"):
         with pytest.raises(UsageError, match="cohort"):
             study(base + f"cohort: {bad}\n")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_smoke.sh)")
+@pytest.mark.parametrize("net", ["lenet", "bn"])
+def test_cohort_on_cuda_follows_single_runs(monkeypatch, net):
+    """On the GPU, with TF32 off (fp32 matmuls and convolutions), as on the CPU: losses step by step, weights, statistics."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    if net == "lenet":
+        data, make = _digits(), _lenet
+        spec = TrainSpec(optimizer="adam", lr=3e-3, batch_size=60, length="20it", eval_every="10it")
+    else:
+        data, make = _images(), _bn
+        spec = TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, length="20it", eval_every="10it")
+    rec = _Losses(monkeypatch)
+    masks = [_mask(make(0), 0.3, 0), None, _mask(make(0), 0.1, 2)]
+    solo = TR.train(_runs(make, [0, 1, 2], [5, 5, 6], masks), TR.Recipe.of(data, spec, "cuda"))
+    together = TR.train(_runs(make, [0, 1, 2], [5, 5, 6], masks), TR.Recipe.of(data, spec, "cuda", cohort=3))
+    assert len(rec.cohort) == 20 and together[0].model.fc.weight.device.type == "cuda"
+    for a, b in zip(rec.solo_runs(), rec.cohort_runs()):
+        assert b == pytest.approx(a, rel=1e-4)
+    _compare(solo, together, rtol=1e-3)
+    for res, mask in zip(together, masks):
+        params = dict(res.model.named_parameters())
+        assert all(bool((params[n].detach()[~m.to(params[n].device)] == 0).all()) for n, m in (mask or {}).items())

@@ -13,12 +13,13 @@ evaluation, snapshots, checkpoint and history. Runs never mix: a run diverging t
 changes no other run's numbers and is reported as failed once the others are recorded.
 
 Why this mechanism (measured, README "Performance"): vmap over stacked modules works for every
-registered network without per-model code; a hand-written "wide" MLP (batched matmuls) was at
-most as fast as vmap once the linear weights are stored transposed (below), and a grouped-conv
-"wide" conv net is what vmap's convolution rule runs anyway. On this project's CPU a cohort of
-LeNet-300-100s trains ~1.5-2.5x as many networks per second as one run after another, while conv
-nets run slower than alone (grouped convolutions are slower on CPU than N separate ones), so
-`auto` picks cohorts only where the benchmark shows a gain (`AUTO`).
+registered network without per-model code; a hand-written "wide" MLP (batched matmuls) was no
+faster than vmap once the linear weights are stored transposed and the optimizer is fused
+(below); a grouped-conv "wide" conv net is what vmap's convolution rule runs anyway;
+torch.compile of the vmapped step compiled for 88 s on CPU and then ran slower than eager. On
+this project's CPU a cohort of LeNet-300-100s trains 1.35x (N = 4) to 2.3x (N = 64) as many
+networks per second as one run after another; for conv nets the gain is not shown (0.9-1.2x,
+intervals across 1), so `auto` picks cohorts only where the benchmark shows one (`AUTO`).
 
 Equivalence: each run follows its one-network trajectory to float tolerance, not bit for bit
 (its matmuls are batched: bmm instead of addmm; the optimizer is the fused kernel, which is
@@ -54,12 +55,14 @@ from ticketx.threads import cpu_threads, training_threads
 MAX_COHORT = 1024
 
 # `--cohort auto`: runs per cohort by (device kind, network kind), from `python -m benchmarks --only
-# cohort` (README "Performance"). CPU (2 vCPU AMD EPYC, torch 2.14.1): lenet_300_100 on 8x8 digits
-# trains 1.2-1.6x (N=4) to 1.6-2.7x (N=16) as many networks per second as one at a time; conv4 and
-# resnet20 train at ~0.6x (grouped convolutions are slow on CPU), so conv nets train alone there.
-# CUDA: not yet measured on a GPU (benchmarks/gpu_smoke.sh prints the rows that would change this);
-# a cohort of MLPs replaces N launch-bound steps by one, so they form cohorts, conv nets wait for
-# the measurement. A fixed table, never a timing, so a rerun forms the same cohorts.
+# cohort` (README "Performance"). CPU (2 vCPU AMD EPYC, torch 2.14.1, loaded): lenet_300_100 on 8x8
+# digits trains 1.35x (N=4), 1.92x (N=16) and 2.26x (N=64) as many networks per second as one at a
+# time; 16, not 64: at 28x28 input a cohort of 64 crosses the thread policy's one-thread line and
+# measured 0.75x (16: 1.81x). conv4 and resnet20 measured 0.93-1.20x with intervals across 1, so
+# conv nets train alone there. CUDA: not yet measured on a GPU (benchmarks/gpu_smoke.sh prints the
+# rows that would change this); a cohort of MLPs replaces N launch-bound steps by one, so they form
+# cohorts, conv nets wait for the measurement. A fixed table, never a timing: a rerun forms the
+# same cohorts.
 AUTO: dict[tuple[str, str], int] = {
     ("cpu", "mlp"): 16,
     ("cpu", "conv"): 1,
@@ -67,7 +70,8 @@ AUTO: dict[tuple[str, str], int] = {
     ("cuda", "conv"): 1,
 }
 # `auto` forms a cohort only when it gets at least this many runs: on the CPU a cohort of 2 LeNets
-# was no faster than two runs one after the other (0.95x per step; 3: 1.3x). Elsewhere: 2.
+# was not shown faster than two runs one after the other (benchmark 1.13x, interval 0.98-1.19; a
+# probe 0.95x), 3 were (probe 1.32x), 4 clearly (1.35x, 1.31-1.41). Elsewhere: 2.
 AUTO_MIN: dict[str, int] = {"cpu": 3}
 
 
@@ -176,7 +180,7 @@ class Stack:
     and buffers, each [N, ...] on the training device.
 
     Linear weights are stored transposed ([N, in, features]: vmap's linear rule then multiplies
-    contiguous matrices instead of copying a transposed view every step; measured 1.1-1.15x per
+    contiguous matrices instead of copying a transposed view every step; measured about 1.15x per
     step for lenet_300_100); `call_params` hands functional_call the [N, out, in] views. Every
     elementwise operation (optimizer, masks) is layout-blind, and `run_tensor` undoes the layout.
     """
@@ -327,6 +331,16 @@ class Step:
         return [float(c) / max(1, n) for c in correct.tolist()]
 
 
+def build_step(models: Sequence[nn.Module], masks: Sequence[Mapping[str, torch.Tensor] | None], spec: Any,
+               device: torch.device) -> Step:
+    """The cohort step of `models` (on `device`, masks applied) with their `masks`: what the trainer and the benchmark run."""
+    stack = Stack(models, device)
+    template = copy.deepcopy(models[0]).to("meta")  # holds no weights: every tensor comes from the stack
+    template.train()
+    opt = optimizer([stack.leaves[k] for k in stack.names if stack.requires_grad[k]], spec, device)
+    return Step(template, stack, opt, stacked_masks(stack, masks, device), device, spec.precision)
+
+
 # ---- Optimizer state per run: the layout of one network's checkpoint -------------------------
 
 
@@ -470,15 +484,11 @@ class Cohort:
             if m.run.start_step in m.run.snapshot_steps:
                 m.snapshots[m.run.start_step] = {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
                                                  for k, v in m.start.model.state_dict().items()}
-        self.stack = Stack(models, device)
-        template = copy.deepcopy(models[0]).to("meta")  # holds no weights: every tensor comes from the stack
-        template.train()
-        self.opt = optimizer([self.stack.leaves[k] for k in self.stack.names if self.stack.requires_grad[k]], spec, device)
+        self.step = build_step(models, [m.start.mask for m in self.members], spec, device)
+        self.stack, self.opt = self.step.stack, self.step.opt
         # One network's optimizer layout (hyperparameters, foreach flag), for the runs' checkpoints.
         self.groups = tools.make_optimizer([p for p in models[0].parameters() if p.requires_grad], spec
                                            ).state_dict()["param_groups"]
-        self.step = Step(template, self.stack, self.opt, stacked_masks(self.stack, [m.start.mask for m in self.members], device),
-                         device, spec.precision)
 
     def resume(self, checkpoints: Sequence[dict[str, Any] | None], step: int, reporter: Any) -> None:
         """Load each run's checkpoint (all at `step`) into its slice; nothing when none has one."""
