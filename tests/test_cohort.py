@@ -291,6 +291,11 @@ def test_what_trains_alone_says_why():
     tied = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     tied[1].weight = tied[0].weight
     assert "tied" in C.alone_reason(tied, recipe)
+    model = _lenet(0)
+    held = TR.Start(model, _mask(model, 0.5, 0), frozen={"fc.weight": torch.zeros_like(model.fc.weight)})
+    assert "frozen" in C.alone_reason(model, recipe, held)
+    runs = [TR.Run(key="", start=lambda: held, label="held"), *_runs(_lenet, [1, 2], [0, 1])]
+    assert [[r.label for r, _ in g] for g in C.plan(runs, recipe)] == [["held"], ["run 1", "run 2"]]
 
 
 def test_cohort_one_is_todays_path(monkeypatch):
@@ -397,3 +402,61 @@ def test_cohort_on_cuda_follows_single_runs(monkeypatch, net):
     for res, mask in zip(together, masks):
         params = dict(res.model.named_parameters())
         assert all(bool((params[n].detach()[~m.to(params[n].device)] == 0).all()) for n, m in (mask or {}).items())
+
+
+class _Tracked:
+    def __init__(self) -> None:
+        self.points: list[tuple[int, dict]] = []
+        self.checkpoints = 0
+        self.ok: bool | None = None
+
+    def log(self, step, values):
+        self.points.append((step, dict(values)))
+        return True
+
+    def checkpoint(self):
+        self.checkpoints += 1
+
+    def finish(self, ok=True):
+        self.ok = ok
+
+
+class _Tracking:
+    def __init__(self) -> None:
+        self.runs: dict[str, _Tracked] = {}
+
+    def track(self, name, config, *, folder=None, key="", kind="network"):
+        self.runs[name] = _Tracked()
+        return self.runs[name]
+
+    def start(self, label, total):
+        return label
+
+    def update(self, task, completed, **fields):
+        pass
+
+    def finish(self, task):
+        pass
+
+    def log(self, message):
+        pass
+
+
+def test_a_cohort_tracks_each_network_as_it_trains_alone():
+    """A tracker (ticketx.trackers) gets every network's points at the same steps with the same names."""
+    data = _digits()
+    spec = TrainSpec(optimizer="adam", lr=3e-3, batch_size=60, length="40it", eval_every="20it")
+    alone, together = _Tracking(), _Tracking()
+    TR.train(_runs(_lenet, [0, 1, 2], [0, 0, 1]), TR.Recipe.of(data, spec, "cpu"), alone)
+    TR.train(_runs(_lenet, [0, 1, 2], [0, 0, 1]), TR.Recipe.of(data, spec, "cpu", cohort=3), together)
+    assert sorted(together.runs) == sorted(alone.runs) == ["run 0", "run 1", "run 2"]
+    for name, a in alone.runs.items():
+        b = together.runs[name]
+        assert [s for s, _ in b.points] == [s for s, _ in a.points] == [20, 25, 40]
+        assert [sorted(v) for _, v in b.points] == [sorted(v) for _, v in a.points]
+        for (_, va), (_, vb) in zip(a.points, b.points):
+            for k in ("train/loss", "train/lr", "epoch", "test/accuracy"):
+                if k in va:
+                    assert vb[k] == pytest.approx(va[k], rel=1e-4, abs=2 / len(data.test_y)), k
+            assert vb["train/accuracy"] == pytest.approx(va["train/accuracy"], abs=0.02)
+        assert b.ok is True and b.checkpoints == a.checkpoints > 0

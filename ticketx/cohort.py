@@ -31,7 +31,8 @@ timing, so a rerun forms the same cohorts; a killed cohort resumes from its runs
 
 Not in a cohort (each trains alone, exactly as before): models with dropout or other stochastic
 layers (one dropout stream per run cannot be drawn inside one vmapped call), fp16 (one
-GradScaler would couple the runs), DDP, and networks whose state has tied or extra entries.
+GradScaler would couple the runs), DDP, networks whose state has tied or extra entries, and runs
+whose pruned weights are held at frozen values (`Start.frozen`, the mask-0 treatment).
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def _stochastic(model: nn.Module) -> str | None:
     return None
 
 
-def alone_reason(model: nn.Module, recipe: Any) -> str | None:
-    """Why `model` must train alone under `recipe` (None: it can join a cohort)."""
+def alone_reason(model: nn.Module, recipe: Any, start: Any = None) -> str | None:
+    """Why `model` (of the run's Start `start`) must train alone under `recipe` (None: it can join a cohort)."""
+    if getattr(start, "frozen", None):
+        return "its pruned weights are held at frozen values (mask-0 treatment)"
     if distributed.active():
         return "DDP trains one network per process"
     if recipe.spec.precision == "fp16":
@@ -153,7 +156,7 @@ def plan(runs: Sequence[Any], recipe: Any) -> Iterator[list[tuple[Any, Any]]]:
             yield from _close(group, recipe)
             group = []
         if not group:
-            limit = 1 if alone_reason(model, recipe) else size(recipe.cohort, recipe.device, model)
+            limit = 1 if alone_reason(model, recipe, start) else size(recipe.cohort, recipe.device, model)
             key = signature(run, model, recipe)
         group.append((run, start))
         if limit == 1:
@@ -295,19 +298,45 @@ class Step:
                  y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(torch.func.functional_call(template, (params, buffers), (x,)), y)
 
+        def counted(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = torch.func.functional_call(template, (params, buffers), (x,))
+            return F.cross_entropy(out, y), (out.detach().argmax(dim=-1) == y).sum()
+
         def logits(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(template, (params, buffers), (x,))
 
         # in_dims: a batch shared by every run (one data seed) is passed once, unbatched.
-        self.losses = {shared: torch.func.vmap(loss, in_dims=(0, 0, None if shared else 0, None if shared else 0))
-                       for shared in (True, False)}
+        dims = {shared: (0, 0, None if shared else 0, None if shared else 0) for shared in (True, False)}
+        self.losses = {shared: torch.func.vmap(loss, in_dims=d) for shared, d in dims.items()}
+        self.counted = {shared: torch.func.vmap(counted, in_dims=d) for shared, d in dims.items()}
         self.logits = torch.func.vmap(logits, in_dims=(0, 0, None))
+        self.correct: torch.Tensor | None = None  # per run: training batches' correct answers since the last read
+        self.seen = 0
+
+    def count_correct(self) -> None:
+        """Also count each run's correct answers on its training batches (train.Stepper.count_correct: tracking)."""
+        self.correct = torch.zeros(self.stack.n, dtype=torch.int64, device=self.device)
+
+    def train_accuracy(self) -> list[float] | None:
+        """Each run's accuracy on its training batches since the last read (a device sync), or None."""
+        if self.correct is None or not self.seen:
+            return None
+        acc = [float(c) / self.seen for c in self.correct.tolist()]
+        self.correct.zero_()
+        self.seen = 0
+        return acc
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float, shared: bool) -> torch.Tensor:
         for g in self.opt.param_groups:
             g["lr"] = lr
         with autocast(self.device, self.precision):
-            losses = self.losses[shared](self.stack.call_params(), self.stack.buffers, x, y)
+            if self.correct is None:
+                losses = self.losses[shared](self.stack.call_params(), self.stack.buffers, x, y)
+            else:
+                losses, right = self.counted[shared](self.stack.call_params(), self.stack.buffers, x, y)
+                self.correct += right
+                self.seen += y.shape[-1]
         self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.opt.step()
@@ -401,6 +430,8 @@ class Member:
     count: int = 0  # steps in the running loss since it was last read
     last: float = float("nan")  # the mean at the last read
     failed: str | None = None  # the divergence message, once its loss was not finite
+    tracked: Any = None  # its tracker run (ticketx.trackers.TrackedRun), if a tracker is on
+    since: tuple[float, int] | None = None  # (time, step) of its last tracker point
 
 
 @dataclass
@@ -411,6 +442,8 @@ class Tools:
     result: Callable[..., Any]  # TrainResult
     eval_batch_size: Callable[[torch.device, Sequence[int]], int]
     log_every: int
+    track: Callable[..., Any] | None = None  # train.track: a run's tracker run, or None
+    tracked_config: Callable[..., Any] | None = None  # train.tracked_config: what the tracker shows of a run
 
 
 def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, done: Callable[[Any, Any], None] | None,
@@ -539,8 +572,21 @@ class Cohort:
             for m in members:
                 m.task = reporter.start(m.run.label, steps.total)
                 reporter.update(m.task, step)
+                if tools.track is not None and tools.tracked_config is not None:
+                    m.tracked = tools.track(reporter, m.run.label, tools.tracked_config(m.run, recipe, m.start),
+                                            folder=m.run.folder, key=m.run.key, kind=m.run.experiment or "network")
+            if any(m.tracked is not None for m in members):
+                self.step.count_correct()
             started = time.perf_counter()
-            images = self._loop(step, totals, batches, evals, reporter, started)
+            for m in members:
+                m.since = (started, step)
+            self.at = step
+            try:
+                images = self._loop(step, totals, batches, evals, reporter, started)
+            finally:
+                for m in members:
+                    if m.tracked is not None:
+                        m.tracked.finish(ok=self.at >= steps.total and m.failed is None)
             wall = time.perf_counter() - started
             for m in members:
                 reporter.finish(m.task)
@@ -600,6 +646,7 @@ class Cohort:
                 for m in members:
                     m.count += 1
                 step += 1
+                self.at = step
                 images += got[0][1].shape[0]
                 if step % log_every == 0:
                     for m, loss in zip(members, read()):
@@ -610,8 +657,17 @@ class Cohort:
                 for i, m in enumerate(members):
                     if m.failed is None and step in m.run.snapshot_steps:
                         m.snapshots[step] = stack.state_copy(i)
-                if step % steps.eval_every == 0 or step == steps.total:
-                    self._evaluate(step, read(), evals, reporter)
+                evaluated = step % steps.eval_every == 0 or step == steps.total
+                trained_at = None
+                if evaluated:
+                    losses = read()  # waits for the device: the training steps so far are done
+                    trained_at = time.perf_counter()
+                    self._evaluate(step, losses, evals, reporter)
+                if self.step.correct is not None and (step % log_every == 0 or evaluated):
+                    self._track(step, evaluated, trained_at if trained_at is not None else time.perf_counter())
+            for m in members:
+                if m.tracked is not None and m.failed is None:
+                    m.tracked.checkpoint()
             seconds = time.perf_counter() - started
             live = [(i, m) for i, m in enumerate(members) if m.failed is None]
             for i, m in live:
@@ -626,6 +682,26 @@ class Cohort:
                     if m.run.checkpoint is not None:
                         self.save(i, step, [values[i], m.count, m.last], m.elapsed + seconds / self.n)
         return images
+
+    def _track(self, step: int, evaluated: bool, now: float) -> None:
+        """train.TrackHook for every tracked run that has not diverged. `time/step_ms` is the run's share
+        of the cohort's step time (the shares add up to it), as its `seconds` are."""
+        steps = self.recipe.steps
+        accuracy = self.step.train_accuracy()
+        for i, m in enumerate(self.members):
+            if m.tracked is None or m.failed is not None:
+                continue
+            values: dict[str, Any] = {"train/loss": m.last, "train/lr": steps.schedule(step - 1),
+                                      "train/accuracy": accuracy[i] if accuracy is not None else None,
+                                      "epoch": step / steps.iterations_per_epoch}
+            if m.since is not None and step > m.since[1]:
+                values["time/step_ms"] = 1000 * (now - m.since[0]) / (step - m.since[1]) / self.n
+            if evaluated and m.history and m.history[-1]["step"] == step:
+                record = m.history[-1]
+                values.update({"test/accuracy": record["test_acc"], "val/accuracy": record.get("val_acc"),
+                               "density": {**m.run.info, **m.start.info}.get("density")})
+            m.tracked.log(step, {k: v for k, v in values.items() if v is not None})
+            m.since = (time.perf_counter(), step)
 
     def _evaluate(self, step: int, losses: list[float], evals: list[Any], reporter: Any) -> None:
         """train.EvalHook for every run that has not diverged: test (and validation) accuracy into its history."""

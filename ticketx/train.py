@@ -724,7 +724,7 @@ def _train_cohorts(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
 
     from ticketx import cohort
 
-    tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY)
+    tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY, track, tracked_config)
     results: list[TrainResult] = []
     for group in cohort.plan(runs, recipe):
         if len(group) == 1:
