@@ -146,6 +146,8 @@ Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identi
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
 TicketOut = Annotated[Path, typer.Option("--out", "-o", help="Ticket file to write.")]
+Width = Annotated[float, typer.Option("--width", help=(
+    "Multiplier of every hidden layer's units or channels (1 = the paper's network; recorded in the ticket)."))]
 
 # Training options, shared by every command that trains: declared here once and added to each
 # such command by @training_options. Each is a TrainSpec field of the same name (help, bounds and
@@ -221,6 +223,7 @@ def find(
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
+    width: Width = 1.0,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
     train: dict[str, Any] | None = None,
@@ -234,7 +237,8 @@ def find(
 
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
                         "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion},
-                        image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
+                        image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic,
+                        width=width)
     with RichReporter() as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
     interrupt.finished(str(out))  # a Ctrl-C from now on changes nothing: say so, exit 0
@@ -268,6 +272,7 @@ def transfer(
     reset_head: Annotated[bool, typer.Option("--reset-head", hidden=True)] = False,  # the old name of --new-head
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Every arm's output layer dense (kept or new) instead of pruned to the ticket's output-layer density.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
+    width: Annotated[Optional[float], typer.Option("--width", help="Check that the ticket's network has this width.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     train: dict[str, Any] | None = None,
@@ -282,7 +287,7 @@ def transfer(
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
-        deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
+        deterministic=deterministic, train=train, model=model, image_size=image_size, width=width, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
     with RichReporter() as rep:
@@ -385,6 +390,7 @@ def pai(
     scope: Annotated[str, field_option("PruneSpec", "scope")] = "global",
     iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
+    width: Width = 1.0,
     device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
     train: dict[str, Any] | None = None,
 ) -> None:
@@ -398,7 +404,7 @@ def pai(
     if criterion is None:
         raise UsageError("Missing option '--criterion'.", "see 'ticketx pai --help'")
     ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
-                              device=device, image_size=image_size, data_dir=data_dir, train=train or {})
+                              device=device, image_size=image_size, data_dir=data_dir, train=train or {}, width=width)
     console.print(f"[green]ticket written:[/] {out} ({len(ticket.rounds) - 1} densities)")
     typer.echo(str(out))
 

@@ -122,6 +122,7 @@ class Search:
         return {
             "kind": "ticket", "model": spec.model, "data": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels,
+            "width": spec.width,
             "head": self.head, "train": spec.train.model_dump(), "prune": spec.prune.model_dump(), "seed": spec.seed,
             "init_seed": init_seed, "data_seed": data_seed, "deterministic": spec.deterministic,
             "rewind_step": self.rewind_step, "iterations_per_epoch": self.steps.iterations_per_epoch,
@@ -161,7 +162,7 @@ def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporte
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, _ = spec.seeds
     runtime.seed_weights(init_seed)
-    model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
+    model = build_model(spec.model, data.num_classes, data.channels, data.image_size, width=spec.width)
     recipe = Recipe.of(data, spec.train, device)
     problem = rewind_problem(spec.prune.rewind, spec.train.length, recipe.steps.iterations_per_epoch)
     if problem:

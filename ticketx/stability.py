@@ -154,6 +154,7 @@ def stability(
     from ticketx.models import build_model
     from ticketx.runs import ensure
     from ticketx.settings import TrainSpec
+    from ticketx.ticket import width_of
     from ticketx.train import Recipe, Run, Start, eval_batch_size
 
     meta = ticket.meta
@@ -166,9 +167,10 @@ def stability(
     mask = ticket.mask(round)
     rewind_step = int(meta["rewind_step"])
     dev = torch.device(device)
+    width = width_of(meta)
 
     def copy() -> Start:
-        net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+        net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
         net.load_state_dict(ticket.rewind)
         return Start(net, mask)
 
@@ -184,7 +186,7 @@ def stability(
     outcomes = ensure(runs, Recipe.of(data, spec, dev), reporter, names=names)
     ends = [o.weights for o in outcomes]
     accs = [o.record["test_acc"] for o in outcomes]
-    model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+    model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
     model.to(dev)
     use_bn = has_batch_norm(model) if bn_reset is None else bool(bn_reset and has_batch_norm(model))
     ebs = eval_batch_size(dev, tuple(data.test_x.shape))

@@ -21,7 +21,7 @@ from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data
 from ticketx.settings.transfer import TransferPlan, check_head, head_rule
 from ticketx.stats import MATCH_TOLERANCE, interval, judge, replicated, resolution
-from ticketx.ticket import Ticket
+from ticketx.ticket import Ticket, width_of
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
 from ticketx.runs import ensure
@@ -80,7 +80,8 @@ def transfer(
         "ticket": str(plan.ticket_path),
         "ticket_fingerprint": ticket.meta.get("fingerprint"),
         "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
-                   "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"]},
+                   "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
+                   "width": width_of(ticket.meta)},
         "target": data.name,
         "target_classes": list(data.classes),
         "own_ticket": spec.own_ticket,
