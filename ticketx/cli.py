@@ -167,6 +167,10 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "precision": (Optional[str], field_option("TrainSpec", "precision")),
     "eval_every": (Optional[str], field_option("TrainSpec", "eval_every")),
     "val_split": (Optional[float], field_option("TrainSpec", "val_split")),
+    "label_noise": (Optional[float], field_option("TrainSpec", "label_noise")),
+    "noise_mode": (Optional[str], field_option("TrainSpec", "noise_mode", note="{TrainSpec.noise_mode:default}")),
+    "noise_seed": (Optional[int], field_option("TrainSpec", "noise_seed")),
+    "augment": (Optional[bool], field_option("TrainSpec", "augment", "--augment/--no-augment")),
 }
 
 

@@ -411,6 +411,9 @@ def pai_ticket(
     data_seed = seed if data_seed is None else data_seed
     dens = [float(d) for d in densities]
     train_spec = resolve_train(model_name, dict(train or {}))
+    if train_spec.label_noise:
+        raise UsageError("pruning at initialisation scores the weights on true labels: --label-noise is not used here",
+                         "give --label-noise to `transfer` (retraining under noise) or find a ticket with `find --label-noise`")
     from ticketx.runtime import seed_weights
 
     seed_weights(init_seed)

@@ -168,6 +168,8 @@ def stability(
     rewind_step = int(meta["rewind_step"])
     dev = torch.device(device)
     width = width_of(meta)
+    # With label noise, both copies train on the very labels the ticket's search trained on.
+    noise_seed = int(meta.get("label_noise", {}).get("seed", meta.get("data_seed", 0)))
 
     def copy() -> Start:
         net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
@@ -179,7 +181,7 @@ def stability(
     key = store.fingerprint({"stability": meta.get("fingerprint"), "round": round, "train": spec.model_dump()})
     runs = [Run(key=f"{key}-{s}", start=copy, folder=None if work is None else Path(work) / f"copy-{i + 1}",
                 label=f"stability copy {i + 1}/2 (data seed {s})", start_step=rewind_step, data_seed=s,
-                split_seed=int(meta.get("data_seed", 0)), experiment="stability", keep_weights=True,
+                split_seed=int(meta.get("data_seed", 0)), noise_seed=noise_seed, experiment="stability", keep_weights=True,
                 info={"copy": i + 1, "data_seed": s})
             for i, s in enumerate((a_seed, b_seed))]
     names = list(ticket.rewind)  # every tensor of the state: the path interpolates the whole network

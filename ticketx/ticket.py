@@ -6,7 +6,8 @@ Layout (a plain dict of tensors and JSON-able values, so it loads with
     format          "ticketx-ticket"
     format_version  1
     meta            dict: model, data set, classes, image size, channels, width, training and
-                    pruning settings, seeds, versions, and per-round density/accuracy (`rounds`)
+                    pruning settings, label noise, seeds, versions, and per-round density and
+                    accuracies (`rounds`)
     names           prunable tensor names, in packing order
     shapes          their shapes
     masks           uint8 [B]: the masks of rounds 1..R, nested-encoded (below)
@@ -192,7 +193,8 @@ META_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": str, "data": str, "num_classes": int, "image_size": int, "channels": int, "train": dict,
     "prune": dict, "init_seed": int, "data_seed": int, "rewind_step": int, "total_steps": int,
 }
-# Also written, but absent from tickets of earlier versions (readers default it): "width" (1.0, `width_of`).
+# Also written, but absent from tickets of earlier versions (readers default them): "width" (1.0,
+# `width_of`) and "label_noise" (the search's noise: fraction, mode, seed, flipped; none = clean labels).
 
 
 def width_of(meta: dict[str, Any]) -> float:

@@ -81,7 +81,7 @@ def transfer(
         "ticket_fingerprint": ticket.meta.get("fingerprint"),
         "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
                    "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
-                   "width": width_of(ticket.meta)},
+                   "width": width_of(ticket.meta), "label_noise": ticket.meta.get("label_noise")},
         "target": data.name,
         "target_classes": list(data.classes),
         "own_ticket": spec.own_ticket,
@@ -197,7 +197,8 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
     return Run(
         key=key, start=start, folder=runs_root / f"{name}-r{src_round:02d}-s{seed}-{key}",
         label=f"[{index}/{total}] {name} r{src_round} s{seed}", data_seed=runtime.transfer_data_seed(seed, round_),
-        split_seed=seed, experiment="transfer",
+        # One noisy target for every arm and round of a seed (tspec.noise_seed, when given, wins).
+        split_seed=seed, noise_seed=seed, experiment="transfer",
         info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
               "head": ("kept" if head == "keep" else "new") + (" dense" if spec.head_dense else ""),
               "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],

@@ -50,6 +50,10 @@ class SearchSpec(Strict):
             d.pop("width")
         return d
 
+    @property
+    def noise_seed(self) -> int:
+        """The label noise's seed (with train.label_noise): train.noise_seed, else the data seed."""
+        return self.train.noise_seed_or(self.seeds[1])
 
 
 def check_names(spec: SearchSpec) -> None:

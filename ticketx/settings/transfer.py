@@ -92,9 +92,16 @@ class TransferPlan:
     own_rounds: dict[int, int] = field(default_factory=dict)  # ticket round -> own ticket's round
 
 
-def ticket_train_spec(ticket: "Ticket", overrides: dict[str, Any]) -> TrainSpec:
-    """The ticket's own training settings updated with the given overrides (the optimizer's-lr rule applies)."""
-    return train_settings(ticket.meta["train"], overrides)
+# The label noise a ticket's search trained with belongs to its data, not to its recipe: a transfer
+# retrains on clean target labels unless it is given its own noise.
+NOISE_FIELDS = ("label_noise", "noise_mode", "noise_seed")
+
+
+def ticket_train_spec(ticket: "Ticket", overrides: dict[str, Any], *, keep_noise: bool = True) -> TrainSpec:
+    """The ticket's own training settings updated with the given overrides (the optimizer's-lr rule applies);
+    without `keep_noise`, without its search's label noise (a transfer's target labels are its own)."""
+    own = {k: v for k, v in ticket.meta["train"].items() if keep_noise or k not in NOISE_FIELDS}
+    return train_settings(own, overrides)
 
 
 def check_compatible(ticket: "Ticket", model: str | None, image_size: int | None, width: float | None = None) -> None:
@@ -192,7 +199,7 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
     spec = spec.model_copy(update={"target": parse_data(spec.target).name})
     ticket = load_checked(ticket_path)
     check_compatible(ticket, model, image_size, width)
-    tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {})
+    tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {}, keep_noise=False)
     rounds = choose_rounds(ticket, spec)
     own, own_rounds = None, {}
     if spec.own_ticket:
