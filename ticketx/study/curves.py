@@ -107,8 +107,10 @@ def _kind_plots(axes: list[Axis], pts: list[dict[str, Any]], folder: Path, kind:
         noisy = any((_number(p[a.columns[0]]) or 0) > 0 for a in noise for p in group)
         where = ", ".join(d for a, v in zip(other, key) if len(_values(pts, a)) > 1 and (d := a.describe(v)))
         stem = slug("-".join([kind, *(a.text(v) for a, v in zip(other, key) if len(_values(pts, a)) > 1)]))
+        # A line per noise level; its label names the noise axes that vary here (else all of them).
+        named = [i for i, a in enumerate(noise) if len(_values(group, a)) > 1] or list(range(len(noise)))
         line = lambda p: tuple(p[a.columns[0]] for a in noise)  # noqa: E731
-        label = lambda t: ", ".join(a.label_part(v) for a, v in zip(noise, t)) or "clean labels"  # noqa: E731
+        label = lambda t: ", ".join(noise[i].label_part(t[i]) for i in named) or "clean labels"  # noqa: E731
         title = f"{'searches' if kind == 'search' else 'tickets transferred'}" + (f": {where}" if where else "")
         cols = point_columns(axes)
         if len(widths) > 1:
@@ -164,12 +166,13 @@ def _model_wise(group: list[dict[str, Any]], width: Axis, line: Any, label: Any,
             err = lambda v: 100 * (1 - float(v))  # noqa: E731
             drawn, = ax.plot(x, [err(p["test_acc"]) for p in mine], "-o", markersize=3, label=label(t))
             _band(ax, x, mine, "test_acc", err, drawn.get_color())
-        density = sum(p["density"] for p in at) / len(at)
+        lo, hi = min(p["density"] for p in at), max(p["density"] for p in at)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({float(p[col]) for p in at}))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"round {r}: {100 * density:.3g}% weights remaining", fontsize=9)
+        span = f"{100 * lo:.3g}%" if hi - lo <= 0.01 * hi else f"{100 * lo:.3g}-{100 * hi:.3g}%"  # densities differ a little by width
+        ax.set_title(f"round {r}: {span} weights remaining", fontsize=9)
         ax.set_xlabel("width (x the paper's hidden units)")
         ax.set_ylabel("test error (%), 95% interval")
         ax.grid(True, alpha=0.3)
@@ -217,6 +220,8 @@ def _by_density(group: list[dict[str, Any]], width: list[Axis], line: Any, label
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("% weights remaining")
         ax.set_ylabel("test accuracy (%)" if metric == "test_acc" else "flipped labels fitted (%); train acc. (dashed)")
+        if metric == "memorised":
+            ax.set_ylim(-3, 103)  # every panel on the same scale: 0 (none of the noise fitted) to 100 (all)
         if w is not None:
             ax.set_title(width[0].describe(w), fontsize=9)
         ax.grid(True, alpha=0.3)
