@@ -181,7 +181,7 @@ def test_validate_prints_cells_by_kind(cli):
 def test_every_shipped_study_validates(cli):
     files = sorted(STUDIES.glob("*.yaml"))
     assert {"quickstart.yaml", "ci.yaml", "morcos2019_vgg19.yaml", "morcos2019_resnet50.yaml",
-            "cifar10_to_svhn.yaml", "deconstruct.yaml"} <= {f.name for f in files}
+            "cifar10_to_svhn.yaml", "deconstruct.yaml", "overparam.yaml"} <= {f.name for f in files}
     for f in files:
         code, stdout, stderr = cli("study", "validate", f)
         assert code == 0, f"{f.name}: {stderr}"

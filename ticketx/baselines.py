@@ -315,8 +315,9 @@ class Arm:
         from ticketx.models import build_model, head_name
 
         meta, reset = self.ticket.meta, self.reset_head
+        width = ticketfile.width_of(meta)
         runtime.seed_weights(self.stream_seed("fresh-weights" if kind.fresh_weights else "head-weights"))
-        model = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"])
+        model = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"], width=width)
         head_param = head_name(model)
         prefix = head_param.rsplit(".", 1)[0] + "."
         ticketfile.check_model(self.ticket, model, ignore=tuple(k for k in self.ticket.rewind if reset and k.startswith(prefix)))
@@ -328,7 +329,8 @@ class Arm:
                     state[k] = v.clone()
         elif reset:  # a re-drawn body under the new output layer every other arm gets
             runtime.seed_weights(self.stream_seed("head-weights"))
-            shared = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"]).state_dict()
+            shared = build_model(meta["model"], self.num_classes, meta["channels"], meta["image_size"],
+                                 width=width).state_dict()
             state.update({k: v for k, v in shared.items() if k.startswith(prefix)})
         model.load_state_dict(state)
         mask = self.ticket.mask(self.round)

@@ -164,6 +164,10 @@ def _tracker(text: Optional[str], root: Path, group: str) -> Any:
 
     return open_tracker(text, root=root, group=group)
 
+
+Width = Annotated[float, typer.Option("--width", help=(
+    "Multiplier of every hidden layer's units or channels (1 = the paper's network; recorded in the ticket)."))]
+
 # Training options, shared by every command that trains: declared here once and added to each
 # such command by @training_options. Each is a TrainSpec field of the same name (help, bounds and
 # validation from there), but --epochs, which is --length Nep: a new option is one line here.
@@ -182,6 +186,10 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "precision": (Optional[str], field_option("TrainSpec", "precision")),
     "eval_every": (Optional[str], field_option("TrainSpec", "eval_every")),
     "val_split": (Optional[float], field_option("TrainSpec", "val_split")),
+    "label_noise": (Optional[float], field_option("TrainSpec", "label_noise")),
+    "noise_mode": (Optional[str], field_option("TrainSpec", "noise_mode", note="{TrainSpec.noise_mode:default}")),
+    "noise_seed": (Optional[int], field_option("TrainSpec", "noise_seed")),
+    "augment": (Optional[bool], field_option("TrainSpec", "augment", "--augment/--no-augment")),
 }
 
 
@@ -239,6 +247,7 @@ def find(
     seed: Annotated[int, typer.Option("--seed", help="Seed for weight init and data order.")] = 0,
     init_seed: Annotated[Optional[int], typer.Option("--init-seed", help="Override the weight-initialisation seed.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Override the data-order/augmentation seed.")] = None,
+    width: Width = 1.0,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
     tracker: TrackerOpt = None,
@@ -254,7 +263,8 @@ def find(
     spec = resolve_search(data, model, train=train, prune={"rounds": rounds, "rate": prune_rate, "head_rate": head_rate,
                         "rates": prune_rates, "schedule": schedule, "scope": scope, "keep_dense": keep_dense, "rewind": rewind, "criterion": criterion,
                         "retrain": retrain},
-                        image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic)
+                        image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic,
+                        width=width)
     tracking = _tracker(tracker, out.parent, out.name.rsplit(".", 1)[0])
     with RichReporter(tracker=tracking) as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
@@ -290,6 +300,7 @@ def transfer(
     head_dense: Annotated[bool, typer.Option("--head-dense", help="Every arm's output layer dense (kept or new) instead of pruned to the ticket's output-layer density.")] = False,
     mask0: Annotated[Optional[str], typer.Option("--mask0", help="What the pruned weights hold while every arm trains (Zhou et al. 2019): zero (default), frozen (at their starting value), zhou (zero where the weight moved toward zero in the round that pruned it, frozen elsewhere).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Check that the ticket is this model.")] = None,
+    width: Annotated[Optional[float], typer.Option("--width", help="Check that the ticket's network has this width.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder \\[default: runs/transfer/<ticket>-to-<target>].")] = None,
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     tracker: TrackerOpt = None,
@@ -308,7 +319,7 @@ def transfer(
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
-        mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, device=device)
+        mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, width=width, device=device)
     out = out or default_out(ticket, plan.spec.target)
     store.check_writable(out / "result.json")
     tracking = _tracker(tracker, out, out.name)
@@ -421,6 +432,7 @@ def pai(
     scope: Annotated[str, field_option("PruneSpec", "scope")] = "global",
     iterations: Annotated[int, typer.Option("--iterations", help="SynFlow iterations per density.", min=1)] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Weight-initialisation and sampling seed.")] = 0,
+    width: Width = 1.0,
     device: Device = "auto", image_size: ImageSize = None, data_dir: DataDir = None,
     tracker: TrackerOpt = None,
     train: dict[str, Any] | None = None,
@@ -437,7 +449,7 @@ def pai(
     stem = out.name.rsplit(".", 1)[0]
     tracking = _tracker(tracker, out.parent, stem)
     ticket = write_pai_ticket(criterion, data, model, densities, out, scope=scope, iterations=iterations, seed=seed,
-                              device=device, image_size=image_size, data_dir=data_dir, train=train or {})
+                              device=device, image_size=image_size, data_dir=data_dir, train=train or {}, width=width)
     if tracking is not None:  # nothing trains: the masks' densities, by round
         from ticketx.trackers import log_rounds
 

@@ -396,13 +396,15 @@ def pai_ticket(
     keep_dense: Sequence[str] = (),
     train: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    width: float = 1.0,
 ) -> Any:
     """A ticket found by pruning at initialisation: one round per target density, rewind point 0.
 
     The network is built exactly as `find` builds it (torch.manual_seed(init_seed), then
     build_model), so a PaI ticket and an IMP ticket with the same init seed share their initial
     weights. `train` overrides the model's default recipe recorded in the ticket (what
-    `transfer` retrains with by default). `data` is a `ticketx.data.ImageData`.
+    `transfer` retrains with by default). `data` is a `ticketx.data.ImageData`. `width` multiplies
+    the hidden layers (ticketx.models.width), recorded in the ticket.
     """
     from ticketx import store
     from ticketx import ticket as ticketfile
@@ -415,10 +417,13 @@ def pai_ticket(
     data_seed = seed if data_seed is None else data_seed
     dens = [float(d) for d in densities]
     train_spec = resolve_train(model_name, dict(train or {}))
+    if train_spec.label_noise:
+        raise UsageError("pruning at initialisation scores the weights on true labels: --label-noise is not used here",
+                         "give --label-noise to `transfer` (retraining under noise) or find a ticket with `find --label-noise`")
     from ticketx.runtime import seed_weights
 
     seed_weights(init_seed)
-    model = build_model(model_name, data.num_classes, data.channels, data.image_size)
+    model = build_model(model_name, data.num_classes, data.channels, data.image_size, width=width)
     head = head_name(model)
     rewind_state = state_copy(model)
     t0 = time.perf_counter()
@@ -448,6 +453,8 @@ def pai_ticket(
     science = {"kind": "prune-at-init", "model": model_name, "data": data.name, "image_size": data.image_size,
                "channels": data.channels, "prune": prune, "train": train_spec.model_dump(),
                "init_seed": init_seed, "data_seed": data_seed}
+    if width != 1:  # tickets found before widths existed keep their fingerprints
+        science["width"] = float(width)
     dense_record = {"round": 0, "density": 1.0, "layer_density": {n: 1.0 for n in masks[0]}, "collapsed": [],
                     "test_acc": None, "val_acc": None, "seconds": 0.0, "steps": 0, "history": []}
     records = [dense_record] + [
@@ -465,6 +472,7 @@ def pai_ticket(
         "num_classes": data.num_classes,
         "image_size": data.image_size,
         "channels": data.channels,
+        "width": float(width),
         "head": head,
         "train": train_spec.model_dump(),
         "prune": prune,
@@ -487,7 +495,7 @@ def pai_ticket(
 
 def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out: Any, *, scope: str = "global",
                      iterations: int = SYNFLOW_ITERATIONS, seed: int = 0, device: str = "auto", image_size: int | None = None,
-                     data_dir: Any = None, train: Mapping[str, Any] | None = None) -> Any:
+                     data_dir: Any = None, train: Mapping[str, Any] | None = None, width: float = 1.0) -> Any:
     """`ticketx pai`: check the options, load the data, find the masks, write the ticket atomically."""
     from ticketx import store
     from ticketx import ticket as ticketfile
@@ -496,9 +504,15 @@ def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out:
     from ticketx.settings.base import as_list
     from ticketx.runtime import resolve_device
 
+    from ticketx.models.width import check_width
+
     get(criterion)
     parse_data(data)
     info = model_info(model)
+    width = check_width(width)
+    if width != 1 and not info.widths:
+        raise UsageError(f"{model} has no width option (it is built at its published width)",
+                         "--width 1, or a model that has one: see `ticketx models`")
     try:
         dens = [float(d) for d in as_list(densities)]
     except ValueError:
@@ -511,6 +525,6 @@ def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out:
     store.check_writable(out)
     images = load_data(data, data_dir, image_size=image_size or info.image_size)
     ticket = pai_ticket(criterion, model, images, dens, seed=seed, iterations=iterations, scope=scope, train=train,
-                        device=dev)
+                        device=dev, width=width)
     ticketfile.save(ticket, out)
     return ticket

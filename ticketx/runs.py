@@ -55,10 +55,13 @@ def stored(run: Run) -> Outcome | None:
 
 def record_of(run: Run, result: TrainResult) -> dict[str, Any]:
     """The record of a freshly trained run: what it was, then what training measured."""
-    return {
+    record = {
         "key": run.key, **run.info, **result.info, "test_acc": result.test_acc, "val_acc": result.val_acc,
-        "seconds": result.seconds, "steps": result.steps, "history": result.history,
+        "train_acc": result.train_acc, "seconds": result.seconds, "steps": result.steps, "history": result.history,
     }
+    if result.noise is not None:  # trained on noisy labels: how much of the noise it fitted, and what it was
+        record.update(memorised=result.memorised, label_noise=result.noise)
+    return record
 
 
 def ensure(runs: Sequence[Run], recipe: Recipe, reporter: Any = None, *, names: Sequence[str] = ()) -> list[Outcome]:

@@ -106,6 +106,12 @@ def validation_split(seed: int) -> torch.Generator:
     return generator(seed)
 
 
+def label_noise(noise_seed: int) -> torch.Generator:
+    """Which training labels are replaced, and by what (ticketx.data.noise): its own stream, never the data
+    order's, so the noisy labels depend on the noise seed alone (for a given training set, mode and fraction)."""
+    return generator(seed_for(noise_seed, salt("label-noise")))
+
+
 # Ticket search
 
 

@@ -42,7 +42,7 @@ from ticketx.baselines import TOWARD_ZERO
 from ticketx.data import ImageData, load_data
 from ticketx.errors import TicketxError, UsageError
 from ticketx.models import build_model, head_name, model_info, prunable_names
-from ticketx.settings import SearchSpec, rewind_problem
+from ticketx.settings import SearchSpec, TrainSpec, rewind_problem
 from ticketx.steps import to_iterations
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
@@ -55,6 +55,16 @@ def prepare_data(data: str, model: str, image_size: int | None, channels: int | 
     """Load a data set adapted to the model's input size (data-side shape adaptation)."""
     info = model_info(model)
     return load_data(data, data_dir, image_size=image_size or info.image_size, channels=channels)
+
+
+def noise_meta(train: TrainSpec, seed: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ticket's `label_noise` entry: the noise its search trained with (fraction, mode, seed, how many
+    labels flipped); nothing for a search on clean labels."""
+    if not train.label_noise:
+        return {}
+    flipped = next((r["label_noise"] for r in records if isinstance(r.get("label_noise"), dict)), {})
+    return {"label_noise": {"fraction": train.label_noise, "mode": train.noise_mode, "seed": seed,
+                            **{k: flipped[k] for k in ("flipped", "examples") if k in flipped}}}
 
 
 def work_dir_for(out: Path) -> Path:
@@ -131,7 +141,7 @@ class Search:
 
         run = Run(
             key=self.key, start=start, folder=self.work / f"round_{r:02d}", label=f"round {r}/{self.spec.prune.rounds}",
-            start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1],
+            start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1], noise_seed=self.spec.noise_seed,
             snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
             config=self.spec.science(),
             info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
@@ -155,6 +165,7 @@ class Search:
         return {
             "kind": "ticket", "model": spec.model, "data": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels,
+            "width": spec.width, **noise_meta(spec.train, spec.noise_seed, records),
             "head": self.head, "train": spec.train.model_dump(), "prune": spec.prune.model_dump(), "seed": spec.seed,
             "init_seed": init_seed, "data_seed": data_seed, "deterministic": spec.deterministic,
             "rewind_step": self.rewind_step, "iterations_per_epoch": self.steps.iterations_per_epoch,
@@ -194,7 +205,7 @@ def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporte
     data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, _ = spec.seeds
     runtime.seed_weights(init_seed)
-    model = build_model(spec.model, data.num_classes, data.channels, data.image_size)
+    model = build_model(spec.model, data.num_classes, data.channels, data.image_size, width=spec.width)
     recipe = Recipe.of(data, spec.train, device)
     problem = rewind_problem(spec.prune.rewind, spec.train.length, recipe.steps.iterations_per_epoch)
     if problem:

@@ -156,6 +156,7 @@ def stability(
     from ticketx.models import build_model
     from ticketx.runs import ensure
     from ticketx.settings import TrainSpec
+    from ticketx.ticket import width_of
     from ticketx.train import Recipe, Run, Start, eval_batch_size
 
     meta = ticket.meta
@@ -168,9 +169,12 @@ def stability(
     mask = ticket.mask(round)
     rewind_step = int(meta["rewind_step"])
     dev = torch.device(device)
+    width = width_of(meta)
+    # With label noise, both copies train on the very labels the ticket's search trained on.
+    noise_seed = int(meta.get("label_noise", {}).get("seed", meta.get("data_seed", 0)))
 
     def copy() -> Start:
-        net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+        net = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
         net.load_state_dict(ticket.rewind)
         return Start(net, mask)
 
@@ -179,7 +183,7 @@ def stability(
     key = store.fingerprint({"stability": meta.get("fingerprint"), "round": round, "train": spec.model_dump()})
     runs = [Run(key=f"{key}-{s}", start=copy, folder=None if work is None else Path(work) / f"copy-{i + 1}",
                 label=f"stability copy {i + 1}/2 (data seed {s})", start_step=rewind_step, data_seed=s,
-                split_seed=int(meta.get("data_seed", 0)), experiment="stability", keep_weights=True,
+                split_seed=int(meta.get("data_seed", 0)), noise_seed=noise_seed, experiment="stability", keep_weights=True,
                 config={"stability": meta.get("fingerprint"), "round": round, "train": spec.model_dump(), "data_seed": s},
                 info={"copy": i + 1, "data_seed": s})
             for i, s in enumerate((a_seed, b_seed))]
@@ -187,7 +191,7 @@ def stability(
     outcomes = ensure(runs, Recipe.of(data, spec, dev, cohort=cohort), reporter, names=names)
     ends = [o.weights for o in outcomes]
     accs = [o.record["test_acc"] for o in outcomes]
-    model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"])
+    model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
     model.to(dev)
     use_bn = has_batch_norm(model) if bn_reset is None else bool(bn_reset and has_batch_norm(model))
     ebs = eval_batch_size(dev, tuple(data.test_x.shape))

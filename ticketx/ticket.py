@@ -5,8 +5,9 @@ Layout (a plain dict of tensors and JSON-able values, so it loads with
 
     format          "ticketx-ticket"
     format_version  1
-    meta            dict: model, data set, classes, image size, channels, training and pruning
-                    settings, seeds, versions, and per-round density/accuracy (`rounds`)
+    meta            dict: model, data set, classes, image size, channels, width, training and
+                    pruning settings, label noise, seeds, versions, and per-round density and
+                    accuracies (`rounds`)
     names           prunable tensor names, in packing order
     shapes          their shapes
     masks           uint8 [B]: the masks of rounds 1..R, nested-encoded (below)
@@ -208,6 +209,14 @@ META_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": str, "data": str, "num_classes": int, "image_size": int, "channels": int, "train": dict,
     "prune": dict, "init_seed": int, "data_seed": int, "rewind_step": int, "total_steps": int,
 }
+# Also written, but absent from tickets of earlier versions (readers default them): "width" (1.0,
+# `width_of`) and "label_noise" (the search's noise: fraction, mode, seed, flipped; none = clean labels).
+
+
+def width_of(meta: dict[str, Any]) -> float:
+    """The width multiplier a ticket's network was built at (1: the published network, and every ticket
+    written before widths existed)."""
+    return float(meta.get("width", 1.0))
 
 
 def check_meta(ticket: Ticket, path: str | Path = "ticket") -> None:
@@ -220,6 +229,9 @@ def check_meta(ticket: Ticket, path: str | Path = "ticket") -> None:
     if not bad:
         bad += [f"train.{k}" for k in ("optimizer", "lr", "length") if k not in m["train"]]
         bad += [f"prune.{k}" for k in ("rate", "scope", "rewind") if k not in m["prune"]]
+    width = m.get("width", 1.0)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        bad.append("width")
     for r, rec in enumerate(m["rounds"]):
         if not isinstance(rec, dict) or not isinstance(rec.get("density"), (int, float)) or not 0 <= rec["density"] <= 1:
             bad.append(f"rounds[{r}].density")
@@ -237,10 +249,11 @@ def check_architecture(ticket: Ticket) -> None:
     m = ticket.meta
     try:
         args = (str(m["model"]), int(m["num_classes"]), int(m["channels"]), int(m["image_size"]))
+        width = width_of(m)
     except (KeyError, TypeError, ValueError) as err:
-        raise TicketxError(f"ticket metadata is malformed (model, num_classes, channels, image_size): {err}") from err
+        raise TicketxError(f"ticket metadata is malformed (model, num_classes, channels, image_size, width): {err}") from err
     with torch.device("meta"):
-        model = build_model(*args)
+        model = build_model(*args, width=width)
     check_model(ticket, model)
 
 

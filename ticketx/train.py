@@ -29,7 +29,7 @@ from ticketx.steps import to_iterations
 from ticketx.threads import cpu_threads, training_threads
 
 if TYPE_CHECKING:
-    from ticketx.data import Batches, ImageData
+    from ticketx.data import Batches, ImageData, LabelNoise
 
 LOG_EVERY = 25  # iterations between host reads of the running loss (a device sync)
 
@@ -260,6 +260,9 @@ class TrainResult:
     model: nn.Module | None = None  # the trained network (in place: the run's own model)
     mask: Mapping[str, torch.Tensor] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # the run's Start.info
+    train_acc: float | None = None  # at the end, eval mode, on the whole unaugmented training split (its labels)
+    memorised: float | None = None  # label noise: the share of flipped examples predicted with their noisy label
+    noise: dict[str, Any] | None = None  # label noise: what was flipped (LabelNoise.as_dict)
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -337,10 +340,11 @@ class RunBatches:
 
 
 def make_batches(data: "ImageData", batch_size: int, setup: Setup,
-                 val: tuple[torch.Tensor, torch.Tensor] | None = None) -> RunBatches:
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None, augment: bool = True) -> RunBatches:
     """Tensor-resident batches on the setup's device and layout (evaluation in cache-sized batches).
 
     Under DDP each rank gets its shard of every global batch of `batch_size` (see `Batches`).
+    `augment` False: training batches without the data set's crop and flip.
     """
     from ticketx.data import Batches
 
@@ -348,11 +352,48 @@ def make_batches(data: "ImageData", batch_size: int, setup: Setup,
                   shard=distributed.shard())
     eval_bs = eval_batch_size(setup.device, tuple(data.test_x.shape))
     return RunBatches(
-        Batches(data.train_x, data.train_y, batch_size=batch_size, train=True, crop_padding=data.crop_padding,
-                flip=data.flip, **common),
+        Batches(data.train_x, data.train_y, batch_size=batch_size, train=True,
+                crop_padding=data.crop_padding if augment else 0, flip=data.flip and augment, **common),
         Batches(data.test_x, data.test_y, batch_size=eval_bs, train=False, **common),
         Batches(val[0], val[1], batch_size=eval_bs, train=False, **common) if val is not None and len(val[1]) else None,
     )
+
+
+def training_split(recipe: "Recipe", run: "Run") -> tuple["ImageData", tuple[torch.Tensor, torch.Tensor] | None,
+                                                        "LabelNoise | None"]:
+    """What `run` trains on: (the data with its training split, the validation split or None, the label noise or None).
+
+    The validation split is held out first, so it keeps its true labels; label noise then replaces
+    labels of the training split only (ticketx.data.noise), from the noise seed alone: the spec's
+    `noise_seed`, else the run's (`Run.noise_seed`, else its data seed). The test set is never touched.
+    """
+    from ticketx.data import add_label_noise, split_validation
+
+    spec, data, val = recipe.spec, recipe.data, None
+    if spec.val_split > 0:  # held out of the training set; the test set chooses nothing
+        data, val = split_validation(data, spec.val_split, run.data_seed if run.split_seed is None else run.split_seed)
+    noise = None
+    if spec.label_noise > 0:
+        seed = spec.noise_seed_or(run.data_seed if run.noise_seed is None else run.noise_seed)
+        data, noise = add_label_noise(data, spec.label_noise, spec.noise_mode, seed)
+    return data, val, noise
+
+
+@torch.no_grad()
+def measure_fit(model: nn.Module, train: "Batches", noise: "LabelNoise | None", precision: str = "fp32"
+                ) -> tuple[float, float | None]:
+    """(train accuracy, memorisation) at the end of training, in eval mode on the whole training split as
+    it was trained on (its labels, noisy ones included; no augmentation).
+
+    Memorisation (with label noise): the share of the flipped examples the network predicts with their
+    noisy label, i.e. how much of the noise it has fitted (Zhang et al. 2017; the interpolation regime
+    of Belkin et al. 2019 and Nakkiran et al. 2020 fits all of it). None without noise.
+    """
+    eval_bs = eval_batch_size(train.device, tuple(train.x.shape))
+    acc = evaluate(model, train.unaugmented(eval_bs), precision)
+    if noise is None or noise.count == 0:
+        return acc, None
+    return acc, evaluate(model, train.unaugmented(eval_bs, noise.flipped), precision)
 
 
 # ---- Training state: everything a resumed run needs -------------------------------------------
@@ -656,6 +697,7 @@ class Run:
     start_step: int = 0  # absolute step: the rewind point of a retrained ticket, else 0
     data_seed: int = 0  # data order, augmentation and dropout
     split_seed: int | None = None  # the validation split's seed (the recipe's val_split); None: data_seed
+    noise_seed: int | None = None  # the label noise's seed unless the spec gives one; None: data_seed
     snapshot_steps: tuple[int, ...] = ()  # absolute steps whose weights are returned (the rewind point)
     experiment: str = ""  # what it belongs to (search, transfer, stability): for logs and counts
     info: dict[str, Any] = field(default_factory=dict)  # the record's fields known before training
@@ -749,14 +791,11 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
     its shard of every global batch of `spec.batch_size`, with the same schedule and number of
     steps as one process; only rank 0 reports progress and writes the checkpoint.
     """
-    from ticketx.data import split_validation
     from ticketx.ui import Reporter
 
     spec, device, steps = recipe.spec, recipe.device, recipe.steps
     reporter = reporter if reporter is not None and distributed.is_main() else Reporter()
-    data, val = recipe.data, None
-    if spec.val_split > 0:  # held out of the training set; the test set chooses nothing
-        data, val = split_validation(data, spec.val_split, run.data_seed if run.split_seed is None else run.split_seed)
+    data, val, noise = training_split(recipe, run)
     start = run.start()
     model, mask = start.model, start.mask
     batch = max(1, min(spec.batch_size, len(data.train_y)))
@@ -770,7 +809,7 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
     with cpu_threads(threads), distributed.sync_batchnorm(model, sync_bn):
         setup = prepare(model, spec, mask=mask, device=device, channels_last=recipe.channels_last, compile=recipe.compile,
                         frozen=start.frozen)
-        batches = make_batches(data, spec.batch_size, setup, val)
+        batches = make_batches(data, spec.batch_size, setup, val, augment=spec.augment)
         state = TrainState(model, setup.optimizer, setup.stepper.scaler, run.start_step, run.start_step,
                            RunningLoss(setup.device))
         if run.start_step in run.snapshot_steps:
@@ -797,6 +836,7 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
             if tracked is not None:
                 tracked.finish(ok=state.step >= steps.total)
         seconds = state.seconds()
+        train_acc, memorised = measure_fit(model, batches.train, noise, spec.precision)
         reporter.finish(task)
         if setup.channels_last:
             model.to(memory_format=torch.contiguous_format)
@@ -805,5 +845,6 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
         test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=state.history, snapshots=state.snapshots,
         seconds=seconds, steps=state.step - run.start_step,
         images_per_second=state.images / max(1e-9, time.perf_counter() - state.started), model=model,
-        mask=mask, info=start.info,
+        mask=mask, info=start.info, train_acc=train_acc, memorised=memorised,
+        noise=None if noise is None else noise.as_dict(),
     )

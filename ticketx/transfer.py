@@ -21,7 +21,7 @@ from ticketx.baselines import BASELINES, TICKET, Arm, Baseline
 from ticketx.data import ImageData, load_data
 from ticketx.settings.transfer import TransferPlan, check_head, head_rule
 from ticketx.stats import MATCH_TOLERANCE, interval, judge, replicated, resolution
-from ticketx.ticket import Ticket
+from ticketx.ticket import Ticket, width_of
 from ticketx import runtime
 from ticketx.runtime import resolve_device, set_deterministic
 from ticketx.runs import ensure
@@ -85,7 +85,8 @@ def transfer(
         "ticket_fingerprint": ticket.meta.get("fingerprint"),
         "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
                    "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
-                   "found_by": ticket.meta.get("found_by", "imp"), "retrain": ticket.meta["prune"].get("retrain", "rewind")},
+                   "found_by": ticket.meta.get("found_by", "imp"), "retrain": ticket.meta["prune"].get("retrain", "rewind"),
+                   "width": width_of(ticket.meta), "label_noise": ticket.meta.get("label_noise")},
         "ticket_start": ticket_start(ticket),  # what the ticket's arm starts from, in words
         "mask0": spec.mask0,
         "target": data.name,
@@ -228,7 +229,8 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
     return Run(
         key=key, start=start, folder=runs_root / f"{name}-r{src_round:02d}-s{seed}-{key}",
         label=f"[{index}/{total}] {name} r{src_round} s{seed}", data_seed=runtime.transfer_data_seed(seed, round_),
-        split_seed=seed, experiment="transfer", config=key_obj,
+        # One noisy target for every arm and round of a seed (tspec.noise_seed, when given, wins).
+        split_seed=seed, noise_seed=seed, experiment="transfer", config=key_obj,
         info={"label": name, "kind": baseline.name, "round": src_round, "seed": seed,
               "head": ("kept" if head == "keep" else "new") + (" dense" if spec.head_dense else ""),
               "source_data": ticket.meta["data"], "source_optimizer": ticket.meta["train"]["optimizer"],

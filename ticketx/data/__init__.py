@@ -10,6 +10,7 @@ tensors that live on the training device (batches.py).
     registry.py          DatasetInfo, register, data_root, dataset_rows
     images.py            ImageData, load_data: string -> tensors ready to train on
     split.py             seeded stratified hold-out: split_validation
+    noise.py             label noise on the training split: add_label_noise
     batches.py           Batches, random_crop: the training hot path
     pixels.py            whole-set uint8 ops: resize, grayscale, channel statistics
     cache.py             decoded cache files
@@ -23,6 +24,7 @@ tensors that live on the training device (batches.py).
 from ticketx.data.batches import Batches, random_crop
 from ticketx.data.images import ImageData, load_data
 from ticketx.data.names import DataSpec, parse_data
+from ticketx.data.noise import LabelNoise, add_label_noise, noisy_labels
 from ticketx.data.registry import DATASETS, DatasetInfo, data_root, dataset_rows, register
 from ticketx.data.split import held_out_count, split_validation
 
@@ -35,9 +37,12 @@ __all__ = [
     "DataSpec",
     "DatasetInfo",
     "ImageData",
+    "LabelNoise",
+    "add_label_noise",
     "data_root",
     "dataset_rows",
     "load_data",
+    "noisy_labels",
     "parse_data",
     "random_crop",
     "register",

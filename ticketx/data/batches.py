@@ -86,12 +86,21 @@ class Batches:
         self.channels_last = channels_last
         self.dtype = dtype
         self.drop_last = train if drop_last is None else drop_last
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(v) for v in std)
         # x_float = x_uint8 / 255 ... normalised = (x/255 - mean) / std = x * scale + shift:
         # one fused multiply-add per batch instead of divide, subtract, divide.
         std_t = torch.tensor([float(s) for s in std], dtype=torch.float32)
         mean_t = torch.tensor([float(m) for m in mean], dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, channels, 1, 1).to(self.device)
         self._shift = (-mean_t / std_t).view(1, channels, 1, 1).to(self.device)
+
+    def unaugmented(self, batch_size: int, keep: torch.Tensor | None = None) -> "Batches":
+        """This set's images (only those where the bool `keep` is true), in order, as evaluation batches:
+        same device, layout, precision, normalisation and shard, no augmentation (what the network trained on,
+        measured as it is)."""
+        x, y = (self.x, self.y) if keep is None else (self.x[keep.to(self.device)], self.y[keep.to(self.device)])
+        return Batches(x, y, batch_size=batch_size, mean=self.mean, std=self.std, train=False, device=self.device,
+                       channels_last=self.channels_last, dtype=self.dtype, shard=self.shard)
 
     def __len__(self) -> int:
         n = len(self.x)

@@ -18,6 +18,7 @@ class SearchSpec(Strict):
     model: str
     image_size: Optional[int] = Field(None, ge=4, le=1024)  # None = the model's native size
     channels: Optional[Literal[1, 3]] = None  # None = the data set's own channels
+    width: float = Field(1.0, gt=0, le=1024)  # hidden-layer multiplier of the paper's network (ticketx.models.width)
     train: TrainSpec = Field(default_factory=TrainSpec)
     prune: PruneSpec = Field(default_factory=PruneSpec)
     seed: int = Field(0, ge=0)
@@ -47,19 +48,30 @@ class SearchSpec(Strict):
             d["prune"].pop("criterion")
         if d["prune"]["retrain"] == "rewind":  # ... and before retraining modes existed
             d["prune"].pop("retrain")
+        if d["width"] == 1:  # tickets found before widths existed keep their keys
+            d.pop("width")
         return d
+
+    @property
+    def noise_seed(self) -> int:
+        """The label noise's seed (with train.label_noise): train.noise_seed, else the data seed."""
+        return self.train.noise_seed_or(self.seeds[1])
 
 
 def check_names(spec: SearchSpec) -> None:
-    """Data set, model and --keep-dense tensors exist (registries; the model on the meta device)."""
+    """Data set, model (and its width) and --keep-dense tensors exist (registries; the model on the meta device)."""
     from ticketx.data import parse_data
     from ticketx.models import model_info, prunable_names_of
 
     parse_data(spec.data)
     info = model_info(spec.model)
+    if spec.width != 1 and not info.widths:
+        raise UsageError(f"{spec.model} has no width option (it is built at its published width)",
+                         "--width 1, or a model that has one: see `ticketx models`")
     named = [k for k in spec.prune.rates if k not in ("conv", "linear")]
     if spec.prune.keep_dense or named:
-        names = prunable_names_of(spec.model, spec.channels or info.channels, spec.image_size or info.image_size)
+        names = prunable_names_of(spec.model, spec.channels or info.channels, spec.image_size or info.image_size,
+                                  width=spec.width)
         if names is None:
             return  # the model cannot be built without its data; find's pruning checks the names then
         missing = [n for n in spec.prune.keep_dense if n not in names]

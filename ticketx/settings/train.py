@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
 from ticketx.errors import UsageError
 from ticketx.settings.base import Strict, as_list
@@ -52,6 +52,35 @@ class TrainSpec(Strict):
     eval_every: str = Field("1ep", description=(
         "Measure test accuracy every N steps, e.g. '1ep' (never used to choose anything)."))
     val_split: float = Field(0.0, ge=0, lt=1, description="Fraction of train held out as validation.")
+    label_noise: float = Field(0.0, ge=0, lt=1, description=(
+        "Fraction of each class's training labels replaced by a wrong one, exactly round(fraction x class "
+        "size) per class, after the validation split (validation and test keep their true labels); the "
+        "same for every network of a comparison."))
+    noise_mode: Literal["symmetric", "pairflip"] = Field("symmetric", description=(
+        "symmetric (the wrong label uniform over the other classes) or pairflip (class c becomes c+1 mod C: "
+        "Han et al. 2018)."))
+    noise_seed: Optional[int] = Field(None, ge=0, description=(
+        "Seed of the label noise, its own random stream (default: the run's seed: a search's data seed, "
+        "a transfer's seed)."))
+    augment: bool = Field(True, description=(
+        "Training augmentation (the data set's random crop and flip, if it has them); off: every epoch "
+        "sees the training images as they are."))
+
+    # Fields added after results were recorded appear in a dump (run keys, cell keys, a ticket's
+    # metadata) only where they change something: every earlier key stays exactly as it was.
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        d = handler(self)
+        if not self.label_noise:  # no noise: its mode and seed change nothing
+            for k in ("label_noise", "noise_mode", "noise_seed"):
+                d.pop(k, None)
+        if self.augment:
+            d.pop("augment", None)
+        return d
+
+    def noise_seed_or(self, seed: int) -> int:
+        """The label noise's seed: `noise_seed` when given, else the run's `seed`."""
+        return int(seed if self.noise_seed is None else self.noise_seed)
 
     @field_validator("length", "warmup", "eval_every", mode="before")
     @classmethod

@@ -97,18 +97,29 @@ class TransferPlan:
     own_rounds: dict[int, int] = field(default_factory=dict)  # ticket round -> own ticket's round
 
 
-def ticket_train_spec(ticket: "Ticket", overrides: dict[str, Any]) -> TrainSpec:
-    """The ticket's own training settings updated with the given overrides (the optimizer's-lr rule applies)."""
-    return train_settings(ticket.meta["train"], overrides)
+# The label noise a ticket's search trained with belongs to its data, not to its recipe: a transfer
+# retrains on clean target labels unless it is given its own noise.
+NOISE_FIELDS = ("label_noise", "noise_mode", "noise_seed")
 
 
-def check_compatible(ticket: "Ticket", model: str | None, image_size: int | None) -> None:
-    """Reject a ticket that does not match the requested model or image size, listing what differs."""
+def ticket_train_spec(ticket: "Ticket", overrides: dict[str, Any], *, keep_noise: bool = True) -> TrainSpec:
+    """The ticket's own training settings updated with the given overrides (the optimizer's-lr rule applies);
+    without `keep_noise`, without its search's label noise (a transfer's target labels are its own)."""
+    own = {k: v for k, v in ticket.meta["train"].items() if keep_noise or k not in NOISE_FIELDS}
+    return train_settings(own, overrides)
+
+
+def check_compatible(ticket: "Ticket", model: str | None, image_size: int | None, width: float | None = None) -> None:
+    """Reject a ticket that does not match the requested model, image size or width, listing what differs."""
+    from ticketx.ticket import width_of
+
     problems = []
     if model and model != ticket.meta["model"]:
         problems.append(f"model: ticket {ticket.meta['model']!r} vs requested {model!r}")
     if image_size and image_size != ticket.meta["image_size"]:
         problems.append(f"image size: ticket {ticket.meta['image_size']} vs requested {image_size}")
+    if width is not None and float(width) != width_of(ticket.meta):
+        problems.append(f"width: ticket {width_of(ticket.meta):g} vs requested {float(width):g}")
     if problems:
         raise UsageError("the ticket does not fit the request: " + "; ".join(problems),
                          "a ticket is tied to its architecture and input size; the target's images are resized to the ticket's")
@@ -185,14 +196,15 @@ def check_head(spec: TransferSpec, ticket: "Ticket", target_classes: list[str]) 
 
 
 def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict[str, Any] | None = None,
-                     model: str | None = None, image_size: int | None = None) -> TransferPlan:
+                     model: str | None = None, image_size: int | None = None, width: float | None = None) -> TransferPlan:
     """Load the ticket (and own ticket) once, run every check that needs no target data, return the plan."""
     from ticketx.data import parse_data
+    from ticketx.ticket import width_of
 
     spec = spec.model_copy(update={"target": parse_data(spec.target).name})
     ticket = load_checked(ticket_path)
-    check_compatible(ticket, model, image_size)
-    tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {})
+    check_compatible(ticket, model, image_size, width)
+    tspec = spec.train if spec.train is not None else ticket_train_spec(ticket, train or {}, keep_noise=False)
     rounds = choose_rounds(ticket, spec)
     if "invert" in spec.baselines:
         from ticketx.baselines import invert_problem
@@ -211,6 +223,10 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
         if own.meta["model"] != ticket.meta["model"] or own.meta["image_size"] != ticket.meta["image_size"]:
             raise UsageError(f"the own ticket is a {own.meta['model']} at {own.meta['image_size']} px; "
                              f"the ticket is a {ticket.meta['model']} at {ticket.meta['image_size']} px")
+        if width_of(own.meta) != width_of(ticket.meta):
+            raise UsageError(f"the own ticket is a {own.meta['model']} of width {width_of(own.meta):g}; "
+                             f"the ticket's is width {width_of(ticket.meta):g}",
+                             "the own ticket is searched at the ticket's width (find --width)")
         if own.meta["data"] != spec.target:
             raise UsageError(f"the own ticket was found on {own.meta['data']}, not on the target {spec.target}",
                              "the own ticket is a ticket found on the target itself")
@@ -223,7 +239,8 @@ def resolve_transfer(ticket_path: str | Path, spec: TransferSpec, *, train: dict
 
 def resolve_transfer_options(ticket_path: str | Path, target: str, *, round_: str | None = None, density: float | None = None,
                              rounds: str | None = None, train: dict[str, Any] | None = None, model: str | None = None,
-                             image_size: int | None = None, device: str = "auto", **fields: Any) -> TransferPlan:
+                             image_size: int | None = None, width: float | None = None, device: str = "auto",
+                             **fields: Any) -> TransferPlan:
     """The CLI's options (lists as text: '1,3,5', 'all') -> a checked TransferPlan."""
     from ticketx.settings.base import describe_validation_error
     from ticketx.runtime import resolve_device
@@ -239,7 +256,7 @@ def resolve_transfer_options(ticket_path: str | Path, target: str, *, round_: st
         raise UsageError(f"invalid transfer option: {describe_validation_error(err)}") from None
     resolve_device(device)
     try:
-        return resolve_transfer(ticket_path, spec, train=train, model=model, image_size=image_size)
+        return resolve_transfer(ticket_path, spec, train=train, model=model, image_size=image_size, width=width)
     except ValidationError as err:
         raise UsageError(f"invalid training option: {describe_validation_error(err)}") from None
 

@@ -104,7 +104,7 @@ def _sizes(study: Study, find: SearchSpec, data: str) -> Optional[tuple[dict[str
         classes = len(d.classes) if d.classes is not None else DATASETS[d.base].num_classes
         channels = study.channels or (DATASETS[d.base].channels if d.base in DATASETS else info.channels)
         with torch.device("meta"):
-            net = build_model(find.model, classes, channels, study.spec.image_size or info.image_size)
+            net = build_model(find.model, classes, channels, study.spec.image_size or info.image_size, width=find.width)
         names = prunable_names(net)
         params = dict(net.named_parameters())
         return ({n: params[n].numel() for n in names}, names, head_name(net), {n: kind_of(params[n].shape) for n in names})

@@ -17,7 +17,19 @@ from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done,
 
 def columns() -> list[str]:
     """results.csv: one row per trained network; the axes' columns come from their declarations."""
-    return ["study", "kind", *all_columns(), "round", "density", "arm", "test_acc", "run_id", "cell", "versions"]
+    return ["study", "kind", *all_columns(), "round", "density", "arm", "test_acc", "train_acc", "memorised", "run_id",
+            "cell", "versions"]
+
+
+# How well each network fits its training split (train.measure_fit): train accuracy for every run,
+# memorisation (the share of the flipped labels it fits) for runs with label noise; '' where not measured
+# (runs trained before these were recorded, runs without noise).
+FIT_COLUMNS = ("train_acc", "memorised")
+
+
+def _measured(record: dict[str, Any], key: str) -> Any:
+    value = record.get(key)
+    return "" if value is None else value
 
 
 def _versions(v: dict[str, Any]) -> str:
@@ -89,6 +101,7 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
             for r in done["summary"]:
                 rows.append({"study": name, "kind": "search", **_search_row(info), "round": r["round"],
                              "density": r["density"], "arm": "search", "test_acc": r["test_acc"],
+                             **{k: _measured(r, k) for k in FIT_COLUMNS},
                              "run_id": f"{c['id']}/round_{r['round']:02d}", "cell": c["id"], "versions": versions})
             continue
         if c["kind"] != "transfer":  # stability cells train no network to compare: stability.csv
@@ -110,7 +123,7 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
             if arm == "ticket" and info.get("own_of_itself"):
                 arm = "own-ticket"  # a source that is also a target is that target's own ticket
             rows.append({"study": name, "kind": "transfer", **row, "round": run["round"], "density": run["density"],
-                         "arm": arm, "test_acc": run["test_acc"], "run_id": rid, "cell": c["id"], "versions": versions})
+                         "arm": arm, "test_acc": run["test_acc"], **{k: _measured(run, k) for k in FIT_COLUMNS}, "run_id": rid, "cell": c["id"], "versions": versions})
     return prov, rows
 
 
@@ -323,6 +336,7 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     """Write results.csv and the plots of `<out>`, print the transfer matrices; return what was written."""
     from ticketx import report as R
     from ticketx import store
+    from ticketx.study.curves import curve_plots
     from ticketx.study.plots import study_plots
     from ticketx.study.tables import overlap_table, stability_table, study_tables
     from ticketx.ui import console
@@ -354,6 +368,8 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
         console.print(stability_table(stab))
     if plots and summary:
         written["plots"] = study_plots(rows, summary, out / "plots")
+    if plots:  # double descent and memorisation, when the study has the axes that draw them
+        written["plots"] += curve_plots(rows, out / "plots")
     state = "[green]complete[/]" if done == total else f"[yellow]{done} of {total} cells done[/] (partial results)"
     console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}, "
                   f"paired margins in {out / 'summary.csv'}")

@@ -16,7 +16,8 @@ An axis says, once:
 - its `columns` in results.csv and summary.csv, and how reports lay it out (`table`: tables and
   figures split by it, else rows and lines; `figure`: plots split by it);
 - for a search axis, the value the target's own ticket takes (`own`); for a factor, the
-  `expect:` key that selects claims by it (`claim_key`).
+  `expect:` key that selects claims by it (`claim_key`), and its part in the over-parametrization
+  curves (`curve`).
 
 Adding an axis is one file in this package (plus its test) that registers an `Axis`; the
 runner, results and reports iterate over `AXES` and never spell an axis's name.
@@ -86,6 +87,9 @@ class Axis:
     always_shown: ClassVar[bool] = False  # a row column even when the study has one value of it
     in_transfer_id: ClassVar[bool] = True  # a search axis: its part of the folder name also names transfers
     claim_key: ClassVar[Optional[str]] = None  # the `expect:` key selecting comparisons by it ('sources')
+    # Its part in the over-parametrization curves (ticketx.study.curves): 'width' (the x of model-wise
+    # double descent), 'noise' (a line per label-noise level), '' (none: figures split by it).
+    curve: ClassVar[str] = ""
     fields: ClassVar[dict[str, dict[str, tuple[Any, Any]]]] = {}  # block -> {key: (annotation, default)}
 
     # ---- schema ----
