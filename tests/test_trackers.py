@@ -169,8 +169,17 @@ def test_wandb_offline_writes_its_run_files_with_the_config(tmp_path, monkeypatc
     assert len(runs) == 1
     recorded = json.loads((tmp_path / "net" / "tracking.json").read_text())["wandb"]
     assert recorded["id"] in runs[0].name and recorded["step"] == 12
-    records = _wandb_records(next(runs[0].glob("*.wandb")))  # what `wandb sync` uploads
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    import time
+
+    deadline = time.monotonic() + 60  # W&B's writer is a separate process: on a busy machine it flushes late
+    while True:
+        records = _wandb_records(next(runs[0].glob("*.wandb")))  # what `wandb sync` uploads
+        found = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found, "no run record in the offline .wandb file"
+    run = found[0]
     config = {i.key: json.loads(i.value_json) for i in run.config.update}
     assert config["lr"] == pytest.approx(1.2e-3) and config["run"]["key"] == "k" and config["run"]["total_steps"] == 12
     assert (run.run_id, run.project, run.run_group, run.display_name) == (recorded["id"], "ticketx-test", "g", "net")
