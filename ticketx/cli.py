@@ -740,7 +740,7 @@ def study_submit(
 
     from ticketx.settings.study import parse_minutes
     from ticketx.study import count
-    from ticketx.study.runner import is_done
+    from ticketx.study.runner import done_ids
     from ticketx.study.slurm import launch_settings, parse_extra, submit
     from ticketx.ui import console
 
@@ -752,7 +752,7 @@ def study_submit(
             raise UsageError(f"--time: {err}") from None
     extra = parse_extra(slurm_arg)
     s, out, _ = _load(study, sets, out)
-    pending = sum(not is_done(out, c) for c in s.cells)
+    pending = len(s.cells) - len(done_ids(out, s.cells))
     launch = launch_settings(s, pending, cluster="local" if local else None, workers=workers,
                              array_parallelism=array_parallelism, partition=partition, account=account,
                              gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb, time=minutes,
@@ -908,13 +908,16 @@ def main() -> None:
     rank = 0
 
     def fail(message: str, hint: str | None, code: int) -> None:
+        from ticketx.settings.base import shorten_text
+
         interrupt.closing()
         if rank:  # another DDP rank: rank 0 reports usage errors; others may be this rank's alone
             if code == 2:
                 sys.exit(code)
             console.quiet, message = False, f"rank {rank}: {message}"
-        # Messages quote user input ('digits[a]', paths): escape it so Rich prints it verbatim.
-        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        # Messages quote user input ('digits[a]', paths): escape it so Rich prints it verbatim, and
+        # bound it (a value from a hostile study file is shortened where it is quoted; this is the net).
+        console.print(f"[bold red]error:[/] {escape(shorten_text(message, 2000))}", soft_wrap=True)
         if hint:
             console.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
         sys.exit(code)

@@ -28,7 +28,28 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # signal: the pending stop request (0: none); finished: what the command wrote as its result
 # (a stop from then on changes nothing); closing: the exit code is decided (record, never raise);
 # noted: the user was told that a late signal changed nothing.
-_state: dict[str, Any] = {"signal": 0, "finished": None, "closing": False, "noted": False}
+# keeps: what the running command has on disk when stopped (a key of KEPT, from KEEPS).
+_state: dict[str, Any] = {"signal": 0, "finished": None, "closing": False, "noted": False, "keeps": "nothing"}
+
+# What an interrupted command tells the user it had saved. Only the commands that train
+# checkpoint as they go (a rerun resumes them); the others write their output at the end or
+# nothing at all (validate, check, status, report, inspect, compare, ...): nothing to resume.
+KEPT = {
+    "checkpoints": "finished stages and the last epoch checkpoint are saved; rerun the same command to resume.",
+    "nothing": "it had saved nothing (it writes its output only when it finishes); rerun the same command.",
+    "jobs": "jobs submitted before the stop keep running (ticketx study status shows them); rerun to submit the rest.",
+}
+KEEPS = {"find": "checkpoints", "transfer": "checkpoints", "study run": "checkpoints", "study submit": "jobs"}
+
+
+def command_of(argv: list[str]) -> str:
+    """The command `argv` (after the program's name) runs: 'find', 'study run', ... ('' for none).
+
+    Read from the words alone, before the CLI is imported (the only option before a command is
+    the flag --debug), so a stop during start-up says the same as one later.
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    return " ".join(words[:2]) if words[:1] == ["study"] else (words[0] if words else "")
 
 
 def _unraisable(hook: Any) -> Any:
@@ -88,9 +109,9 @@ def closing() -> None:
 
 
 def message(signum: int) -> tuple[str, str]:
-    """(what happened, what to do): the one line an interrupted command prints."""
+    """(what happened, what to do): the one line an interrupted command prints, saying only what it had saved."""
     what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-    return what, "finished stages and the last epoch checkpoint are saved; rerun the same command to resume."
+    return what, KEPT[_state["keeps"]]
 
 
 def installed() -> bool:
@@ -104,7 +125,8 @@ def _install() -> dict[int, Any]:
     Only the main thread can install handlers; elsewhere (embedded use) signals are left alone.
     A signal the parent set to be ignored (`nohup`, background jobs) stays ignored.
     """
-    _state.update(signal=0, finished=None, closing=False, noted=False)
+    _state.update(signal=0, finished=None, closing=False, noted=False,
+                  keeps=KEEPS.get(command_of(sys.argv[1:]), "nothing"))
     previous: dict[int, Any] = {}
     try:
         for s in SIGNALS:

@@ -2,15 +2,67 @@
 
 from __future__ import annotations
 
+import os
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+from ticketx.errors import UsageError
 
 
 class Strict(BaseModel):
     """Unknown keys are errors; assignments are validated (a partial override is checked field by field)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Short(reprlib.Repr):
+    """reprlib's bounded repr, with a long collection as its size alone: `[…43046721 items]`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict, self.maxset = 3, 8, 8, 6, 8
+        self.maxstring, self.maxother, self.maxlong = 60, 60, 40
+
+    def repr_list(self, x: list[Any], level: int) -> str:
+        return f"[…{len(x)} items]" if len(x) > self.maxlist else super().repr_list(x, level)
+
+    def repr_tuple(self, x: tuple[Any, ...], level: int) -> str:
+        return f"(…{len(x)} items)" if len(x) > self.maxtuple else super().repr_tuple(x, level)
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        return f"{{…{len(x)} keys}}" if len(x) > self.maxdict else super().repr_dict(x, level)
+
+
+_SHORT = _Short()
+
+
+def shorten(value: Any) -> str:
+    """A value for an error message, bounded whatever its size: `[0, 1]`, `[…43046721 items]`, `'abc...xyz'`.
+
+    A value from a study file may be huge (an alias bomb expands to millions of items): the
+    message that quotes it must cost O(1), not O(size).
+    """
+    return _SHORT.repr(value)
+
+
+def shorten_text(text: str, limit: int = 1000) -> str:
+    """A message cut to `limit` characters, its middle elided (the start names the key, the end the rule)."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 20) // 2
+    return f"{text[:half]} …({len(text) - 2 * half} characters)… {text[-half:]}"
+
+
+def env_limit(name: str, default: int) -> int:
+    """A size limit: `default`, or the positive integer in the environment variable `name`."""
+    raw = os.environ.get(name, "").strip().replace("_", "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise UsageError(f"{name} must be a positive whole number, got {shorten(os.environ[name])}")
+    return int(raw)
 
 
 def as_list(v: Any) -> Any:
@@ -33,7 +85,7 @@ def round_list(v: Any) -> Any:
         return v
     v = as_list(v)
     if not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in v):
-        raise ValueError(f"expected 'all', a round number or a list of round numbers, got {v!r}")
+        raise ValueError(f"expected 'all', a round number or a list of round numbers, got {shorten(v)}")
     if not v:
         raise ValueError("no cells: give at least one round (or 'all')")
     if min(v) < 0:
@@ -57,7 +109,7 @@ def check_seeds(v: list[int]) -> list[int]:
     if not v:
         raise ValueError("no cells: give at least one seed")
     if min(v) < 0 or len(set(v)) != len(v):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        raise ValueError(f"seeds must be distinct non-negative integers, got {shorten(v)}")
     return v
 
 
@@ -73,8 +125,8 @@ def error_message(e: dict[str, Any], with_input: bool = False) -> str:
         msg = msg.removeprefix(prefix)
     value = e.get("input")
     if with_input and kind != "value_error" and isinstance(value, (str, int, float, bool)):
-        msg += f" (got {value!r})"
-    return msg
+        msg += f" (got {shorten(value)})"
+    return shorten_text(msg)
 
 
 def describe_validation_error(err: ValidationError, source: str = "") -> str:
@@ -82,6 +134,7 @@ def describe_validation_error(err: ValidationError, source: str = "") -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     msg = error_message(first)
+    loc = shorten_text(loc, 200)
     prefix = f"{source}: " if source else ""
     return f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
 

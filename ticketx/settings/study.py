@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from ticketx.errors import UsageError
-from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial, round_list
+from ticketx.settings.base import Strict, as_list, check_seeds, error_message, partial, round_list, shorten, shorten_text
 from ticketx.settings.overrides import Override, apply, origin, under
 from ticketx.settings.train import (
     PruneSpec,
@@ -27,7 +27,7 @@ from ticketx.settings.train import (
     train_settings,
 )
 from ticketx.settings.transfer import default_baselines
-from ticketx.settings.yamlfile import Path_, compose, format_path, line_of, schema_error
+from ticketx.settings.yamlfile import Path_, compose, format_path, line_of, max_bytes, schema_error, too_large
 
 # Blocks are TrainSpec / PruneSpec with every field optional (an override): the constraints
 # (ranges, literals, validators) are the very same ones the CLI enforces, written once.
@@ -140,7 +140,7 @@ class StabilityBlock(Strict):
     def _two_seeds(cls, v: list[int]) -> list[int]:
         if len(v) < 2 or len(v) % 2:
             raise ValueError(f"give the copies' data seeds in pairs (such as [0, 1], or [0, 1, 2, 3] for a barrier with "
-                             f"an interval over two pairs), got {v}")
+                             f"an interval over two pairs), got {shorten(v)}")
         return check_seeds(v)
 
 
@@ -153,14 +153,14 @@ def _classes_text(v: Any) -> Any:
     if v is None:
         return v
     if isinstance(v, bool):
-        raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {v!r}")
+        raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {shorten(v)}")
     if isinstance(v, int):
         return str(v)
     if isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in v):
         return ",".join(map(str, v))
     if isinstance(v, str):
         return v
-    raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {v!r}")
+    raise ValueError(f"expected class indices such as 0-4 or [0, 5, 7], got {shorten(v)}")
 
 
 class Target(Strict):
@@ -252,7 +252,7 @@ class TrackingBlock(Strict):
 def parse_minutes(v: Any) -> int:
     """A Slurm time limit as minutes: 90, '90', '1:30:00', '2-00:00:00', '45:00' (MM:SS)."""
     if isinstance(v, bool):
-        raise ValueError(f"expected minutes or HH:MM:SS, got {v!r}")
+        raise ValueError(f"expected minutes or HH:MM:SS, got {shorten(v)}")
     if isinstance(v, (int, float)):
         if v <= 0:
             raise ValueError(f"a time limit is positive, got {v}")
@@ -260,7 +260,7 @@ def parse_minutes(v: Any) -> int:
     text = str(v).strip()
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not m:
-        raise ValueError(f"expected minutes or [D-]HH:MM:SS, got {v!r}")
+        raise ValueError(f"expected minutes or [D-]HH:MM:SS, got {shorten(v)}")
     days, a, b, c = m.groups()
     if b is None and c is None and days is None:
         minutes = int(a)
@@ -269,20 +269,20 @@ def parse_minutes(v: Any) -> int:
     else:
         minutes = int(days or 0) * 1440 + int(a) * 60 + int(b or 0) + (1 if c and int(c) else 0)
     if minutes <= 0:
-        raise ValueError(f"a time limit is positive, got {v!r}")
+        raise ValueError(f"a time limit is positive, got {shorten(v)}")
     return minutes
 
 
 def parse_accuracy(v: Any) -> float:
     """An accuracy or a margin as a fraction: 0.8, '80%', '2pt' / '2 points' (= 0.02)."""
     if isinstance(v, bool):
-        raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {v!r}")
+        raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {shorten(v)}")
     if isinstance(v, (int, float)):
         x = float(v)
     else:
         m = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\s*(%|pts?|points?)?\s*", str(v))
         if not m:
-            raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {v!r}")
+            raise ValueError(f"expected an accuracy such as 0.8, '80%' or '2pt', got {shorten(v)}")
         x = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
     if not -1 <= x <= 1:
         raise ValueError(f"a bare number is a fraction of the test set (0.8 = 80%); write points as '{x:g}pt', got {v!r}")
@@ -398,7 +398,7 @@ class StudySpec(Strict):
     @classmethod
     def _name(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and not _NAME.match(v):
-            raise ValueError(f"{v!r} is not a usable folder name: use letters, digits, '_', '-' and '.'")
+            raise ValueError(f"{shorten(v)} is not a usable folder name: use letters, digits, '_', '-' and '.'")
         return v
 
     @field_validator("cohort")
@@ -412,7 +412,7 @@ class StudySpec(Strict):
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
-            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {shorten(v)}")
         return v
 
 
@@ -466,6 +466,9 @@ class Study:
     cells: list[Any] = field(default_factory=list)  # ticketx.study.cells: the grid, expanded by the study axes
     claims: list[Any] = field(default_factory=list)  # ticketx.study.claims: `expect:`, resolved against the cells
     overrides: list[Override] = field(default_factory=list)  # `--set key=value`, applied before validation
+    # Settings resolved once per (model, phase, optimizer), not once per cell: a grid of 100k cells
+    # resolves the same few (train_spec, prune_spec). Never changed after they are made.
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -473,7 +476,7 @@ class Study:
         return self.spec.name
 
     def error(self, path: Path_, message: str) -> UsageError:
-        return located(self.file, self.lines, path, message, self.overrides)
+        return located(self.file, self.lines, path, shorten_text(message), self.overrides)
 
 
 def located(file: str, lines: dict[Path_, int], path: Path_, message: str, overrides: list[Override]) -> UsageError:
@@ -500,8 +503,16 @@ def parse_study(path: str | Path, schema: type[StudySpec], text: Optional[str] =
             raise UsageError(f"study file not found: {file}")
         if path.is_dir():
             raise UsageError(f"{file} is a folder; give a study file (.yaml)")
+        limit = max_bytes()
         try:
-            text = path.read_text()
+            size = path.stat().st_size
+            if size > limit:  # refused before reading: a study file is never a large file
+                raise too_large(file, size, limit)
+            with open(path, "rb") as fh:
+                raw = fh.read(limit + 1)  # a file that grows, or a pipe, is cut here
+            if len(raw) > limit:
+                raise too_large(file, max(size, len(raw)), limit)
+            text = raw.decode()
         except (OSError, UnicodeDecodeError) as err:
             raise UsageError(f"cannot read {file}: {err}") from None
     data, lines = compose(text, file)
@@ -556,6 +567,9 @@ def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -
     """
     from ticketx.models import model_info
 
+    memo = ("train_spec", model, phase, optimizer)
+    if memo in study.memo:
+        return study.memo[memo]
     spec = study.spec
     blocks = [spec.train, getattr(spec, phase).train]
     common: dict[str, Any] = {}
@@ -565,7 +579,8 @@ def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -
     opt = optimizer or common.get("optimizer") or defaults["optimizer"]
     chain = [part for b in blocks for part in b.chain(opt)]
     try:
-        return train_settings(defaults, *chain, {"optimizer": opt})
+        study.memo[memo] = train_settings(defaults, *chain, {"optimizer": opt})
+        return study.memo[memo]
     except ValidationError as err:
         e = err.errors()[0]
         key = str(e["loc"][0]) if e.get("loc") else ""
@@ -577,9 +592,13 @@ def train_spec(study: Study, model: str, phase: str, optimizer: Optional[str]) -
 
 
 def prune_spec(study: Study, model: str) -> PruneSpec:
+    memo = ("prune_spec", model)
+    if memo in study.memo:
+        return study.memo[memo]
     over = {k: v for k, v in study.spec.search.prune.model_dump().items() if v is not None}
     try:
-        return resolve_prune(model, over)
+        study.memo[memo] = resolve_prune(model, over)
+        return study.memo[memo]
     except ValidationError as err:
         e = err.errors()[0]
         raise study.error(("search", "prune"), f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None

@@ -1,8 +1,10 @@
 """Loading a study: the schema assembled from the axes, the file parsed, names checked, cells expanded, claims resolved.
 
-Everything that can be wrong with a study file is found here, before anything trains: schema
-(settings.study), the axes' names and cross-field rules, every cell's resolved configuration
-(cells.expand) and the claims, which may name only what the cells produce (expect.resolve_claims).
+Everything that can be wrong with a study file is found here, before anything trains: its size,
+nesting and aliases (settings.yamlfile), schema (settings.study), the axes' names and cross-field
+rules, the grid's size (counted before any cell is built: cells.check_size), every cell's resolved
+configuration (cells.expand) and the claims, which may name only what the cells produce
+(expect.resolve_claims).
 """
 
 from __future__ import annotations

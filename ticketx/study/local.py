@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ticketx.study.runner import is_done
+from ticketx.study.runner import is_done, started
 from ticketx.study.worker import DEFAULT_LEASE_TIMEOUT
 
 
@@ -83,11 +83,17 @@ def spawn_workers(study_file: Path, out: Path, plan: list[dict[str, Any]], *, da
             fh.close()
             log(f"worker {i}: pid {procs[-1].pid}, device {w['device']}"
                 + (f", {w['threads']} CPU threads" if w.get("threads") else "") + f", log {out / 'logs' / f'worker-{i}.out'}")
-        last = -1
+        last, seen, prov_cells, done = -1, None, [], set()
         while any(p.poll() is None for p in procs):
             time.sleep(1.0)
-            prov_cells = _cells_of(out)
-            n = sum(is_done(out, c) for c in prov_cells)
+            # study.json is read again only when a worker rewrites it, and only the cells that have
+            # a folder and were not done yet are looked at (a second of 100k stats otherwise).
+            stamp = _stamp(out / "study.json")
+            if stamp != seen:
+                seen, prov_cells, done = stamp, _cells_of(out), set()
+            have = started(out)
+            done |= {c["id"] for c in prov_cells if c["id"] in have and c["id"] not in done and is_done(out, c)}
+            n = len(done)
             if n != last and prov_cells:
                 log(f"{n} of {len(prov_cells)} cells done")
                 last = n
@@ -98,6 +104,14 @@ def spawn_workers(study_file: Path, out: Path, plan: list[dict[str, Any]], *, da
         for p in procs:
             p.wait()
     return [p.returncode for p in procs]
+
+
+def _stamp(path: Path) -> Optional[tuple[int, int, int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 def _cells_of(out: Path) -> list[dict[str, Any]]:

@@ -59,6 +59,13 @@ def load_provenance(out: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not a ticketx study record")
     if prov.get("format_version", 0) > STUDY_VERSION:
         raise UsageError(f"{path} was written by a newer ticketx (study format {prov['format_version']})", "upgrade ticketx")
+    if prov.get("format_version", 0) == 2:
+        # Version 2 repeated each cell's configuration; today's record names a search's model instead.
+        for c in prov["cells"]:
+            config = c.pop("config", None) or {}
+            if c["kind"] == "search":
+                c["model"] = config["find"]["model"]  # not an axis: the architecture the search built
+        prov["format_version"] = STUDY_VERSION
     if prov.get("format_version", 0) < STUDY_VERSION:
         # An older record describes its cells in older words: expand the study file it recorded
         # again (the same cells, folders and keys) and describe them as today.
@@ -312,7 +319,7 @@ def ticket_overlaps(out: str | Path, prov: Optional[dict[str, Any]] = None) -> l
     for c in prov["cells"]:
         path = cell_dir(out, c) / "ticket.pt"
         if c["kind"] == "search" and is_done(out, c) and path.exists():
-            model = c["config"]["find"]["model"]  # not an axis: the architecture the search built
+            model = c["model"]  # not an axis: the architecture the search built
             found.setdefault(model, []).append((ticket_name(c["info"]), ticket_name(c["info"], False), ticketfile.load(path)))
     rows = []
     for model, tickets in found.items():

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from ticketx.leases import read_lease
 from ticketx.study.results import load_provenance
-from ticketx.study.runner import cell_dir, is_done
+from ticketx.study.runner import cell_dir, is_done, started
 from ticketx.study.worker import DEFAULT_LEASE_TIMEOUT, failed_info, lease_dir, lease_name
 
 
@@ -24,7 +24,17 @@ def status(out: str | Path, prov: Optional[dict[str, Any]] = None) -> dict[str, 
     running, failed = [], []
     seconds: dict[str, list[float]] = {"search": [], "transfer": [], "stability": []}
     networks: dict[str, list[int]] = {"search": [], "transfer": [], "stability": []}
+    # One listing of cells/ and of leases/: a cell without a folder is pending, one without a
+    # lease file is not running (no stat per cell: a folder of 100k cells is read in about a second).
+    have = started(out)
+    try:
+        leased = {p.name for p in lease_dir(out).iterdir()}
+    except OSError:
+        leased = set()
     for c in cells:
+        if c["id"] not in have and f"{lease_name(c)}.lease" not in leased:
+            state[c["id"]] = "pending"  # never started (a cell is leased, then gets its folder)
+            continue
         if is_done(out, c):
             state[c["id"]] = "done"
             try:
@@ -35,7 +45,7 @@ def status(out: str | Path, prov: Optional[dict[str, Any]] = None) -> dict[str, 
                 pass
             continue
         path = lease_dir(out) / f"{lease_name(c)}.lease"
-        lease = read_lease(path)
+        lease = read_lease(path) if path.name in leased else None
         if lease is not None:
             try:
                 beat = now - path.stat().st_mtime

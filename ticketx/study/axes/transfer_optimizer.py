@@ -44,7 +44,11 @@ class TransferOptimizer(Axis):
 
         train = train_spec(draft.study, draft.values["model"], "transfer", value)
         draft.spec["train"] = train
-        draft.config["train"] = train.model_dump()
+        memo = draft.study.memo
+        dumped = ("transfer_train", draft.values["model"], value)  # one dict shared by every cell of it
+        if dumped not in memo:
+            memo[dumped] = train.model_dump()
+        draft.config["train"] = memo[dumped]
         draft.info["transfer_optimizer"] = value
         draft.ids.append((self.name, value))
         draft.titles.append(f"({value})")
