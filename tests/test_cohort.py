@@ -75,10 +75,13 @@ class _Losses:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.solo: dict[int, list[float]] = {}
         self.cohort: list[list[float]] = []
+        self._alive: list[object] = []  # keep every Stepper alive: a freed one's id() can be reused by the next
         real_solo, real_cohort = TR.Stepper.__call__, C.Step.__call__
 
         def solo(stepper, x, y, lr=None):
             loss = real_solo(stepper, x, y, lr)
+            if id(stepper) not in self.solo:
+                self._alive.append(stepper)
             self.solo.setdefault(id(stepper), []).append(float(loss))
             return loss
 

@@ -220,7 +220,10 @@ def claim_overrides(study: Study, out: Path) -> list[str]:
             sets = [o.text for o in study.overrides if o.path[0] == "expect"]
             history.append({"expect": key, "set": sets, "cells_done": sum(is_done(out, c) for c in study.cells),
                             "cells": len(study.cells), "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-            store.write_json(path, {**prov, "claims_overridden": history})
+            head = {k: v for k, v in prov.items() if k != "cells"} | {"claims_overridden": history}
+            if store.writes():  # the head first, the cells last (as write_provenance lays it out)
+                with store.atomic_path(path) as tmp, open(tmp, "w") as fh:
+                    fh.writelines(record_lines(head, prov.get("cells") or []))
     return [f"claims were changed after results existed ({h['cells_done']} of {h['cells']} cells done, {h['time']}): "
             f"{_sets(h['set']) if h['set'] else 'the expect: block of the study file'}" for h in history]
 
