@@ -48,6 +48,9 @@ class SearchSpec(Strict):
             d["prune"].pop("criterion")
         if d["prune"]["retrain"] == "rewind":  # ... and before retraining modes existed
             d["prune"].pop("retrain")
+        if not d["prune"]["rates"]:  # ... and before per-layer rates (a schedule is resolved into them)
+            d["prune"].pop("rates")
+        d["prune"].pop("schedule")
         if d["width"] == 1:  # tickets found before widths existed keep their keys
             d.pop("width")
         return d
