@@ -180,3 +180,20 @@ def factor_columns() -> list[str]:
 def all_columns() -> list[str]:
     """Every axis's results columns, in the order the axes are declared."""
     return [c for a in AXES.values() for c in a.columns]
+
+
+class NumberAxis(Axis):
+    """An axis whose values are numbers (a width, a noise level): claim filters name them in any
+    numeric spelling (`0.2`, `.2`), and a cell recorded before the axis existed has `missing`."""
+
+    missing: float = 0.0
+
+    def canonical(self, value: Any) -> str:
+        try:
+            return str(float(value))
+        except (TypeError, ValueError):
+            return str(value)
+
+    def selects(self, wanted: tuple[Any, ...], info: dict[str, Any]) -> bool:
+        return self.canonical(info.get(self.columns[0], self.missing)) in wanted
+

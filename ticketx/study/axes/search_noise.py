@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 from pydantic import AfterValidator, BeforeValidator
 
 from ticketx.settings.base import comma_list
-from ticketx.study.axes.base import Axis, Draft, axis
+from ticketx.study.axes.base import Draft, NumberAxis, axis
 
 
 def noise_levels(v: Optional[list[float]]) -> Optional[list[float]]:
@@ -33,8 +33,9 @@ def noise_text(value: Any) -> str:
 
 
 @axis
-class SearchNoise(Axis):
+class SearchNoise(NumberAxis):
     name = "search_noise"
+    missing = 0.0
     phase = "search"
     columns = ("search_noise",)
     header = "found at noise"
@@ -62,15 +63,6 @@ class SearchNoise(Axis):
 
     def own(self, value: Any, draft: Draft) -> Any:
         return draft.spec["train"].label_noise  # the own ticket is found as the target is trained
-
-    def canonical(self, value: Any) -> str:
-        try:
-            return str(float(value))
-        except (TypeError, ValueError):
-            return str(value)
-
-    def selects(self, wanted: tuple[Any, ...], info: dict[str, Any]) -> bool:
-        return self.canonical(info.get("search_noise", 0.0)) in wanted
 
     def text(self, value: Any) -> str:
         return noise_text(value)

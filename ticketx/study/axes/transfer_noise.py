@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ticketx.study.axes.base import Axis, Draft, axis
+from ticketx.study.axes.base import Draft, NumberAxis, axis
 from ticketx.study.axes.search_noise import NoiseLevels, noise_text
 
 
 @axis
-class TransferNoise(Axis):
+class TransferNoise(NumberAxis):
     name = "transfer_noise"
+    missing = 0.0
     phase = "transfer"
     columns = ("transfer_noise",)
     header = "retrained at noise"
@@ -41,15 +42,6 @@ class TransferNoise(Axis):
 
     def search_row(self, info: dict[str, Any]) -> dict[str, Any]:
         return {"transfer_noise": info.get("search_noise", "")}  # a search is trained at its own noise
-
-    def canonical(self, value: Any) -> str:
-        try:
-            return str(float(value))
-        except (TypeError, ValueError):
-            return str(value)
-
-    def selects(self, wanted: tuple[Any, ...], info: dict[str, Any]) -> bool:
-        return self.canonical(info.get("transfer_noise", 0.0)) in wanted
 
     def text(self, value: Any) -> str:
         return noise_text(value)

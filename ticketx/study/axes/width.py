@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 from pydantic import AfterValidator, BeforeValidator
 
 from ticketx.settings.base import comma_list
-from ticketx.study.axes.base import Axis, Draft, axis
+from ticketx.study.axes.base import Draft, NumberAxis, axis
 
 
 def _widths(v: Optional[list[float]]) -> Optional[list[float]]:
@@ -30,8 +30,9 @@ Widths = Annotated[Optional[list[float]], BeforeValidator(comma_list), AfterVali
 
 
 @axis
-class Width(Axis):
+class Width(NumberAxis):
     name = "width"
+    missing = 1.0
     phase = "search"
     columns = ("width",)
     claim_key = "widths"
@@ -57,15 +58,6 @@ class Width(Axis):
             draft.ids.append((self.name, f"w{value:g}"))
             draft.titles.append(f"width {value:g}")
         draft.info["width"] = 1.0 if value is None else float(value)
-
-    def canonical(self, value: Any) -> str:
-        try:
-            return str(float(value))
-        except (TypeError, ValueError):
-            return str(value)
-
-    def selects(self, wanted: tuple[Any, ...], info: dict[str, Any]) -> bool:
-        return self.canonical(info.get("width", 1.0)) in wanted
 
     def text(self, value: Any) -> str:
         return "" if value in (None, "") else f"{float(value):g}"
