@@ -500,25 +500,15 @@ def write_pai_ticket(criterion: str, data: str, model: str, densities: str, out:
     from ticketx import store
     from ticketx import ticket as ticketfile
     from ticketx.data import load_data, parse_data
-    from ticketx.models import model_info
-    from ticketx.settings.base import as_list
+    from ticketx.models import check_model_width, model_info
+    from ticketx.settings.base import density_list
     from ticketx.runtime import resolve_device
-
-    from ticketx.models.width import check_width
 
     get(criterion)
     parse_data(data)
     info = model_info(model)
-    width = check_width(width)
-    if width != 1 and not info.widths:
-        raise UsageError(f"{model} has no width option (it is built at its published width)",
-                         "--width 1, or a model that has one: see `ticketx models`")
-    try:
-        dens = [float(d) for d in as_list(densities)]
-    except ValueError:
-        raise UsageError(f"--densities expects numbers like '0.5,0.2,0.1', got {densities!r}") from None
-    if not dens or any(not 0 < d <= 1 for d in dens) or any(a <= b for a, b in zip(dens, dens[1:])):
-        raise UsageError(f"--densities must decrease within (0, 1], got {densities!r}")
+    width = check_model_width(model, width)
+    dens = density_list(densities)
     if scope not in ("global", "layerwise"):
         raise UsageError(f"--scope must be global or layerwise, got {scope!r}")
     dev = resolve_device(device)

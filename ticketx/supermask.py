@@ -332,7 +332,7 @@ def write_supermask_ticket(method: str, data: str, model: str, densities: str, o
     from ticketx.data import load_data, parse_data
     from ticketx.models import model_info
     from ticketx.runtime import resolve_device
-    from ticketx.settings.base import as_list
+    from ticketx.settings.base import density_list
     from ticketx.steps import check_step, to_iterations
 
     METHODS[method]
@@ -342,12 +342,7 @@ def write_supermask_ticket(method: str, data: str, model: str, densities: str, o
     if target is not None:
         parse_data(target)
     info = model_info(model)
-    try:
-        dens = [float(d) for d in as_list(densities)]
-    except ValueError:
-        raise UsageError(f"--densities expects numbers like '0.5,0.2,0.1', got {densities!r}") from None
-    if not dens or any(not 0 < d <= 1 for d in dens) or any(a <= b for a, b in zip(dens, dens[1:])):
-        raise UsageError(f"--densities must decrease within (0, 1], got {densities!r}")
+    dens = density_list(densities)
     length, probe_length = check_step(length), check_step(probe_length)
     dev = resolve_device(device)
     store.check_writable(out)

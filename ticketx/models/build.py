@@ -41,6 +41,23 @@ def _local(name: str, info: ModelInfo, width: float) -> Callable[[int, int, int]
     return build
 
 
+def width_problem(name: str, width: object) -> str | None:
+    """Why model `name` cannot be built at `width` (a positive number), or None: the one place that rule lives."""
+    if check_width(width) == 1 or model_info(name).widths:
+        return None
+    why = "timm builds it at its published width" if name.startswith(TIMM_PREFIX) else "its builder takes none"
+    return f"{name} has no width option: {why}"
+
+
+def check_model_width(name: str, width: object) -> float:
+    """`width` as a float, or a one-line UsageError when model `name` cannot take it."""
+    problem = width_problem(name, width)
+    if problem:
+        takes = ", ".join(n for n, i in MODELS.items() if i.widths)
+        raise UsageError(problem, hint=f"width 1, or a model that has one: {takes}")
+    return float(width)  # type: ignore[arg-type]
+
+
 def build_model(
     name: str,
     num_classes: int,
@@ -62,11 +79,7 @@ def build_model(
     for what, value in checks:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UsageError(f"{what} must be a positive integer, got {value!r}")
-    width = check_width(width)
-    if width != 1 and not info.widths:
-        why = "timm builds it at its published width" if name.startswith(TIMM_PREFIX) else "its builder takes none"
-        takes = ", ".join(n for n, i in MODELS.items() if i.widths)
-        raise UsageError(f"{name} has no width option: {why}", hint=f"width 1, or a model that has one: {takes}")
+    width = check_model_width(name, width)
 
     if name.startswith(TIMM_PREFIX):
         model = build_timm(name, num_classes, in_channels, size)

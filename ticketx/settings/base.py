@@ -165,3 +165,15 @@ def given(block: BaseModel | None, exclude: set[str] = frozenset()) -> dict[str,
     if block is None:
         return {}
     return {k: v for k, v in block.model_dump(exclude=exclude).items() if v is not None}
+
+
+def density_list(text: Any, option: str = "--densities") -> list[float]:
+    """'0.5,0.2,0.1' (or a list) -> target densities, strictly decreasing within (0, 1]; else a one-line UsageError."""
+    try:
+        dens = [float(d) for d in as_list(text)]
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} expects numbers like '0.5,0.2,0.1', got {text!r}") from None
+    if not dens or any(not 0 < d <= 1 for d in dens) or any(a <= b for a, b in zip(dens, dens[1:])):
+        raise UsageError(f"{option} must decrease within (0, 1], got {text!r}")
+    return dens
+

@@ -64,13 +64,11 @@ class SearchSpec(Strict):
 def check_names(spec: SearchSpec) -> None:
     """Data set, model (and its width) and --keep-dense tensors exist (registries; the model on the meta device)."""
     from ticketx.data import parse_data
-    from ticketx.models import model_info, prunable_names_of
+    from ticketx.models import check_model_width, model_info, prunable_names_of
 
     parse_data(spec.data)
     info = model_info(spec.model)
-    if spec.width != 1 and not info.widths:
-        raise UsageError(f"{spec.model} has no width option (it is built at its published width)",
-                         "--width 1, or a model that has one: see `ticketx models`")
+    check_model_width(spec.model, spec.width)
     named = [k for k in spec.prune.rates if k not in ("conv", "linear")]
     if spec.prune.keep_dense or named:
         names = prunable_names_of(spec.model, spec.channels or info.channels, spec.image_size or info.image_size,

@@ -40,14 +40,12 @@ class Width(NumberAxis):
     fields = {"study": {"width": (Widths, None)}}  # None: every network at its paper width
 
     def check(self, study: Any) -> None:
-        from ticketx.models import model_info
+        from ticketx.models import width_problem
 
-        if not any(w != 1 for w in study.spec.width or ()):
-            return
         for m in study.spec.model:
-            if not model_info(m).widths:
-                raise study.error(("width",), f"{m} has no width option (it is built at its published width); "
-                                              "drop it from `model`, or keep width 1")
+            problem = next(filter(None, (width_problem(m, w) for w in study.spec.width or ())), None)
+            if problem:
+                raise study.error(("width",), f"{problem}; drop it from `model`, or keep width 1")
 
     def values(self, draft: Draft) -> list[Any]:
         return list(draft.study.spec.width or [None])
