@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ticketx.report import save_png, slug
-from ticketx.study.axes import Axis, factors
+from ticketx.study.axes import Axis, factors, with_role
 
 # Okabe & Ito 2008, "Color Universal Design": distinct under protan, deutan and tritan vision.
 # Black is the own ticket's; yellow last (faint on white).
@@ -139,7 +139,7 @@ def accuracy_figure(group: list[Mapping[str, Any]], own: list[Mapping[str, Any]]
     from matplotlib.figure import Figure
 
     from ticketx.baselines import label as arm_label
-    from ticketx.stats import interval
+    from ticketx.stats import replicated
 
     lines = [a for a in factors() if not a.figure]
     line_key = lambda r: tuple(r[a.columns[0]] for a in lines)  # noqa: E731
@@ -147,9 +147,12 @@ def accuracy_figure(group: list[Mapping[str, Any]], own: list[Mapping[str, Any]]
     varying = [len({t[i] for t in tickets}) > 1 for i in range(len(lines))]
     name = {t: _name(lines, t, varying) for t in tickets}
     arms = ["ticket", *dict.fromkeys(r["control"] for r in group if r["control"] and r["control"] != "own-ticket")]
-    by_round: dict[float, list[float]] = {}
+    # The own tickets' accuracy per density, over tickets (the unit; retrains are repeated measures of one).
+    unit = [c for a in with_role("ticket") for c in a.columns]
+    by_round: dict[float, dict[tuple[Any, ...], list[float]]] = {}
     for r in own:
-        by_round.setdefault(round(100 * r["density"], 4), []).append(100 * r["test_acc"])
+        by_round.setdefault(round(100 * r["density"], 4), {}).setdefault(tuple(r.get(c) for c in unit), []).append(
+            100 * r["test_acc"])
     n = len(tickets) * len(arms) + bool(by_round)
     xs = [100 * r["density"] for r in group] + list(by_round)
     fig = Figure(figsize=(8.2, 4.8))
@@ -178,14 +181,14 @@ def accuracy_figure(group: list[Mapping[str, Any]], own: list[Mapping[str, Any]]
                     alpha=0.85, label=f"{arm_label(arm)} ({name[t]})", zorder=2)
     if by_round:
         x = sorted(by_round, reverse=True)
-        iv = [interval(by_round[k]) for k in x]
+        iv = [replicated(by_round[k]).interval() for k in x]
         ls, marker = styles.arm("own-ticket")
         xd = _dodge(x, j, n)
         ax.plot(xd, [i.mean for i in iv], linestyle=ls, marker=marker, markersize=_size(marker, 5), color=OWN_COLOUR, linewidth=1.5,
                 label="own ticket", zorder=3)
         _interval(ax, xd, [i.low for i in iv], [i.high for i in iv], OWN_COLOUR)
     _x_axis(ax, xs)
-    ax.set_ylabel("test accuracy (%), 95% interval")
+    ax.set_ylabel("test accuracy (%), 95% interval over tickets")
     ax.set_title(f"tickets transferred: {where}", fontsize=10)
     shown = [*arms, *(["own-ticket"] if by_round else [])]
     _legends(ax, [(name[t], styles.source(t)) for t in tickets] + ([("own ticket (the target's)", (OWN_COLOUR, "full"))]
