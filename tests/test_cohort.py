@@ -283,6 +283,27 @@ def test_cohorts_are_formed_by_the_inputs_alone():
     assert C.size("auto", torch.device("cpu"), _bn(0)) == 1 and C.size(5, torch.device("cpu"), _bn(0)) == 5
 
 
+def test_a_cohort_trains_on_each_runs_noisy_labels_and_measures_its_fit(monkeypatch):
+    """Label noise: runs with one noise seed share a cohort (the same flipped labels), another seed's run
+    trains apart; train accuracy and memorisation are measured as for a run alone; no augmentation
+    is no augmentation."""
+    data = _digits()
+    spec = TrainSpec(optimizer="adam", lr=3e-3, batch_size=60, length="20it", eval_every="10it", label_noise=0.2,
+                     augment=False)
+    solo = TR.train(_runs(_lenet, [0, 1, 2], [0, 0, 1]), TR.Recipe.of(data, spec, "cpu"))
+    sizes: list[int] = []
+    real = C.train_group
+    monkeypatch.setattr(C, "train_group", lambda group, *a, **k: sizes.append(len(group)) or real(group, *a, **k))
+    together = TR.train(_runs(_lenet, [0, 1, 2], [0, 0, 1]), TR.Recipe.of(data, spec, "cpu", cohort=3))
+    assert sizes == [2]  # runs 0 and 1 (noise seed 0) together, run 2 (noise seed 1) alone
+    _compare(solo, together, rtol=RTOL)
+    n = len(data.train_y)
+    for a, b in zip(solo, together):
+        assert a.noise is not None and b.noise == a.noise and a.memorised is not None
+        assert b.train_acc == pytest.approx(a.train_acc, abs=2 / n)
+        assert b.memorised == pytest.approx(a.memorised, abs=2 / a.noise["flipped"])
+
+
 def test_what_trains_alone_says_why():
     data = _digits()
     recipe = TR.Recipe.of(data, TrainSpec(batch_size=60, length="20it"), "cpu", cohort=4)

@@ -9,7 +9,9 @@ weights, masks (a float mask per run, re-applied with one `_foreach_mul_` after 
 stacked state is exactly that run's state), BatchNorm running statistics (stacked buffers,
 updated in place under vmap), data order (a run with its own data seed gathers its own batch
 from the one tensor-resident data set; runs that share a seed share the batch) and its
-evaluation, snapshots, checkpoint and history. Runs never mix: a run diverging to NaN or inf
+evaluation, train accuracy and memorisation (`train.measure_fit`, as for one run), snapshots,
+checkpoint and history. Runs of one cohort train on one training set: their validation split and
+label noise (`train.training_split`) are part of `signature`. Runs never mix: a run diverging to NaN or inf
 changes no other run's numbers and is reported as failed once the others are recorded.
 
 Why this mechanism (measured, README "Performance"): vmap over stacked modules works for every
@@ -131,11 +133,14 @@ def alone_reason(model: nn.Module, recipe: Any, start: Any = None) -> str | None
 
 def signature(run: Any, model: nn.Module, recipe: Any) -> tuple:
     """What runs of one cohort must share besides the recipe: the network (its type, layers and
-    tensors), the start step and, with a validation split, the split (it decides the training set)."""
+    tensors), the start step and their training set: with a validation split, the split; with label
+    noise, the noise's seed (which labels are flipped; `train.training_split` decides both)."""
     params = tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters())
     buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers())
-    split = (run.data_seed if run.split_seed is None else run.split_seed) if recipe.spec.val_split > 0 else None
-    return (type(model), repr(model), params, buffers, run.start_step, split)
+    spec = recipe.spec
+    split = (run.data_seed if run.split_seed is None else run.split_seed) if spec.val_split > 0 else None
+    noise = spec.noise_seed_or(run.data_seed if run.noise_seed is None else run.noise_seed) if spec.label_noise > 0 else None
+    return (type(model), repr(model), params, buffers, run.start_step, split, noise)
 
 
 def plan(runs: Sequence[Any], recipe: Any) -> Iterator[list[tuple[Any, Any]]]:
@@ -444,6 +449,9 @@ class Tools:
     log_every: int
     track: Callable[..., Any] | None = None  # train.track: a run's tracker run, or None
     tracked_config: Callable[..., Any] | None = None  # train.tracked_config: what the tracker shows of a run
+    # train.training_split: (data, validation split, label noise) of a run; None: the recipe's data, no noise
+    training_split: Callable[..., Any] | None = None
+    measure_fit: Callable[..., Any] | None = None  # train.measure_fit: (train accuracy, memorisation) at the end
 
 
 def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, done: Callable[[Any, Any], None] | None,
@@ -462,9 +470,11 @@ def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, do
     for run, _ in group:
         if run.start_step >= steps.total:
             raise UsageError(f"the rewind point (step {run.start_step}) is not before the end of training ({steps.total} steps)")
-    data, val = recipe.data, None
+    data, val, noise = recipe.data, None, None
     run0 = group[0][0]
-    if spec.val_split > 0:  # every run of a cohort has the same split (`signature`)
+    if tools.training_split is not None:  # every run of a cohort has the same training set (`signature`)
+        data, val, noise = tools.training_split(recipe, run0)
+    elif spec.val_split > 0:
         data, val = split_validation(data, spec.val_split, run0.data_seed if run0.split_seed is None else run0.split_seed)
     checkpoints = [_checkpoint(run) for run, _ in group]
     at = [ck["step"] if ck is not None else run.start_step for ck, (run, _) in zip(checkpoints, group)]
@@ -472,7 +482,7 @@ def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, do
     failures: list[str] = []
     for step in dict.fromkeys(at):
         part = [i for i, s in enumerate(at) if s == step]
-        cohort = Cohort([group[i] for i in part], recipe, data, tools)
+        cohort = Cohort([group[i] for i in part], recipe, data, tools, noise)
         out = cohort.train([checkpoints[i] for i in part], step, val, reporter)
         for i, m, res in zip(part, cohort.members, out):
             if res is None:
@@ -499,10 +509,10 @@ def _checkpoint(run: Any) -> dict[str, Any] | None:
 class Cohort:
     """Runs that stand at the same step, set up to train together: the stack, its step and the runs' own state."""
 
-    def __init__(self, group: Sequence[tuple[Any, Any]], recipe: Any, data: Any, tools: Tools) -> None:
+    def __init__(self, group: Sequence[tuple[Any, Any]], recipe: Any, data: Any, tools: Tools, noise: Any = None) -> None:
         from ticketx.masks import apply
 
-        self.recipe, self.data, self.tools = recipe, data, tools
+        self.recipe, self.data, self.tools, self.noise = recipe, data, tools, noise
         spec, device = recipe.spec, recipe.device
         self.members = [Member(run, start) for run, start in group]
         self.n = len(self.members)
@@ -565,7 +575,8 @@ class Cohort:
             if device.type == "cpu":  # n networks' activations at once: keep the whole batch in cache
                 eval_bs = max(16, eval_bs // self.n)
             batches = Batches(data.train_x, data.train_y, batch_size=spec.batch_size, train=True,
-                              crop_padding=data.crop_padding, flip=data.flip, **common)
+                              crop_padding=data.crop_padding if spec.augment else 0, flip=data.flip and spec.augment,
+                              **common)
             evals = [Batches(data.test_x, data.test_y, batch_size=eval_bs, train=False, **common)]
             if val is not None and len(val[1]):
                 evals.append(Batches(val[0], val[1], batch_size=eval_bs, train=False, **common))
@@ -600,10 +611,16 @@ class Cohort:
                 continue
             self.stack.write_back(i, m.start.model)
             final = m.history[-1]
+            fit: dict[str, Any] = {}
+            if tools.measure_fit is not None:  # as a run alone measures it: eval mode, its whole training split
+                with cpu_threads(self.threads):
+                    fit["train_acc"], fit["memorised"] = tools.measure_fit(m.start.model, batches, self.noise, spec.precision)
+                fit["noise"] = None if self.noise is None else self.noise.as_dict()
             results.append(tools.result(
                 test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=m.history, snapshots=m.snapshots,
                 seconds=m.elapsed + share, steps=steps.total - m.run.start_step,
-                images_per_second=images / max(1e-9, share), model=m.start.model, mask=m.start.mask, info=m.start.info))
+                images_per_second=images / max(1e-9, share), model=m.start.model, mask=m.start.mask, info=m.start.info,
+                **fit))
         return results
 
     def _loop(self, step: int, totals_init: list[float], batches: Any, evals: list[Any], reporter: Any,

@@ -766,7 +766,8 @@ def _train_cohorts(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
 
     from ticketx import cohort
 
-    tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY, track, tracked_config)
+    tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY, track, tracked_config,
+                         training_split, measure_fit)
     results: list[TrainResult] = []
     for group in cohort.plan(runs, recipe):
         if len(group) == 1:
