@@ -28,9 +28,9 @@ is written atomically at the end and the work folder removed.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -87,6 +87,7 @@ class Search:
     head: str
     init_state: dict[str, torch.Tensor]
     rewind_step: int
+    cohort: int | str = 1  # runs trained together (ticketx.cohort): several searches' rounds in lockstep
 
     @property
     def steps(self) -> Steps:
@@ -99,7 +100,7 @@ class Search:
             return self.recipe
         final_lr = self.steps.schedule(self.steps.total - 1)
         spec = self.spec.train.model_copy(update={"lr": final_lr, "milestones": [], "warmup": "0"})
-        return Recipe.of(self.data, spec, self.device)
+        return Recipe.of(self.data, spec, self.device, cohort=self.cohort)
 
     @property
     def state_names(self) -> list[str]:
@@ -122,10 +123,9 @@ class Search:
         store.save_torch(path, mask)
         return mask
 
-    def train_round(self, r: int, mask: M.Mask, rewind: dict[str, torch.Tensor] | None,
-                    previous: dict[str, torch.Tensor] | None = None
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Train round r (or load it when done): (record, trained weights of `state_names`, rewind weights).
+    def round_run(self, r: int, mask: M.Mask, rewind: dict[str, torch.Tensor] | None,
+                  previous: dict[str, torch.Tensor] | None = None) -> Run:
+        """Round r as a run (trained by `runs.ensure`, or read when done; `round_outcome` reads its outcome).
 
         Round 0 trains the dense network from its initialisation and snapshots the rewind weights
         on the way; round r >= 1 restarts the survivors at the rewind step from the rewind weights
@@ -139,7 +139,7 @@ class Search:
             self.model.load_state_dict(start_state)
             return Start(self.model, mask if r > 0 else None)
 
-        run = Run(
+        return Run(
             key=self.key, start=start, folder=self.work / f"round_{r:02d}", label=f"round {r}/{self.spec.prune.rounds}",
             start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1], noise_seed=self.spec.noise_seed,
             snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
@@ -147,8 +147,13 @@ class Search:
             info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
                   "collapsed": M.collapsed(mask)},
         )
-        recipe = self.recipe if r == 0 else self.retrain_recipe
-        outcome = ensure([run], recipe, self.reporter, names=self.state_names)[0]
+
+    def round_recipe(self, r: int) -> Recipe:
+        return self.recipe if r == 0 else self.retrain_recipe
+
+    def round_outcome(self, r: int, outcome: Any, rewind: dict[str, torch.Tensor] | None
+                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(record, trained weights of `state_names`, rewind weights) of round r from its run's outcome."""
         if r == 0:
             # Rounds written before results kept their snapshots have the rewind weights beside them.
             rewind = outcome.snapshots.get(self.rewind_step)
@@ -200,18 +205,45 @@ def _already_done(out: Path, key: str, work: Path, force: bool, reporter: Report
     return None
 
 
-def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any) -> Search:
-    """Load the data and build the network at its initialisation (seeded); check the rewind step."""
-    data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
+def _setup(spec: SearchSpec, key: str, work: Path, device: torch.device, reporter: Reporter, data_dir: Any,
+           data: ImageData | None = None, cohort: int | str = 1) -> Search:
+    """Load the data (unless given) and build the network at its initialisation (seeded); check the rewind step."""
+    if data is None:
+        data = prepare_data(spec.data, spec.model, spec.image_size, spec.channels, data_dir)
     init_seed, _ = spec.seeds
     runtime.seed_weights(init_seed)
     model = build_model(spec.model, data.num_classes, data.channels, data.image_size, width=spec.width)
-    recipe = Recipe.of(data, spec.train, device)
+    recipe = Recipe.of(data, spec.train, device, cohort=cohort)
     problem = rewind_problem(spec.prune.rewind, spec.train.length, recipe.steps.iterations_per_epoch)
     if problem:
         raise UsageError(problem)
     return Search(spec, key, work, device, reporter, data, recipe, model, prunable_names(model), head_name(model),
-                  state_copy(model), to_iterations(spec.prune.rewind, recipe.steps.iterations_per_epoch))
+                  state_copy(model), to_iterations(spec.prune.rewind, recipe.steps.iterations_per_epoch), cohort)
+
+
+def lockstep_key(spec: SearchSpec) -> str:
+    """What searches must share to run in lockstep (`find_many`): everything that changes the result
+    but their seeds (the settings, hence the data, the network and every round's recipe)."""
+    science = spec.science()
+    for seed in ("init_seed", "data_seed"):
+        science.pop(seed)
+    return store.fingerprint(science)
+
+
+@dataclass
+class _Progress:
+    """One search of `find_many` between rounds: its masks, records and the last round's weights."""
+
+    spec: SearchSpec
+    out: Path
+    search: Search
+    mask: M.Mask
+    toward: dict[str, torch.Tensor]
+    rounds: Any  # its tracker run (the search as a whole), or None
+    masks: list[M.Mask] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rewind: dict[str, torch.Tensor] | None = None
+    final: dict[str, torch.Tensor] = field(default_factory=dict)  # the last round's final weights (state_names)
 
 
 def find(
@@ -224,53 +256,108 @@ def find(
     force: bool = False,
 ) -> ticketfile.Ticket:
     """Run (or resume, or skip when already done) a ticket search and write the ticket to `out`."""
+    return find_many([(spec, out)], data_dir=data_dir, device=device, reporter=reporter, force=force)[0]
+
+
+def find_many(
+    searches: Sequence[tuple[SearchSpec, str | Path]],
+    *,
+    data_dir: Any = None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    force: bool = False,
+    cohort: int | str = 1,
+) -> list[ticketfile.Ticket]:
+    """`find` for several searches (spec, out) that differ only in their seeds (`lockstep_key`), in
+    lockstep: round r of every search in one call to the trainer (one cohort with `cohort` > 1), then
+    each search prunes its own mask, and so on; rounds stay sequential. The tickets, in order.
+
+    Each search is exactly what it is alone (the same runs, keys, work folders, masks pruned from
+    its own weights); in a cohort its weights follow the one-network trajectory to float tolerance,
+    so a mask can differ from the one-at-a-time search only where two weights' scores tie at the
+    pruning threshold to within that rounding. A search already done is read; one killed part-way
+    resumes from its rounds' results and checkpoints, whatever it is grouped with this time.
+    """
     reporter = reporter or Reporter()
-    out = Path(out)
-    key = store.fingerprint(spec.science())
-    work = work_dir_for(out)
-    existing = _already_done(out, key, work, force, reporter)
-    if existing is not None:
-        return existing
+    keys = {lockstep_key(spec) for spec, _ in searches}
+    if len(keys) > 1:
+        raise UsageError("searches run in lockstep must differ only in their seeds")
+    tickets: dict[int, ticketfile.Ticket] = {}
+    todo: list[tuple[int, SearchSpec, Path, str, Path]] = []
+    for i, (spec, out) in enumerate(searches):
+        out = Path(out)
+        key = store.fingerprint(spec.science())
+        work = work_dir_for(out)
+        existing = _already_done(out, key, work, force, reporter)
+        if existing is not None:
+            tickets[i] = existing
+        else:
+            todo.append((i, spec, out, key, work))
+    if not todo:
+        return [tickets[i] for i in range(len(searches))]
     dev = resolve_device(device)
-    store.check_writable(out)
-    set_deterministic(spec.deterministic)
-    search = _setup(spec, key, work, dev, reporter, data_dir)
-    store.remove_stale_temps(out)  # left by a run killed while writing the ticket
-    store.write_json(work / "spec.json", {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
-    mask = M.ones_like({n: p for n, p in search.model.named_parameters() if n in search.names})
-    masks: list[M.Mask] = []
-    records: list[dict[str, Any]] = []
-    rewind: dict[str, torch.Tensor] | None = None
-    final: dict[str, torch.Tensor] = {}  # the last round's final weights (state_names)
-    toward = {n: torch.zeros_like(m) for n, m in mask.items()}  # per weight: moved toward zero (Zhou et al. 2019)
-    # the search as a whole in the tracker (if any): each round's density and accuracy, by round
-    rounds = track(reporter, "rounds", spec.science(), folder=work / "rounds", key=key, kind="search")
-    for r in range(spec.prune.rounds + 1):
-        if r > 0:
-            assert rewind is not None
-            previous = mask
-            mask = search.round_mask(r, mask, {n: final[n] for n in search.names}, rewind)
-            masks.append(mask)
-            for n in mask:  # the weights this round prunes: their movement in the training that pruned them
-                pruned = previous[n] & ~mask[n]
-                toward[n][pruned] = D.toward_zero(rewind[n], final[n])[pruned]
-            for name in M.collapsed(mask):
-                reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
-        record, final, rewind = search.train_round(r, mask, rewind, final)
-        records.append(record)
-        if rounds is not None:
-            rounds.log(r, {"round/density": record["density"], "round/test_accuracy": record["test_acc"],
-                           "round/val_accuracy": record.get("val_acc"), "round/seconds": record["seconds"]})
-            rounds.checkpoint()
-        reporter.log(f"{spec.model} on {search.data.name}: round {r}/{spec.prune.rounds}: {100 * record['density']:.2f}% "
-                     f"weights remaining, test acc {100 * record['test_acc']:.2f}% ({record['seconds']:.1f}s)")
+    for _, _, out, _, _ in todo:
+        store.check_writable(out)
+    set_deterministic(todo[0][1].deterministic)
+    progress: list[_Progress] = []
+    data: ImageData | None = None
+    for _, spec, out, key, work in todo:
+        search = _setup(spec, key, work, dev, reporter, data_dir, data, cohort)
+        data = search.data  # the searches share their settings: one data set for all
+        store.remove_stale_temps(out)  # left by a run killed while writing the ticket
+        store.write_json(work / "spec.json", {"fingerprint": key, "spec": spec.model_dump(), "versions": store.versions()})
+        mask = M.ones_like({n: p for n, p in search.model.named_parameters() if n in search.names})
+        toward = {n: torch.zeros_like(m) for n, m in mask.items()}  # per weight: moved toward zero (Zhou et al. 2019)
+        # the search as a whole in the tracker (if any): each round's density and accuracy, by round
+        rounds = track(reporter, "rounds", spec.science(), folder=work / "rounds", key=key, kind="search")
+        progress.append(_Progress(spec, out, search, mask, toward, rounds))
+    last = todo[0][1].prune.rounds
+    for r in range(last + 1):
+        runs = []
+        for p in progress:
+            if r > 0:
+                _prune(p, r, reporter)
+            runs.append(p.search.round_run(r, p.mask, p.rewind, p.final))
+        first = progress[0].search
+        outcomes = ensure(runs, first.round_recipe(r), reporter, names=first.state_names)
+        for p, outcome in zip(progress, outcomes):
+            record, p.final, p.rewind = p.search.round_outcome(r, outcome, p.rewind)
+            p.records.append(record)
+            if p.rounds is not None:
+                p.rounds.log(r, {"round/density": record["density"], "round/test_accuracy": record["test_acc"],
+                                 "round/val_accuracy": record.get("val_acc"), "round/seconds": record["seconds"]})
+                p.rounds.checkpoint()
+            reporter.log(f"{p.spec.model} on {p.search.data.name}: round {r}/{p.spec.prune.rounds}: "
+                         f"{100 * record['density']:.2f}% weights remaining, test acc {100 * record['test_acc']:.2f}% "
+                         f"({record['seconds']:.1f}s)")
+    for (i, _, _, _, work), p in zip(todo, progress):
+        tickets[i] = _write_ticket(p, work)
+    distributed.barrier()  # DDP: every rank returns once rank 0 has written the tickets
+    return [tickets[i] for i in range(len(searches))]
+
+
+def _prune(p: _Progress, r: int, reporter: Reporter) -> None:
+    """Round r's mask of search `p`, from round r-1's trained weights; which weights moved toward zero."""
+    assert p.rewind is not None
+    search, previous, rewind, final = p.search, p.mask, p.rewind, p.final
+    p.mask = mask = search.round_mask(r, previous, {n: final[n] for n in search.names}, rewind)
+    p.masks.append(mask)
+    for n in mask:  # the weights this round prunes: their movement in the training that pruned them
+        pruned = previous[n] & ~mask[n]
+        p.toward[n][pruned] = D.toward_zero(rewind[n], final[n])[pruned]
+    for name in M.collapsed(mask):
+        reporter.log(f"[yellow]warning: round {r}: layer {name} has no weights left (layer collapse)[/]")
+
+
+def _write_ticket(p: _Progress, work: Path) -> ticketfile.Ticket:
+    """The finished search's ticket, written atomically; its work folder removed."""
+    rewind, final, mask, toward = p.rewind, p.final, p.mask, p.toward
     assert rewind is not None
     for n in mask:  # weights never pruned: their movement in the last round
         toward[n][mask[n]] = D.toward_zero(rewind[n], final[n])[mask[n]]
-    if rounds is not None:
-        rounds.finish()
-    ticket = ticketfile.make(search.meta(records), masks, rewind, extras={TOWARD_ZERO: toward})
-    ticketfile.save(ticket, out)
+    if p.rounds is not None:
+        p.rounds.finish()
+    ticket = ticketfile.make(p.search.meta(p.records), p.masks, rewind, extras={TOWARD_ZERO: toward})
+    ticketfile.save(ticket, p.out)
     store.remove_tree(work)
-    distributed.barrier()  # DDP: every rank returns once rank 0 has written the ticket
     return ticket

@@ -10,6 +10,7 @@ finished runs and resumes unfinished ones from their last epoch checkpoint.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,80 @@ def transfer(
     It changes speed and float rounding, not what is trained: run keys do not depend on it.
     """
     reporter = reporter or Reporter()
+    job = prepare(plan, out, data_dir=data_dir, device=device, runs_dir=runs_dir, cohort=cohort)
+    return job.finish(ensure(job.runs, job.recipe, reporter))
+
+
+@dataclass
+class TransferJob:
+    """A transfer set up: its recipe and runs (every network of it, in the order they go to the trainer),
+    and `finish`, which turns their outcomes into `<out>/result.json`. Transfers whose recipes are
+    equal (`recipe_key`) can hand their runs to the trainer together (a study's cohorts of cells)."""
+
+    plan: TransferPlan
+    out: Path
+    data: ImageData
+    recipe: Recipe
+    runs: list[Run]
+    order: list[tuple[str, Baseline, int, int]]  # (arm, baseline, round, seed) of each run
+    at: dict[tuple[str, int, int], int]  # (arm, ticket round, seed) -> the round of its network
+    arms: list[tuple[str, Baseline]]
+    heads: dict[str, str]
+    device: torch.device
+
+    def recipe_key(self) -> str:
+        """What two transfers' recipes must share to train together: data set, settings, device, cohort."""
+        r = self.recipe
+        return store.fingerprint([self.data.name, list(self.data.train_x.shape), self.plan.train.model_dump(),
+                                  str(r.device), str(r.cohort), r.channels_last, r.compile])
+
+    def finish(self, outcomes_in: list[Any]) -> dict[str, Any]:
+        """Write and return `<out>/result.json` from the runs' outcomes (in the order of `runs`)."""
+        plan, spec, ticket, arms, at, data = self.plan, self.plan.spec, self.plan.ticket, self.arms, self.at, self.data
+        outcomes: dict[tuple[str, int, int], dict[str, Any]] = {}
+        for (name, _, r, seed), outcome in zip(self.order, outcomes_in):
+            outcomes[name, r, seed] = outcome.record
+        runs_out = [{**outcomes[name, at[name, r, seed], seed], "for_round": r}  # the ticket's round it is compared at
+                    for r in plan.rounds for name, _ in arms for seed in spec.seeds]
+        result = {
+            "kind": "transfer",
+            "ticket": str(plan.ticket_path),
+            "ticket_fingerprint": ticket.meta.get("fingerprint"),
+            "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
+                       "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
+                       "found_by": ticket.meta.get("found_by", "imp"), "retrain": ticket.meta["prune"].get("retrain", "rewind"),
+                       "width": width_of(ticket.meta), "label_noise": ticket.meta.get("label_noise")},
+            "ticket_start": ticket_start(ticket),  # what the ticket's arm starts from, in words
+            "mask0": spec.mask0,
+            "target": data.name,
+            "target_classes": list(data.classes),
+            "own_ticket": spec.own_ticket,
+            "head": spec.head,  # the rule; `heads`: what it gave each ticket's arms ('keep' or 'new')
+            "heads": self.heads,
+            "test_images": int(len(data.test_y)),
+            "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
+            "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
+            "runs": runs_out,
+            **summarise(runs_out),  # summary (per round), family, tolerance
+            "overlap": own_overlap(plan),
+            "versions": store.versions(),
+            "device": distributed.describe(self.device),
+        }
+        store.write_json(self.out / "result.json", result)
+        distributed.barrier()  # DDP: every rank returns once rank 0 has written the result
+        return result
+
+
+def prepare(plan: TransferPlan, out: str | Path, *, data_dir: Any = None, device: str = "auto",
+            runs_dir: str | Path | None = None, cohort: int | str = 1, data: ImageData | None = None) -> TransferJob:
+    """Set up a transfer (see `transfer`) without training anything. `data`: the target data set when the
+    caller has loaded it (transfers handed to the trainer together share one)."""
     out = Path(out)
     spec, ticket = plan.spec, plan.ticket
     dev = resolve_device(device)
     set_deterministic(spec.deterministic)
-    data = load_data(spec.target, data_dir, image_size=ticket.meta["image_size"], channels=ticket.meta["channels"])
+    if data is None:
+        data = load_data(spec.target, data_dir, image_size=ticket.meta["image_size"], channels=ticket.meta["channels"])
     check_head(spec, ticket, list(data.classes))
     heads = {"ticket": head_rule(spec.head, ticket, data.name, list(data.classes))}
     if plan.own is not None:
@@ -74,38 +144,7 @@ def transfer(
     index = {k: i for i, k in enumerate(todo)}
     runs = [arm_run(name=name, baseline=baseline, plan=plan, data=data, round_=r, seed=seed, runs_root=runs_root,
                     index=index[name, r, seed] + 1, total=len(todo)) for name, baseline, r, seed in order]
-    outcomes: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for (name, _, r, seed), outcome in zip(order, ensure(runs, recipe, reporter)):
-        outcomes[name, r, seed] = outcome.record
-    runs_out = [{**outcomes[name, at[name, r, seed], seed], "for_round": r}  # the ticket's round it is compared at
-                for r in plan.rounds for name, _ in arms for seed in spec.seeds]
-    result = {
-        "kind": "transfer",
-        "ticket": str(plan.ticket_path),
-        "ticket_fingerprint": ticket.meta.get("fingerprint"),
-        "source": {"data": ticket.meta["data"], "model": ticket.meta["model"], "optimizer": ticket.meta["train"]["optimizer"],
-                   "image_size": ticket.meta["image_size"], "channels": ticket.meta["channels"],
-                   "found_by": ticket.meta.get("found_by", "imp"), "retrain": ticket.meta["prune"].get("retrain", "rewind"),
-                   "width": width_of(ticket.meta), "label_noise": ticket.meta.get("label_noise")},
-        "ticket_start": ticket_start(ticket),  # what the ticket's arm starts from, in words
-        "mask0": spec.mask0,
-        "target": data.name,
-        "target_classes": list(data.classes),
-        "own_ticket": spec.own_ticket,
-        "head": spec.head,  # the rule; `heads`: what it gave each ticket's arms ('keep' or 'new')
-        "heads": heads,
-        "test_images": int(len(data.test_y)),
-        "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
-        "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
-        "runs": runs_out,
-        **summarise(runs_out),  # summary (per round), family, tolerance
-        "overlap": own_overlap(plan),
-        "versions": store.versions(),
-        "device": distributed.describe(dev),
-    }
-    store.write_json(out / "result.json", result)
-    distributed.barrier()  # DDP: every rank returns once rank 0 has written the result
-    return result
+    return TransferJob(plan, out, data, recipe, runs, order, at, arms, heads, dev)
 
 
 # Part of every run's key: results of an older pairing / seeding / output-layer protocol are never
