@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
     ["search", "transfer", "pai", "supermask", "stability", "compare"],  # the experiments
     ["study.axes"],
     ["study.cells"],
-    ["study.claims", "study.load"],
+    ["study.claims", "study.load", "study.cohorts"],  # study.cohorts: which cells train together
     ["study.runner"],
     ["study.tables", "study.plots", "study.curves", "study.results"],
     ["study.expect", "study.worker", "study.local", "study.status", "study.slurm"],
@@ -120,7 +120,7 @@ def test_no_circles():
 
 
 # Where axes must not be spelled: the code that runs, summarises and draws any study.
-GENERIC = ["study/cells.py", "study/runner.py", "study/results.py", "study/tables.py", "study/plots.py", "study/load.py",
+GENERIC = ["study/cells.py", "study/cohorts.py", "study/runner.py", "study/results.py", "study/tables.py", "study/plots.py", "study/load.py",
            "study/curves.py"]
 
 

@@ -20,7 +20,7 @@ from ticketx.errors import UsageError
 Path_ = tuple[Any, ...]
 
 # Top-level keys whose values change no cell's result (settings.study.StudySpec says why for each).
-NOT_SCIENCE = ("name", "description", "device", "cpu_threads", "data_dir", "launcher", "expect", "tracking")
+NOT_SCIENCE = ("name", "description", "device", "cpu_threads", "data_dir", "launcher", "expect", "tracking", "cohort")
 
 _KEY = re.compile(r"[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*|\[\d+\])*")
 

@@ -234,23 +234,79 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
     `cohort` (the study's `cohort:`): networks of the cell trained together (ticketx.cohort); not in its key.
     """
     from ticketx.search import find
-    from ticketx.settings.transfer import resolve_transfer
     from ticketx.transfer import transfer
 
     here = cell_dir(out, cell)
     if isinstance(cell, SearchCell):
         ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
-        return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
-                for r in ticket.rounds]
+        return search_summary(ticket)
     if isinstance(cell, StabilityCell):
         return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter, cohort=cohort)
     assert isinstance(cell, TransferCell)
-    own = str(cell_dir(out, {"id": cell.own_ticket}) / "ticket.pt") if cell.own_ticket else None
-    plan = resolve_transfer(cell_dir(out, {"id": cell.source}) / "ticket.pt",
-                            cell.transfer.model_copy(update={"own_ticket": own}))
-    result = transfer(plan, here, data_dir=data_dir, device=device, reporter=reporter, runs_dir=out / "runs",
-                      cohort=cohort)
+    result = transfer(transfer_plan(cell, out), here, data_dir=data_dir, device=device, reporter=reporter,
+                      runs_dir=out / "runs", cohort=cohort)
     return result["summary"]
+
+
+def search_summary(ticket: Any) -> list[dict[str, Any]]:
+    """A search cell's summary for done.json: each round's density and accuracies."""
+    return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
+            for r in ticket.rounds]
+
+
+def transfer_plan(cell: TransferCell, out: Path) -> Any:
+    """A transfer cell's resolved plan: its ticket and own ticket from their search cells' folders."""
+    from ticketx.settings.transfer import resolve_transfer
+
+    own = str(cell_dir(out, {"id": cell.own_ticket}) / "ticket.pt") if cell.own_ticket else None
+    return resolve_transfer(cell_dir(out, {"id": cell.source}) / "ticket.pt",
+                            cell.transfer.model_copy(update={"own_ticket": own}))
+
+
+def run_cells(cells: list[Cell], out: Path, *, device: str, data_dir: Any, reporter: Any,
+              cohort: int | str = 1) -> list[Any]:
+    """Train a group of cells together (`ticketx.study.cohorts`; resuming what their folders hold); return
+    each cell's summary for its done.json, in order. One cell: `run_cell`.
+
+    Searches run in lockstep (`ticketx.search.find_many`). Transfer cells hand the networks of all
+    cells whose recipes are equal to the trainer in one call (cell by cell, each cell's in its own
+    order; a network two of them share once), then each cell writes its result.json. Each cell's
+    runs, keys and folders are those it has alone; only which networks share a cohort changes.
+    """
+    from ticketx.runs import ensure
+    from ticketx.search import find_many
+    from ticketx.transfer import prepare
+
+    if len(cells) == 1:
+        return [run_cell(cells[0], out, device=device, data_dir=data_dir, reporter=reporter, cohort=cohort)]
+    if all(isinstance(c, SearchCell) for c in cells):
+        tickets = find_many([(c.find, cell_dir(out, c) / "ticket.pt") for c in cells if isinstance(c, SearchCell)],
+                            data_dir=data_dir, device=device, reporter=reporter, cohort=cohort)
+        return [search_summary(t) for t in tickets]
+    if not all(isinstance(c, TransferCell) for c in cells):
+        raise ValueError("a group of cells is all searches or all transfers")
+    jobs, datas = [], {}
+    for c in cells:
+        assert isinstance(c, TransferCell)
+        plan = transfer_plan(c, out)
+        what = (plan.spec.target, plan.ticket.meta["image_size"], plan.ticket.meta["channels"])  # load_data's arguments
+        job = prepare(plan, cell_dir(out, c), data_dir=data_dir, device=device, runs_dir=out / "runs", cohort=cohort,
+                      data=datas.get(what))
+        datas[what] = job.data
+        jobs.append(job)
+    parts: dict[str, list[Any]] = {}
+    for job in jobs:
+        parts.setdefault(job.recipe_key(), []).append(job)
+    outcomes: dict[int, list[Any]] = {}
+    for part in parts.values():
+        unique: dict[Any, Any] = {}  # run folder -> run: a network two cells share is trained once
+        for job in part:
+            for run in job.runs:
+                unique.setdefault(run.folder, run)
+        got = dict(zip(unique, ensure(list(unique.values()), part[0].recipe, reporter)))
+        for job in part:
+            outcomes[id(job)] = [got[run.folder] for run in job.runs]
+    return [job.finish(outcomes[id(job)])["summary"] for job in jobs]
 
 
 def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any,

@@ -27,6 +27,12 @@ but unfinished cells waits and polls; it exits when every cell is done or cannot
 this worker's lifetime, or waiting on such a search). A failed cell is retried by workers started
 after its failure (rerun the command to retry). A worker looks at a cell's files only when the
 cell comes up to be claimed (`Pending`), so a claim costs the same in a study of 100k cells.
+
+Cohorts of cells (`cohort:` above 1, `ticketx.study.cohorts`): the cells of a group, fixed by the
+study file, are claimed together: the first ready one, then every other one of its group that is
+ready and free (a cell done, failed or leased elsewhere falls out), each with all of its leases or
+none. They train in one call to the trainer (`run_cells`) and each gets its done.json; a killed
+group resumes from its networks' checkpoints wherever its cells are claimed next.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from ticketx.leases import Leases, previous_run
 from ticketx.settings.study import Study
 from ticketx.study.axes import slug
 from ticketx.study.cells import Cell, StabilityCell, TransferCell
-from ticketx.study.runner import cell_dir, done_ids, is_done, run_cell, write_provenance
+from ticketx.study.runner import cell_dir, done_ids, is_done, run_cell, run_cells, write_provenance
 
 # Long enough that a slow epoch checkpoint on a busy NFS server never looks like a dead worker
 # (the heartbeat is a separate thread, so training time itself does not count).
@@ -124,7 +130,12 @@ class Worker:
         self.log_path = self.out / "logs" / f"{slug(self.worker_id)}.log"
         self.poll = self.poll or max(0.05, min(5.0, self.lease_timeout / 20))
         self.by_id = {c.id: c for c in self.study.cells}
-        self.watch: Optional[str] = None  # the lease whose loss interrupts the main thread
+        self.watch: set[str] = set()  # the leases whose loss interrupts the main thread
+        from ticketx.runtime import resolve_device
+        from ticketx.study.cohorts import groups
+
+        # The cells trained together (`cohort:` above 1): fixed by the study file and the device kind.
+        self.groups = groups(self.study, resolve_device(self.device).type)
 
     def log(self, message: str) -> None:
         """One line in this worker's log (appended by this worker only, so lines never interleave)."""
@@ -135,7 +146,7 @@ class Worker:
     def _lost(self, name: str) -> None:
         import _thread
 
-        if name == self.watch:
+        if name in self.watch:
             _thread.interrupt_main()  # stop training a cell someone else now owns
 
     def deps(self, cell: Cell) -> list[str]:
@@ -162,8 +173,10 @@ class Worker:
         write_provenance(self.study, self.out)
         left = Pending(cells, self.deps, done_ids(self.out, self.study.cells))
         before = left.finished
+        grouped = len({g for c in cells if len(g := self.groups.get(c.id, ())) > 1})
         self.log(f"worker start: study {self.study.name}, {len(cells)} cells ({self.phase}), {before} done, "
-                 f"device {self.device}, lease timeout {self.lease_timeout:g}s")
+                 f"device {self.device}, lease timeout {self.lease_timeout:g}s"
+                 + (f", {grouped} cohorts of cells (cohort {self.study.spec.cohort})" if grouped else ""))
         if before:
             self.reporter.log(f"[dim]{before} of {len(cells)} cells already done: skipped[/]")
         progress = getattr(self.reporter, "progress", None)
@@ -197,18 +210,21 @@ class Worker:
                     self.log(f"waited {time.monotonic() - waiting_since:.1f}s")
                     waiting_since = None
                 if overall is not None:
-                    progress.update(overall, description=f"study {self.study.name}: {claimed.short}")
+                    progress.update(overall, description=f"study {self.study.name}: {claimed[0].short}"
+                                    + (f" (+{len(claimed) - 1} cells)" if len(claimed) > 1 else ""))
                 t0 = time.perf_counter()
                 failures = len(self.failures)
-                ok = self._run(claimed)
-                if ok:
-                    left.mark_done(claimed.id)
-                    self.reporter.log(f"[green]done[/] [{left.finished}/{len(cells)}] {escape(claimed.title)} "
-                                      f"[dim]({time.perf_counter() - t0:.1f}s, {self.worker_id})[/]")
-                elif len(self.failures) > failures:  # failed in this worker's life: not retried by it
-                    left.mark_dead(claimed.id)
-                else:  # its lease was taken over: the new owner finishes it
-                    left.put_back(claimed.id)
+                finished = self._run_group(claimed)
+                failed = {f.cell.id for f in self.failures[failures:]}
+                for cell in claimed:
+                    if cell.id in finished:
+                        left.mark_done(cell.id)
+                        self.reporter.log(f"[green]done[/] [{left.finished}/{len(cells)}] {escape(cell.title)} "
+                                          f"[dim]({time.perf_counter() - t0:.1f}s, {self.worker_id})[/]")
+                    elif cell.id in failed:  # failed in this worker's life: not retried by it
+                        left.mark_dead(cell.id)
+                    else:  # its lease was taken over (or a cell of its group's was): it goes back in the queue
+                        left.put_back(cell.id)
         finally:
             self.leases.stop()
             self.leases.release_all()
@@ -237,8 +253,9 @@ class Worker:
                 changed = True
         return changed
 
-    def _next(self, left: "Pending") -> Optional[Cell]:
-        """The first ready cell, in study order, that this worker could claim (None: none now).
+    def _next(self, left: "Pending") -> Optional[list[Cell]]:
+        """The first ready cell, in study order, that this worker could claim, with the rest of its
+        group that it could claim too (`_gather`); None: none now.
 
         Only cells on the way are looked at on disk: done or failed ones leave the queue, ones
         that other workers are running stay in it. A claim costs O(1 + cells running elsewhere).
@@ -252,7 +269,7 @@ class Worker:
                 elif self._dead(cell):
                     left.mark_dead(cid)
                 elif self._claim(cell):
-                    return cell
+                    return self._gather(cell, left)
                 else:
                     passed.append(cid)
             return None
@@ -260,10 +277,32 @@ class Worker:
             for cid in passed:
                 left.put_back(cid)
 
-    def _claim(self, cell: Cell) -> bool:
-        """Lease `cell` and the networks it shares, all or nothing; False if another worker has one."""
+    def _gather(self, cell: Cell, left: "Pending") -> list[Cell]:
+        """`cell` (claimed) and every other cell of its group (`ticketx.study.cohorts`) that is ready and
+        that this worker can claim now, in study order. A cell of the group that is done, failed,
+        not ready or leased by another worker falls out: the group trains without it (fewer networks
+        per cohort: the same results to float tolerance), and it is trained where it is claimed."""
+        members = self.groups.get(cell.id, (cell.id,))
+        got, held = [cell], set(self.resources(cell))
+        for cid in members:
+            if cid == cell.id or cid not in left.ready:
+                continue
+            other = left.cells[cid]
+            if is_done(self.out, other):
+                left.mark_done(cid)
+            elif self._dead(other):
+                left.mark_dead(cid)
+            elif self._claim(other, held):
+                left.take(cid)
+                got.append(other)
+                held.update(self.resources(other))
+        return sorted(got, key=lambda c: left.order[c.id])
+
+    def _claim(self, cell: Cell, held: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Lease `cell` and the networks it shares (but those in `held`, this worker's already), all or
+        nothing; False if another worker has one."""
         got: list[str] = []
-        for name in self.resources(cell):
+        for name in (n for n in self.resources(cell) if n not in held):
             if not self.leases.acquire(name):
                 for g in got:
                     self.leases.release(g)
@@ -275,13 +314,62 @@ class Worker:
             return False
         return True
 
+    def _run_group(self, cells: list[Cell]) -> set[str]:
+        """Train claimed cells together (`run_cells`); record each one's done.json; the ids done. A
+        group whose training fails is retried cell by cell (`_run`: the error lands on its cell's
+        failed.json; what the group finished is kept). Always gives the group's leases back."""
+        from ticketx import store
+
+        if len(cells) == 1:
+            return {cells[0].id} if self._run(cells[0]) else set()
+        names = list(dict.fromkeys(n for c in cells for n in self.resources(c)))
+        self.watch = {lease_name(c) for c in cells}
+        t0 = time.perf_counter()
+        try:
+            for cell in cells:
+                store.write_json(cell_dir(self.out, cell) / "config.json",
+                                 {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
+                self.log(f"start {cell.id}")
+                self.trained.append(cell.id)
+            self.log(f"cohort {len(cells)} cells {' '.join(c.id for c in cells)}")
+            try:
+                summaries = run_cells(cells, self.out, device=self.device, data_dir=self.data_dir, reporter=self.reporter,
+                                      cohort=self.study.spec.cohort)
+            except KeyboardInterrupt:
+                lost = [c.id for c in cells if lease_name(c) in self.leases.lost]
+                if lost:
+                    self.log(f"stopped cohort of {len(cells)} cells: the lease of {' '.join(lost)} was taken over")
+                    return set()
+                self.log(f"interrupted cohort of {len(cells)} cells")
+                raise
+            except Exception as err:  # noqa: BLE001 - each cell alone: the error is recorded on its own cell
+                self.log(f"cohort of {len(cells)} cells failed ({' '.join(str(err).split()) or type(err).__name__}): "
+                         "each cell alone")
+                self.watch = set()
+                return {c.id for c in cells if self._run(c)}
+            seconds = (time.perf_counter() - t0) / len(cells)  # a cell's share of the group's time
+            for cell, summary in zip(cells, summaries):
+                here = cell_dir(self.out, cell)
+                store.write_json(here / "done.json", {  # written last: the cell is done only once this exists
+                    "key": cell.key, "kind": cell.kind, "summary": summary, "seconds": seconds,
+                    "versions": store.versions(), "finished": _now(), "worker": self.worker_id, "job": self.job,
+                    "cohort": [c.id for c in cells],
+                })
+                (here / "failed.json").unlink(missing_ok=True)
+                self.log(f"done {cell.id} {seconds:.2f}s")
+            return {c.id for c in cells}
+        finally:
+            self.watch = set()
+            for name in names:
+                self.leases.release(name)
+
     def _run(self, cell: Cell) -> bool:
         """Train a claimed cell; record done.json or failed.json; always give its leases back."""
         from ticketx import store
 
         here = cell_dir(self.out, cell)
         names = self.resources(cell)
-        self.watch = names[0]
+        self.watch = {names[0]}
         t0 = time.perf_counter()
         try:
             store.write_json(here / "config.json", {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
@@ -307,7 +395,7 @@ class Worker:
             self.log(f"done {cell.id} {time.perf_counter() - t0:.2f}s")
             return True
         finally:
-            self.watch = None
+            self.watch = set()
             for name in names:
                 self.leases.release(name)
 
@@ -371,6 +459,10 @@ class Pending:
         if cid not in self.ready and cid not in self.done and cid not in self.dead:
             self.ready.add(cid)
             heapq.heappush(self._heap, (self.order[cid], cid))
+
+    def take(self, cid: str) -> None:
+        """Take a ready cell out of the queue (claimed with its group's first cell)."""
+        self.ready.discard(cid)
 
     def pop(self) -> Optional[str]:
         """The first ready cell in study order, taken out of the queue (None: none ready)."""

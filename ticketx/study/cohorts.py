@@ -1,0 +1,110 @@
+"""Cohorts of cells: which cells of a study one worker claims and trains together (`cohort:` above 1).
+
+With `cohort: 1` (the default) every cell is its own group and trains exactly as before. Above
+1, cells whose networks can share one call to the trainer are grouped, by the study file alone
+(and, for `auto`, the device kind), never by worker timing, so a rerun forms the same groups:
+
+- search cells that differ only in their seeds (`ticketx.search.lockstep_key`: the same source,
+  model, optimizer, prune settings, width, noise, ...) run in lockstep, round r of every search
+  in one cohort (`ticketx.search.find_many`); a group holds up to the cohort size of searches
+  (one network each per round);
+- transfer cells of one ticket, one own ticket and the same values of every transfer axis
+  except the replication and point ones (transfer seeds, rounds or densities), so they share a
+  recipe and wait on the same searches; a group holds up to the cohort size in networks (a cell's
+  arms counted), in expansion order. A cell with more networks than that is a group of its own;
+- stability cells stay one per group (their two copies are already one cohort).
+
+Groups are consecutive in expansion order among the cells of one key, chunked greedily. The
+size of `auto` is `ticketx.cohort.AUTO` for the device kind and the model's kind (a fixed table).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ticketx.settings.study import Study
+from ticketx.study.axes import transfer_axes
+from ticketx.study.cells import Cell, SearchCell, TransferCell
+
+# Roles of the axes whose values a group of transfer cells may span: repeated measures and the point.
+SPANNED = ("retrain", "x")
+
+
+def network_kind(model: str) -> str:
+    """'conv' or 'mlp' (`ticketx.cohort.network_kind`) of registered model `model`, built on the meta device."""
+    import torch
+
+    from ticketx.cohort import network_kind as kind
+    from ticketx.models import build_model, model_info
+
+    with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
+        return kind(build_model(model, 10, model_info(model).channels))
+
+
+def size(setting: int | str, device_type: str, model: str) -> int:
+    """Networks one group may train at once under `cohort:` `setting` (an int, or 'auto': `ticketx.cohort.AUTO`)."""
+    from ticketx.cohort import AUTO
+
+    if setting != "auto":
+        return int(setting)
+    return AUTO.get((device_type, network_kind(model)), 1)
+
+
+def batch_key(cell: Cell) -> str | None:
+    """The key cells must share to be grouped (None: the cell is never grouped)."""
+    from ticketx import store
+    from ticketx.search import lockstep_key
+
+    if isinstance(cell, SearchCell):
+        return "search:" + lockstep_key(cell.find)
+    if isinstance(cell, TransferCell):
+        values = {c: cell.info.get(c) for a in transfer_axes() if a.role not in SPANNED for c in a.columns}
+        return "transfer:" + store.fingerprint([cell.source, cell.own_ticket, values])
+    return None
+
+
+def _model(cell: Cell, by_id: dict[str, Cell]) -> str:
+    """The registered model a cell trains (a transfer cell: its ticket's)."""
+    if isinstance(cell, SearchCell):
+        return cell.find.model
+    assert isinstance(cell, TransferCell)
+    source = by_id[cell.source]
+    assert isinstance(source, SearchCell)
+    return source.find.model
+
+
+def _width(cell: Cell) -> int:
+    """Networks a cell trains at once: a search one per round, a transfer cell all of its arms."""
+    return 1 if isinstance(cell, SearchCell) else max(1, cell.networks)
+
+
+def groups(study: Study, device_type: str) -> dict[str, tuple[str, ...]]:
+    """Each cell's group (the ids of its cells, in study order; one id: trained alone)."""
+    cells = study.cells
+    setting = study.spec.cohort
+    if setting == 1:
+        return {c.id: (c.id,) for c in cells}
+    by_id = {c.id: c for c in cells}
+    sizes: dict[str, int] = {}
+    open_: dict[str, tuple[list[str], int]] = {}  # key -> (the group being filled, its networks)
+    out: dict[str, tuple[str, ...]] = {}
+    chunks: list[list[str]] = []
+    for c in cells:
+        key = batch_key(c)
+        if key is None:
+            chunks.append([c.id])
+            continue
+        model = _model(c, by_id)
+        limit = sizes.setdefault(model, size(setting, device_type, model))
+        width = _width(c)
+        group, used = open_.get(key, (None, 0))
+        if group is None or used + width > limit:
+            group, used = [], 0
+            chunks.append(group)
+        group.append(c.id)
+        open_[key] = (group, used + width)
+    for chunk in chunks:
+        for cid in chunk:
+            out[cid] = tuple(chunk)
+    return out
+
