@@ -23,6 +23,10 @@ Every round is a run (`ticketx.runs`) in a work folder next to the ticket (`<out
 round with its `result.pt` is never trained again, a round in progress resumes from its last
 epoch checkpoint, so rerunning the same command continues where a crash stopped it. The ticket
 is written atomically at the end and the work folder removed.
+
+`find_many` runs searches that differ only in their seeds in lockstep: round r of every one in
+one call to the trainer (a cohort, `ticketx.cohort`, with `cohort` above 1), then each prunes its
+own mask. Each search keeps its own runs, work folder and ticket; `find` is `find_many` of one.
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ class Search:
         )
 
     def round_recipe(self, r: int) -> Recipe:
+        """The recipe round r trains with (rounds >= 1: `retrain_recipe`)."""
         return self.recipe if r == 0 else self.retrain_recipe
 
     def round_outcome(self, r: int, outcome: Any, rewind: dict[str, torch.Tensor] | None

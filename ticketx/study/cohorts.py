@@ -20,8 +20,6 @@ size of `auto` is `ticketx.cohort.AUTO` for the device kind and the model's kind
 
 from __future__ import annotations
 
-from typing import Any
-
 from ticketx.settings.study import Study
 from ticketx.study.axes import transfer_axes
 from ticketx.study.cells import Cell, SearchCell, TransferCell
