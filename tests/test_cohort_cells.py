@@ -7,6 +7,7 @@ cell twice and a cell leased elsewhere falls out of a group."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections import Counter
@@ -270,3 +271,29 @@ def test_two_workers_with_cohorts_train_each_cell_once(one_at_a_time, tmp_path, 
     assert not list((out / "leases").iterdir())
     # which cells fall out of a group depends on the workers' timing: equal to float tolerance (here, bit for bit)
     assert (out / "results.csv").read_bytes() == (one_at_a_time / "results.csv").read_bytes()
+
+
+# ---- stability cells ----
+
+
+def test_a_tickets_stability_cells_train_their_copies_together(tmp_path, monkeypatch):
+    """`stability:` with cohorts: every round's two copies of a ticket in one cohort; barriers as one at a time."""
+    text = _study_file(tmp_path, 1).read_text().replace("    rounds: 1\n", "    rounds: 2\n")
+    text = text.replace("cohort: 1\n", "stability:\n  rounds: all\n  points: 3\n")
+    one, many = tmp_path / "one.yaml", tmp_path / "many.yaml"
+    one.write_text(text)
+    many.write_text(text + "cohort: 16\n")
+    study = S.load_study(many)
+    stab = [c for c in study.cells if c.kind == "stability"]
+    grouped = {groups(study, "cpu")[c.id] for c in stab}
+    assert len(stab) == 6 * 3 and len(grouped) == 6 and {len(g) for g in grouped} == {3}  # per ticket: its 3 rounds
+    S.run_study(S.load_study(one), tmp_path / "o1")
+    calls = Calls(monkeypatch)
+    S.run_study(study, tmp_path / "o16")
+    assert calls.cohorts.count(6) == 6  # per ticket: 3 rounds x 2 copies in one cohort
+    for c in stab:  # within 2 test images (the sources' test sets hold 107 and 180 images)
+        a = json.loads((tmp_path / "o1" / "cells" / c.id / "stability.json").read_text())
+        b = json.loads((tmp_path / "o16" / "cells" / c.id / "stability.json").read_text())
+        assert b["endpoint_test_acc"] == pytest.approx(a["endpoint_test_acc"], abs=2 / 107)
+        assert b["test_barrier"] == pytest.approx(a["test_barrier"], abs=2 / 107)
+        assert b["seeds"] == a["seeds"] and b["round"] == a["round"]

@@ -64,6 +64,14 @@ def record_of(run: Run, result: TrainResult) -> dict[str, Any]:
     return record
 
 
+def recipe_key(recipe: Recipe) -> str:
+    """What two recipes must share for their runs to go to the trainer in one call: the data set (name and
+    shape: the experiments that build them load one data set once), the settings, the device and the
+    cohort setting."""
+    return store.fingerprint([recipe.data.name, list(recipe.data.train_x.shape), recipe.spec.model_dump(),
+                              str(recipe.device), str(recipe.cohort), recipe.channels_last, recipe.compile])
+
+
 def ensure(runs: Sequence[Run], recipe: Recipe, reporter: Any = None, *, names: Sequence[str] = ()) -> list[Outcome]:
     """Each run's outcome: read when it is done, else trained (all the runs not done, in one call to the
     trainer) and recorded in its folder, result last. In the order of `runs`.

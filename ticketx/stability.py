@@ -23,8 +23,9 @@ batches; the result records which was done, and `bn_reset=False` evaluates as is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -128,7 +129,42 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple
     return x[idx], y[idx]
 
 
-def stability(
+@dataclass
+class StabilityJob:
+    """Stability analyses set up: every copy to train (`runs`, with the recipe and the tensors they keep),
+    and `finish`, which measures the paths from the copies' outcomes (in the order of `runs`). Jobs
+    of one ticket's recipe can hand their runs to the trainer together (a study's cohorts of cells)."""
+
+    runs: list[Any]
+    recipe: Any
+    names: list[str]
+    measure: Callable[[list[Any]], dict[str, Any]]
+
+    def finish(self, outcomes: list[Any]) -> dict[str, Any]:
+        return self.measure(outcomes)
+
+    def train(self, reporter: Any = None) -> dict[str, Any]:
+        """Train the copies not done yet (one call to the trainer) and measure."""
+        from ticketx.runs import ensure
+
+        return self.finish(ensure(self.runs, self.recipe, reporter, names=self.names))
+
+
+def stability(ticket: Any, round: int, data: Any, train_spec: Any = None, *, reporter: Any = None,
+              **kw: Any) -> dict[str, Any]:
+    """Instability analysis of one round of a ticket on `data` (an ImageData with the ticket's classes).
+
+    Trains two copies from the rewind point with data seeds `seeds` (train_spec: None = the
+    ticket's own recipe), then measures train and test error at `points` alphas between them.
+    `train_eval_samples` limits the train-error evaluation to a fixed random subset (None = all).
+    `work`: a folder where the copies keep their checkpoints and results (resumable), or None.
+    `cohort`: 2 or 'auto' trains the two copies together in one step (ticketx.cohort); 1 one after the other.
+    The other options: `prepare`.
+    """
+    return prepare(ticket, round, data, train_spec, **kw).train(reporter)
+
+
+def prepare(
     ticket: Any,
     round: int,
     data: Any,
@@ -140,24 +176,14 @@ def stability(
     bn_reset: bool | None = None,
     bn_reset_batches: int = BN_RESET_BATCHES,
     train_eval_samples: int | None = None,
-    reporter: Any = None,
     work: Any = None,
     cohort: int | str = 1,
-) -> dict[str, Any]:
-    """Instability analysis of one round of a ticket on `data` (an ImageData with the ticket's classes).
-
-    Trains two copies from the rewind point with data seeds `seeds` (train_spec: None = the
-    ticket's own recipe), then measures train and test error at `points` alphas between them.
-    `train_eval_samples` limits the train-error evaluation to a fixed random subset (None = all).
-    `work`: a folder where the copies keep their checkpoints and results (resumable), or None.
-    `cohort`: 2 or 'auto' trains the two copies together in one step (ticketx.cohort); 1 one after the other.
-    """
-    from ticketx.data import Batches
+) -> StabilityJob:
+    """`stability` set up without training anything: the two copies' runs and the measurement of their path."""
     from ticketx.models import build_model
-    from ticketx.runs import ensure
     from ticketx.settings import TrainSpec
     from ticketx.ticket import width_of
-    from ticketx.train import Recipe, Run, Start, eval_batch_size
+    from ticketx.train import Recipe, Run, Start
 
     meta = ticket.meta
     a_seed, b_seed = seeds
@@ -188,7 +214,27 @@ def stability(
                 info={"copy": i + 1, "data_seed": s})
             for i, s in enumerate((a_seed, b_seed))]
     names = list(ticket.rewind)  # every tensor of the state: the path interpolates the whole network
-    outcomes = ensure(runs, Recipe.of(data, spec, dev, cohort=cohort), reporter, names=names)
+
+    def measure(outcomes: list[Any]) -> dict[str, Any]:
+        return _measure(ticket, round, data, spec, outcomes, dev=dev, width=width, seeds=(a_seed, b_seed),
+                        points=points, bn_reset=bn_reset, bn_reset_batches=bn_reset_batches,
+                        train_eval_samples=train_eval_samples)
+
+    return StabilityJob(runs, Recipe.of(data, spec, dev, cohort=cohort), names, measure)
+
+
+def _measure(ticket: Any, round: int, data: Any, spec: Any, outcomes: list[Any], *, dev: torch.device, width: float,
+             seeds: tuple[int, int], points: int, bn_reset: bool | None, bn_reset_batches: int,
+             train_eval_samples: int | None) -> dict[str, Any]:
+    """The error along the path between the two trained copies (`outcomes`), and its barriers."""
+    from ticketx.data import Batches
+    from ticketx.models import build_model
+    from ticketx.train import eval_batch_size
+
+    meta = ticket.meta
+    a_seed, b_seed = seeds
+    mask = ticket.mask(round)
+    rewind_step = int(meta["rewind_step"])
     ends = [o.weights for o in outcomes]
     accs = [o.record["test_acc"] for o in outcomes]
     model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
@@ -231,21 +277,38 @@ def stability(
 
 
 def stability_pairs(ticket: Any, round: int, data: Any, train_spec: Any = None, *, seeds: Sequence[int] = (0, 1),
-                    work: Any = None, **kw: Any) -> dict[str, Any]:
+                    work: Any = None, reporter: Any = None, **kw: Any) -> dict[str, Any]:
     """`stability` for each pair of consecutive seeds (s0, s1), (s2, s3), ...: one barrier per pair,
     and their mean with a 95% t interval over the pairs (a barrier is a random quantity: one pair
     is one measurement of it). The result is the first pair's fields, the barriers replaced by
     their means, plus `pairs` (every pair's result) and `*_barrier_interval`. Stable: the upper
     end of the test barrier's interval is within STABLE_BARRIER (one pair: its barrier)."""
-    from ticketx.stats import interval
+    return prepare_pairs(ticket, round, data, train_spec, seeds=seeds, work=work, **kw).train(reporter)
 
+
+def prepare_pairs(ticket: Any, round: int, data: Any, train_spec: Any = None, *, seeds: Sequence[int] = (0, 1),
+                  work: Any = None, **kw: Any) -> StabilityJob:
+    """`stability_pairs` set up without training: every pair's copies in one job (one call to the trainer,
+    pair by pair, so with `cohort` above 1 all the copies of a round can train together)."""
     seeds = [int(x) for x in seeds]
     if len(seeds) < 2 or len(seeds) % 2 or len(set(seeds)) != len(seeds):
         raise UsageError(f"stability needs an even number of different data seeds (pairs of copies), got {seeds}")
-    pairs = []
+    jobs = []
     for i in range(0, len(seeds), 2):
         where = None if work is None else (Path(work) if i == 0 else Path(work) / f"pair-{i // 2 + 1}")
-        pairs.append(stability(ticket, round, data, train_spec, seeds=(seeds[i], seeds[i + 1]), work=where, **kw))
+        jobs.append(prepare(ticket, round, data, train_spec, seeds=(seeds[i], seeds[i + 1]), work=where, **kw))
+
+    def measure(outcomes: list[Any]) -> dict[str, Any]:
+        pairs = [job.finish(outcomes[2 * j:2 * j + 2]) for j, job in enumerate(jobs)]
+        return _combine(pairs, seeds)
+
+    return StabilityJob([r for job in jobs for r in job.runs], jobs[0].recipe, jobs[0].names, measure)
+
+
+def _combine(pairs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """The pairs' results as one: the first pair's fields, barriers replaced by their means and intervals."""
+    from ticketx.stats import interval
+
     out = dict(pairs[0])
     for key in ("train_barrier", "test_barrier"):
         iv = interval([p[key] for p in pairs])

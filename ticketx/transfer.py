@@ -56,7 +56,7 @@ def transfer(
 class TransferJob:
     """A transfer set up: its recipe and runs (every network of it, in the order they go to the trainer),
     and `finish`, which turns their outcomes into `<out>/result.json`. Transfers whose recipes are
-    equal (`recipe_key`) can hand their runs to the trainer together (a study's cohorts of cells)."""
+    equal (`runs.recipe_key`) can hand their runs to the trainer together (a study's cohorts of cells)."""
 
     plan: TransferPlan
     out: Path
@@ -68,12 +68,6 @@ class TransferJob:
     arms: list[tuple[str, Baseline]]
     heads: dict[str, str]
     device: torch.device
-
-    def recipe_key(self) -> str:
-        """What two transfers' recipes must share to train together: data set, settings, device, cohort."""
-        r = self.recipe
-        return store.fingerprint([self.data.name, list(self.data.train_x.shape), self.plan.train.model_dump(),
-                                  str(r.device), str(r.cohort), r.channels_last, r.compile])
 
     def finish(self, outcomes_in: list[Any]) -> dict[str, Any]:
         """Write and return `<out>/result.json` from the runs' outcomes (in the order of `runs`)."""

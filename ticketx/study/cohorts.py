@@ -12,7 +12,8 @@ With `cohort: 1` (the default) every cell is its own group and trains exactly as
   except the replication and point ones (transfer seeds, rounds or densities), so they share a
   recipe and wait on the same searches; a group holds up to the cohort size in networks (a cell's
   arms counted), in expansion order. A cell with more networks than that is a group of its own;
-- stability cells stay one per group (their two copies are already one cohort).
+- stability cells of one ticket (its rounds; the same recipe, the ticket's own): up to the cohort
+  size in networks (two copies per pair of seeds).
 
 Groups are consecutive in expansion order among the cells of one key, chunked greedily. The
 size of `auto` is `ticketx.cohort.AUTO` for the device kind and the model's kind (a fixed table).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from ticketx.settings.study import Study
 from ticketx.study.axes import transfer_axes
-from ticketx.study.cells import Cell, SearchCell, TransferCell
+from ticketx.study.cells import Cell, SearchCell, StabilityCell, TransferCell
 
 # Roles of the axes whose values a group of transfer cells may span: repeated measures and the point.
 SPANNED = ("retrain", "x")
@@ -58,6 +59,8 @@ def batch_key(cell: Cell) -> str | None:
     if isinstance(cell, TransferCell):
         values = {c: cell.info.get(c) for a in transfer_axes() if a.role not in SPANNED for c in a.columns}
         return "transfer:" + store.fingerprint([cell.source, cell.own_ticket, values])
+    if isinstance(cell, StabilityCell):
+        return "stability:" + store.fingerprint([cell.source, cell.train.model_dump()])
     return None
 
 
@@ -65,15 +68,20 @@ def _model(cell: Cell, by_id: dict[str, Cell]) -> str:
     """The registered model a cell trains (a transfer cell: its ticket's)."""
     if isinstance(cell, SearchCell):
         return cell.find.model
-    assert isinstance(cell, TransferCell)
+    assert isinstance(cell, (TransferCell, StabilityCell))
     source = by_id[cell.source]
     assert isinstance(source, SearchCell)
     return source.find.model
 
 
 def _width(cell: Cell) -> int:
-    """Networks a cell trains at once: a search one per round, a transfer cell all of its arms."""
-    return 1 if isinstance(cell, SearchCell) else max(1, cell.networks)
+    """Networks a cell trains at once: a search one per round, a stability cell its copies, a transfer
+    cell all of its arms."""
+    if isinstance(cell, SearchCell):
+        return 1
+    if isinstance(cell, StabilityCell):
+        return len(cell.seeds)
+    return max(1, cell.networks)
 
 
 def groups(study: Study, device_type: str) -> dict[str, tuple[str, ...]]:

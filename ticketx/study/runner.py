@@ -268,12 +268,13 @@ def run_cells(cells: list[Cell], out: Path, *, device: str, data_dir: Any, repor
     """Train a group of cells together (`ticketx.study.cohorts`; resuming what their folders hold); return
     each cell's summary for its done.json, in order. One cell: `run_cell`.
 
-    Searches run in lockstep (`ticketx.search.find_many`). Transfer cells hand the networks of all
-    cells whose recipes are equal to the trainer in one call (cell by cell, each cell's in its own
-    order; a network two of them share once), then each cell writes its result.json. Each cell's
-    runs, keys and folders are those it has alone; only which networks share a cohort changes.
+    Searches run in lockstep (`ticketx.search.find_many`). Transfer and stability cells hand the
+    networks of all cells whose recipes are equal to the trainer in one call (cell by cell, each
+    cell's in its own order; a network two of them share once), then each cell writes its result.
+    Each cell's runs, keys and folders are those it has alone; only which networks share a cohort
+    changes.
     """
-    from ticketx.runs import ensure
+    from ticketx.runs import ensure, recipe_key
     from ticketx.search import find_many
     from ticketx.transfer import prepare
 
@@ -283,51 +284,73 @@ def run_cells(cells: list[Cell], out: Path, *, device: str, data_dir: Any, repor
         tickets = find_many([(c.find, cell_dir(out, c) / "ticket.pt") for c in cells if isinstance(c, SearchCell)],
                             data_dir=data_dir, device=device, reporter=reporter, cohort=cohort)
         return [search_summary(t) for t in tickets]
-    if not all(isinstance(c, TransferCell) for c in cells):
-        raise ValueError("a group of cells is all searches or all transfers")
-    jobs, datas = [], {}
+    jobs: list[tuple[Any, Any]] = []  # (job, what its result becomes: the cell's summary)
+    datas: dict[Any, Any] = {}
     for c in cells:
-        assert isinstance(c, TransferCell)
-        plan = transfer_plan(c, out)
-        what = (plan.spec.target, plan.ticket.meta["image_size"], plan.ticket.meta["channels"])  # load_data's arguments
-        job = prepare(plan, cell_dir(out, c), data_dir=data_dir, device=device, runs_dir=out / "runs", cohort=cohort,
-                      data=datas.get(what))
-        datas[what] = job.data
-        jobs.append(job)
+        if isinstance(c, TransferCell):
+            plan = transfer_plan(c, out)
+            what = (plan.spec.target, plan.ticket.meta["image_size"], plan.ticket.meta["channels"])  # load_data's arguments
+            job = prepare(plan, cell_dir(out, c), data_dir=data_dir, device=device, runs_dir=out / "runs", cohort=cohort,
+                          data=datas.get(what))
+            datas[what] = job.data
+            jobs.append((job, lambda result: result["summary"]))
+        elif isinstance(c, StabilityCell):
+            job = _stability_job(c, out, device=device, data_dir=data_dir, cohort=cohort, datas=datas)
+            jobs.append((job, lambda result, c=c: _stability_done(c, cell_dir(out, c), result)))
+        else:
+            raise ValueError("a group of cells is all searches, or transfer and stability cells")
     parts: dict[str, list[Any]] = {}
-    for job in jobs:
-        parts.setdefault(job.recipe_key(), []).append(job)
+    for job, _ in jobs:
+        parts.setdefault(recipe_key(job.recipe), []).append(job)
     outcomes: dict[int, list[Any]] = {}
     for part in parts.values():
         unique: dict[Any, Any] = {}  # run folder -> run: a network two cells share is trained once
         for job in part:
             for run in job.runs:
                 unique.setdefault(run.folder, run)
-        got = dict(zip(unique, ensure(list(unique.values()), part[0].recipe, reporter)))
+        got = dict(zip(unique, ensure(list(unique.values()), part[0].recipe, reporter,
+                                      names=getattr(part[0], "names", ()))))
         for job in part:
             outcomes[id(job)] = [got[run.folder] for run in job.runs]
-    return [job.finish(outcomes[id(job)])["summary"] for job in jobs]
+    return [summary(job.finish(outcomes[id(job)])) for job, summary in jobs]
 
 
-def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any,
-                   cohort: int | str = 1) -> Any:
-    """Two copies of the source ticket's round from its rewind point, on the ticket's own data set
-    with its own recipe; `stability.json` (the path and barriers) and `path.png` in the cell folder."""
-    from ticketx import store
+def _stability_job(cell: StabilityCell, out: Path, *, device: str, data_dir: Any, cohort: int | str,
+                   datas: dict[Any, Any]) -> Any:
+    """A stability cell set up (`ticketx.stability.prepare_pairs`): two copies of the source ticket's round
+    from its rewind point, on the ticket's own data set (loaded once per `datas` key) with its own recipe."""
     from ticketx import ticket as ticketfile
     from ticketx.data import load_data
-    from ticketx.stability import path_plot, stability_pairs
     from ticketx.runtime import resolve_device, set_deterministic
+    from ticketx.stability import prepare_pairs
 
     ticket = ticketfile.load(cell_dir(out, {"id": cell.source}) / "ticket.pt")
     m = ticket.meta
     set_deterministic(bool(cell.config.get("deterministic")))
-    data = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
-    result = stability_pairs(ticket, cell.round, data, cell.train, seeds=cell.seeds, device=resolve_device(device),
-                       points=cell.points, reporter=reporter, work=here, cohort=cohort)
+    what = (m["data"], m["image_size"], m["channels"])  # load_data's arguments
+    if what not in datas:
+        datas[what] = load_data(m["data"], data_dir, image_size=m["image_size"], channels=m["channels"])
+    job = prepare_pairs(ticket, cell.round, datas[what], cell.train, seeds=cell.seeds, device=resolve_device(device),
+                        points=cell.points, work=cell_dir(out, cell), cohort=cohort)
+    return job
+
+
+def _stability_done(cell: StabilityCell, here: Path, result: dict[str, Any]) -> Any:
+    """`stability.json` (the path and barriers) and `path.png` in the cell folder; the cell's summary."""
+    from ticketx import store
+    from ticketx.stability import path_plot
+
     store.write_json(here / "stability.json", result)
     try:
         path_plot(result, here / "path.png")
     except ImportError:  # matplotlib is optional: the numbers are the result
         pass
     return {k: result[k] for k in ("round", "density", "train_barrier", "test_barrier", "stable", "endpoint_test_acc")}
+
+
+def _run_stability(cell: StabilityCell, out: Path, here: Path, *, device: str, data_dir: Any, reporter: Any,
+                   cohort: int | str = 1) -> Any:
+    """Two copies of the source ticket's round from its rewind point, on the ticket's own data set
+    with its own recipe; `stability.json` (the path and barriers) and `path.png` in the cell folder."""
+    job = _stability_job(cell, out, device=device, data_dir=data_dir, cohort=cohort, datas={})
+    return _stability_done(cell, here, job.train(reporter))
