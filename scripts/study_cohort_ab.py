@@ -51,15 +51,26 @@ def science(path: Path) -> bytes:
     return "\n".join(",".join(c for i, c in enumerate(r) if i != drop) for r in rows).encode()
 
 
+def differences(a: Path, b: Path) -> tuple[int, int, float]:
+    """(rows, rows whose test_acc differ, the largest |difference| in points) between two results.csv."""
+    import csv
+
+    with open(a, newline="") as fa, open(b, newline="") as fb:
+        ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    diffs = [abs(float(x["test_acc"]) - float(y["test_acc"])) for x, y in zip(ra, rb) if x["test_acc"] != y["test_acc"]]
+    return len(ra), len(diffs), 100 * max(diffs, default=0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default=str(REPO / "studies" / "quickstart.yaml"))
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--cohort", default="auto", help="the cohort side's setting (default auto)")
+    ap.add_argument("--keep", help="run into this folder and keep it (default: a temporary folder)")
     args = ap.parse_args()
     study = Path(args.study).resolve()
     times: dict[str, list[float]] = {"1": [], args.cohort: []}
-    with tempfile.TemporaryDirectory(prefix="ticketx-cohort-ab-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="ticketx-cohort-ab-") if args.keep is None else _kept(args.keep)) as tmp:
         for pair in range(args.pairs):
             for side in (["1", args.cohort] if pair % 2 == 0 else [args.cohort, "1"]):
                 seconds = run(study, Path(tmp) / f"{pair}-{side}", side)
@@ -68,12 +79,31 @@ def main() -> None:
         csvs = lambda out: [science(out / n) for n in ("results.csv", "summary.csv")]  # noqa: E731
         reference = csvs(Path(tmp) / "0-1")
         same = [csvs(Path(tmp) / f"{pair}-{side}") == reference for pair in range(args.pairs) for side in times]
+        diff = [differences(Path(tmp) / "0-1" / "results.csv", Path(tmp) / f"{pair}-{side}" / "results.csv")
+                for pair in range(args.pairs) for side in times if side != "1"]
     one, many = statistics.median(times["1"]), statistics.median(times[args.cohort])
     pairs = [a / b for a, b in zip(times["1"], times[args.cohort])]
     print(f"median: cohort 1 {one:.1f} s, cohort {args.cohort} {many:.1f} s; ratio (1 / {args.cohort}) {one / many:.2f}x "
           f"(pairs: {', '.join(f'{p:.2f}x' for p in pairs)})")
     print(f"results.csv and summary.csv identical to the first cohort-1 run: {all(same)} ({sum(same)}/{len(same)} runs)")
+    for rows, changed, most in diff:
+        print(f"cohort {args.cohort} vs the first cohort-1 run: {changed} of {rows} networks' test accuracy differ, "
+              f"by at most {most:.2f} points")
     print(f"machine: {os.cpu_count()} CPUs; load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+class _kept:
+    """A folder to run into that is kept afterwards (`--keep`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return str(self.path)
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 if __name__ == "__main__":
