@@ -121,8 +121,8 @@ def test_cuda_graph_step_keeps_masks_and_does_not_recompile_across_rounds():
     model = build_model("lenet_300_100", 10, 1, 28)
     spec = TR.TrainSpec(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=60, length="1ep")
     x, y = torch.randn(60, 1, 28, 28, device="cuda"), torch.randint(0, 10, (60,), device="cuda")
-    for r, density in enumerate((0.5, 0.25)):
-        mask = random_mask(model, density, seed=r)
+    masks = [random_mask(model, density, seed=r) for r, density in enumerate((0.5, 0.25))]  # drawn on the CPU
+    for mask in masks:
         setup = TR.prepare(model, spec, mask=mask, device="cuda", compile="on", sample_shape=(1, 28, 28))
         assert setup.stepper.compile_mode == "reduce-overhead"
         losses = [float(setup.stepper(x, y)) for _ in range(5)]
@@ -132,3 +132,12 @@ def test_cuda_graph_step_keeps_masks_and_does_not_recompile_across_rounds():
             assert bool((params[name][~m.to("cuda")] == 0).all()), name
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("command", [["find"], ["transfer"], ["stability"], ["study", "run"]])
+def test_every_training_command_takes_compile(command):
+    from ticketx.cli import app
+
+    res = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "--compile" in res.output and "off|auto|on" in res.output
