@@ -8,7 +8,7 @@ Rows (goals from issue 5):
   speed     resnet20 images/s: plain fp32 NCHW eager loop vs ticketx's default, bf16   >= 1x
   mfu       CUDA: images/s x training FLOPs per image / the device's peak
   precision (only when asked for, or in the full bench) accuracy: bf16 autocast vs fp32, whole trainings of
-            lenet_300_100 (8x8) and conv2 (16x16) on digits, paired by seed
+            lenet_300_100 on digits and on the e2e bench's real CIFAR-10 subset, paired by seed
   compile   (only when asked for, or in the full bench) resnet20 and lenet_300_100 steps with --compile on
             vs eager, the cold and the cached compile seconds, and the steps it takes to earn them back
   threads   CPU: 1 thread vs torch's default count (the evidence for the thread policy)
@@ -534,24 +534,46 @@ def bench_compile(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, in
     return rows
 
 
-def bench_precision(device: torch.device, sz: Sizes,
-                    cases: Sequence[tuple[str, int]] = (("lenet_300_100", 8), ("conv2", 16))) -> list[Row]:
-    """Does bf16 autocast keep accuracy? Whole trainings on digits (10 classes), fp32 vs bf16, paired by seed.
+def _precision_cases() -> list[tuple[str, str, int]]:
+    """(model, data, image size): lenet_300_100 on digits 8x8, and on the real CIFAR-10 subset of the e2e
+    bench when the archive is there (far from the ceiling: about 40% test accuracy, 1 image = 0.02 points)."""
+    from benchmarks.e2e import E2EConfig, cifar10_archive, cifar10_subset
+
+    cases = [("lenet_300_100", "digits", 8)]
+    archive = cifar10_archive()
+    if archive is not None:
+        import platformdirs
+
+        cfg = E2EConfig()
+        folder = cifar10_subset(archive, Path(platformdirs.user_cache_dir("ticketx")) / "bench" /
+                                f"cifar10-jpg-{cfg.train_per_class}-{cfg.test_per_class}", cfg.train_per_class,
+                                cfg.test_per_class)
+        cases.append(("lenet_300_100", f"imagefolder:{folder}", 32))
+    return cases
+
+
+def bench_precision(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, str, int]] | None = None) -> list[Row]:
+    """Does bf16 autocast keep accuracy? Whole trainings, fp32 vs bf16, paired by seed.
 
     Each seed trains the same initial weights on the same data order in both precisions
     (`ticketx.train.train`, the model's paper recipe), so the paired difference measures what
     bf16 changes; it is compared against twice its standard error over seeds and against the
-    test set's resolution (one image).
+    test set's resolution (one image). `identical` counts the seeds whose two trainings ended
+    with the same loss to the last bit (bf16 changing nothing would show here).
     """
     import statistics
+
+    import platformdirs
 
     from ticketx import train as trainer
     from ticketx.data import load_data
 
     rows = []
-    for name, size in cases:
-        data = load_data("digits", image_size=size)
+    for name, data_text, size in cases if cases is not None else _precision_cases():
+        data = load_data(data_text, Path(platformdirs.user_cache_dir("ticketx")) / "bench" / "data", image_size=size)
+        label = "digits" if data_text == "digits" else "CIFAR-10 subset (2,000 train, 5,000 test)"
         acc: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        loss: dict[str, list[float]] = {"fp32": [], "bf16": []}
         secs: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
         for seed in range(sz.precision_seeds):
             for precision in ("fp32", "bf16"):
@@ -563,18 +585,24 @@ def bench_precision(device: torch.device, sz: Sizes,
                 res = trainer.train([trainer.Run.of(model, data_seed=seed)], trainer.Recipe.of(data, spec, device))[0]
                 secs[precision] += time.perf_counter() - t0
                 acc[precision].append(res.test_acc)
+                loss[precision].append(res.history[-1]["loss"])
         diffs = [b - f for b, f in zip(acc["bf16"], acc["fp32"])]
         n = len(diffs)
         mean = statistics.mean(diffs)
         se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else float("nan")
         image = 1 / len(data.test_y)
-        within = abs(mean) <= 2 * se if n > 1 else None
+        within = abs(mean) <= max(2 * se, image) if n > 1 else None
+        identical = sum(a == b for a, b in zip(loss["fp32"], loss["bf16"]))
         note = (f"{n} seeds x {sz.precision_epochs} epochs, batch {train_spec(name).batch_size}; bf16 - fp32 "
                 f"{100 * mean:+.2f} points (paired; 2 SE {100 * 2 * se:.2f}; 1 test image = {100 * image:.2f}): "
                 + ("within seed noise" if within else "beyond seed noise" if within is False else "one seed")
+                + f"; {identical} of {n} seeds ended with the same loss bit for bit"
                 + f"; time bf16 / fp32 {secs['bf16'] / max(1e-9, secs['fp32']):.2f}x")
-        rows.append(make_row(f"precision_{name}", f"{name} on digits {size}x{size}: bf16 autocast / fp32 (test accuracy)",
+        rows.append(make_row(f"precision_{name}_{'digits' if data_text == 'digits' else 'cifar10'}",
+                             f"{name} on {label} {size}x{size}: bf16 autocast / fp32 (test accuracy)",
                              100 * statistics.mean(acc["bf16"]), 100 * statistics.mean(acc["fp32"]), "% acc",
                              statistics.mean(acc["bf16"]) / statistics.mean(acc["fp32"]), "", note,
-                             fp32=acc["fp32"], bf16=acc["bf16"], mean_difference=mean, two_se=2 * se, within_noise_of_seeds=within))
+                             fp32=acc["fp32"], bf16=acc["bf16"], mean_difference=mean, two_se=2 * se,
+                             within_noise_of_seeds=within, identical_losses=identical,
+                             seconds_fp32=secs["fp32"], seconds_bf16=secs["bf16"]))
     return rows
