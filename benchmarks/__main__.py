@@ -25,6 +25,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-epochs", type=int, default=4, help="--e2e: epochs per training (>= 2)")
     p.add_argument("--e2e-rounds", type=int, default=2, help="--e2e: pruning rounds after the dense one")
     p.add_argument("--e2e-seeds", default="0,1,2", help="--e2e: comma-separated seeds; each runs both searches")
+    p.add_argument("--e2e-compile", action="store_true",
+                   help="--e2e: also `ticketx find --compile on` per seed (its compile cache starts empty)")
     args = p.parse_args(argv)
     if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", args.e2e_seeds):
         p.error(f"--e2e-seeds expects integers like '0,1', got {args.e2e_seeds!r}")
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             seeds = tuple(int(x) for x in args.e2e_seeds.split(","))
             cfg = E2EConfig(train_per_class=args.e2e_images, epochs=args.e2e_epochs, rounds=args.e2e_rounds,
-                            workers=args.workers or 0, seeds=seeds)
+                            workers=args.workers or 0, seeds=seeds, compiled=args.e2e_compile)
             res = e2e(cfg, device=args.device, log=console.print)
             console.print(render_e2e(res))
         else:

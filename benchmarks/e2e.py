@@ -91,6 +91,9 @@ class E2EConfig:
     # Seed to seed, a 4-epoch resnet20 on 2000 images varies by ~2-3 accuracy points (measured:
     # 28.4-37.0% over 6 seeds of the plain loop), so the comparison needs several seeds.
     seeds: tuple[int, ...] = (0, 1, 2)
+    # Also a `ticketx find --compile on` per seed (a third side). Its on-disk compile cache starts
+    # empty: the first seed's compile is cold, later seeds' are cached.
+    compiled: bool = False
 
 
 def same_within_noise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -146,6 +149,8 @@ def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None 
                         eval_every=f"{epochs}ep")
     pspec = PruneSpec(rounds=cfg.rounds, rate=0.2, scope="global", rewind="1ep")
 
+    if cfg.compiled:  # an empty on-disk compile cache, so the first seed's compile is a cold one
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ticketx-e2e-inductor-")
     per_seed = []
     for i, seed in enumerate(cfg.seeds):
         spec = SearchSpec(data=data_text, model="resnet20", image_size=32, train=tspec, prune=pspec, seed=seed)
@@ -156,18 +161,33 @@ def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None 
                 ticket = find(spec, Path(tmp) / "ticket.pt", data_dir=cache / "data", device=str(dev))
                 return time.perf_counter() - t0, ticket.rounds
 
+        def run_compiled() -> tuple[float, list[dict[str, Any]]]:
+            torch._dynamo.reset()  # as in a new `ticketx find` process; the on-disk cache stays
+            before = os.environ.get("TICKETX_COMPILE")
+            os.environ["TICKETX_COMPILE"] = "on"
+            try:
+                return run_ticketx()
+            finally:
+                if before is None:
+                    os.environ.pop("TICKETX_COMPILE", None)
+                else:
+                    os.environ["TICKETX_COMPILE"] = before
+
         def run_plain() -> tuple[float, dict[str, list[float]]]:
             t0 = time.perf_counter()
             out = plain_imp(data, dataclasses.replace(cfg, seed=seed), dev, lr=tspec.lr, momentum=tspec.momentum,
                             weight_decay=tspec.weight_decay, milestone_epoch=int(milestone[:-2]))
             return time.perf_counter() - t0, out
 
-        # Alternate which side goes first, so a change in background load falls on both.
-        first, second = ("ticketx", "plain") if i % 2 == 0 else ("plain", "ticketx")
+        # Rotate which side goes first, so a change in background load falls on every side.
+        sides = ["ticketx", "plain"] + (["compiled"] if cfg.compiled else [])
+        order = sides[i % len(sides):] + sides[:i % len(sides)]
+        names = {"ticketx": "ticketx find", "plain": "plain PyTorch loop", "compiled": "ticketx find --compile on"}
+        fns = {"ticketx": run_ticketx, "plain": run_plain, "compiled": run_compiled}
         done: dict[str, Any] = {}
-        for side in (first, second):
-            log(f"[dim]e2e seed {seed}: {'ticketx find' if side == 'ticketx' else 'plain PyTorch loop'} ...[/]")
-            done[side] = run_ticketx() if side == "ticketx" else run_plain()
+        for side in order:
+            log(f"[dim]e2e seed {seed}: {names[side]} ...[/]")
+            done[side] = fns[side]()
             log(f"[dim]e2e seed {seed}: {side} done in {done[side][0]:.0f}s[/]")
         per_seed.append(done)
 
@@ -186,6 +206,13 @@ def e2e(cfg: E2EConfig, device: str = "auto", log: Callable[[str], None] | None 
         "ticketx_seconds": t_tx, "plain_seconds": t_pl, "speedup": sum(t_pl) / sum(t_tx),
         "rounds": rounds, "accuracy": same_within_noise(rounds),
     }
+    if cfg.compiled:
+        t_c = [d["compiled"][0] for d in per_seed]
+        compiled_rounds = [{"ticketx_acc": [d["compiled"][1][r]["test_acc"] for d in per_seed],
+                            "plain_acc": rounds[r]["plain_acc"]} for r in range(cfg.rounds + 1)]
+        out.update(compiled_seconds=t_c, compiled_speedup=sum(t_pl) / sum(t_c),
+                   compiled_vs_eager=sum(t_tx) / sum(t_c), compiled_accuracy=same_within_noise(compiled_rounds),
+                   compiled_acc=[r["ticketx_acc"] for r in compiled_rounds])
     return finite(out)
 
 
@@ -292,5 +319,10 @@ def render_e2e(res: dict[str, Any]) -> Any:
     table.caption = (f"time: ticketx find {sum(res['ticketx_seconds']):.0f}s, plain PyTorch loop + DataLoader "
                      f"(num_workers={cfg['workers']}) {sum(res['plain_seconds']):.0f}s: ticketx "
                      f"[bold]{res['speedup']:.2f}x[/] as fast; {verdict} ({acc['note']})")
+    if res.get("compiled_seconds"):
+        table.caption += (f"; ticketx find --compile on {sum(res['compiled_seconds']):.0f}s "
+                          f"({' '.join(f'{t:.0f}' for t in res['compiled_seconds'])} per seed, the first compiling cold): "
+                          f"[bold]{res['compiled_speedup']:.2f}x[/] the plain loop, {res['compiled_vs_eager']:.2f}x "
+                          f"ticketx without it; its accuracy vs the plain loop: {res['compiled_accuracy']['note']}")
     table.caption_justify = "left"
     return table

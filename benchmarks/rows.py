@@ -7,7 +7,10 @@ Rows (goals from issue 5):
   ticket    resnet50, 5 rounds: ticket masks vs torch.save bool / int32 masks          <= 1/8, 1/32
   speed     resnet20 images/s: plain fp32 NCHW eager loop vs ticketx's default, bf16   >= 1x
   mfu       CUDA: images/s x training FLOPs per image / the device's peak
-            (full bench on CUDA also: torch.compile'd step vs eager)
+  precision (only when asked for, or in the full bench) accuracy: bf16 autocast vs fp32, whole trainings of
+            lenet_300_100 on digits and on the e2e bench's real CIFAR-10 subset, paired by seed
+  compile   (only when asked for, or in the full bench) resnet20 and lenet_300_100 steps with --compile on
+            vs eager, the cold and the cached compile seconds, and the steps it takes to earn them back
   threads   CPU: 1 thread vs torch's default count (the evidence for the thread policy)
   parallel  (full bench) 2 training processes at once vs 1 (`benchmarks.worker`)
   cohort    N networks in one cohort step (`ticketx.cohort`) vs N one-network steps, per model and N;
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +51,9 @@ from ticketx.runtime import resolve_device
 from ticketx.train import state_copy
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("data", "mask", "prune", "ticket", "speed", "mfu", "threads", "parallel", "cohort")
+ROWS = ("data", "mask", "prune", "ticket", "speed", "mfu", "threads", "parallel", "cohort", "compile", "precision")
+# Rows the quick bench leaves out unless named in --only: they take minutes (compiling, whole trainings).
+SLOW_ROWS = ("compile", "precision")
 
 
 @dataclass
@@ -78,13 +84,16 @@ class Sizes:
     cohort_conv_repeats: int = 2
     cohort_inner: int = 1
     cohort_runs: int = 3
+    compile_repeats: int = 2  # compile rows: interleaved repeats of compiled vs eager steps (after compiling)
+    precision_seeds: int = 5  # precision rows: trainings per precision and model (paired by seed)
+    precision_epochs: int = 20
 
     @classmethod
     def for_run(cls, quick: bool, device: torch.device) -> "Sizes":
         if device.type == "cuda":  # the GPU needs big batches and many steps per timing
             # (the DataLoader + PIL baseline runs at a few thousand images/s whatever the GPU)
             gpu = dict(cohort_mlp=(1, 4, 16, 64), cohort_conv=(1, 4, 16, 64), cohort_conv_batch=None, cohort_inner=10,
-                       cohort_runs=16)
+                       cohort_runs=16, compile_repeats=5)
             if quick:
                 return cls(4096, 512, 3, 256, 128, 5, 10, 256, 5, 10, 2, 0, False, mask_budget=4.0, cohort_repeats=3,
                            cohort_conv_repeats=3, **gpu)
@@ -94,10 +103,10 @@ class Sizes:
         if quick:
             return cls(1024, 128, 3, 16, 16, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0, cohort_mlp=(1, 2, 4, 16),
                        cohort_conv=(1, 4), cohort_conv_batch=16, cohort_repeats=5, cohort_conv_repeats=3, cohort_inner=10,
-                       cohort_runs=16)
+                       cohort_runs=16, compile_repeats=5)
         return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0, cohort_mlp=(1, 2, 4, 16, 64),
                    cohort_conv=(1, 4, 16), cohort_conv_batch=32, cohort_repeats=7, cohort_conv_repeats=3, cohort_inner=20,
-                   cohort_runs=16)
+                   cohort_runs=16, compile_repeats=9)
 
 
 def bench_data(device: torch.device, sz: Sizes, workers: int = 0) -> list[Row]:
@@ -240,7 +249,7 @@ def bench_ticket(sz: Sizes, rounds: int = 5, model_name: str = "resnet50") -> li
     ]
 
 
-def bench_speed(device: torch.device, sz: Sizes, with_mfu: bool = True, with_compile: bool = False) -> list[Row]:
+def bench_speed(device: torch.device, sz: Sizes, with_mfu: bool = True) -> list[Row]:
     """resnet20 training images/s: the textbook fp32 NCHW loop vs ticketx's default path, and bf16."""
     batch = sz.speed_batch
     plain = plain_setup("resnet20", batch, device)
@@ -273,29 +282,7 @@ def bench_speed(device: torch.device, sz: Sizes, with_mfu: bool = True, with_com
             note += f", peak {peak / 1e12:g} TFLOP/s" if peak else ", peak unknown"
             rows.append(make_row(f"mfu_{prec}", f"resnet20 {prec}: model FLOPs utilisation", achieved / 1e12, peak / 1e12 if peak else float("nan"),
                                  "TFLOP/s", mfu, "", note))
-    if with_compile:
-        rows += _bench_compile(device, sz)
     return rows
-
-
-def _bench_compile(device: torch.device, sz: Sizes) -> list[Row]:
-    """ticketx's step with the forward torch.compile'd (TICKETX_COMPILE=1) vs eager, resnet20 bf16."""
-    batch = sz.speed_batch
-    try:
-        compiled = ticketx_setup("resnet20", batch, device, precision="bf16", compile=True)
-        eager = ticketx_setup("resnet20", batch, device, precision="bf16")
-        t0 = time.perf_counter()
-        compiled.step()  # the compilation itself
-        sync(device)
-        first = time.perf_counter() - t0
-        t = interleave({"compiled": compiled.step, "eager": eager.step}, device, repeats=sz.speed_repeats,
-                       inner=sz.speed_inner, warmup=2)
-    except Exception as err:  # a missing compiler toolchain must not sink the whole bench
-        return [make_row("compile", "resnet20 bf16: torch.compile / eager", float("nan"), float("nan"), "img/s",
-                         float("nan"), "", f"torch.compile failed: {type(err).__name__}: {str(err)[:120]}")]
-    r = ratios(t["eager"], t["compiled"])
-    return [make_row("compile", "resnet20 bf16: ticketx --compile / eager (speedup)", batch / med(t["compiled"]),
-                     batch / med(t["eager"]), "img/s", med(r), "", f"batch {batch}; first step (compiling) {first:.0f}s", r)]
 
 
 def _bf16_note(device: torch.device) -> str:
@@ -463,7 +450,7 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the bench rows (all, or `only`) and return {'machine', 'mode', 'rows', 'seconds'}."""
     dev = resolve_device(device)
-    chosen = list(only) if only else list(ROWS)
+    chosen = list(only) if only else [r for r in ROWS if not (quick and r in SLOW_ROWS)]
     unknown = [r for r in chosen if r not in ROWS]
     if unknown:
         raise UsageError(f"unknown bench row(s) {', '.join(unknown)}: choose from {', '.join(ROWS)}")
@@ -483,11 +470,12 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
         ("mask", lambda: bench_mask(dev, sz, with_prune="prune" in chosen, with_mask="mask" in chosen)),
         ("ticket", lambda: bench_ticket(sz, model_name=sz.ticket_model)),
         # MFU needs a device peak: on CPU it is only measured in the full bench (FLOP counting costs ~2 s).
-        ("speed", lambda: bench_speed(dev, sz, with_mfu="mfu" in chosen and (dev.type == "cuda" or not quick),
-                                      with_compile=dev.type == "cuda" and not quick)),
+        ("speed", lambda: bench_speed(dev, sz, with_mfu="mfu" in chosen and (dev.type == "cuda" or not quick))),
         ("threads", lambda: bench_threads(dev, sz)),
         ("parallel", lambda: bench_parallel(dev, sz) if sz.parallel else []),
         ("cohort", lambda: bench_cohort(dev, sz)),
+        ("compile", lambda: bench_compile(dev, sz)),
+        ("precision", lambda: bench_precision(dev, sz)),
     ]
     for key, fn in steps:
         wanted = key in chosen or (key == "mask" and "prune" in chosen) or (key == "speed" and "mfu" in chosen)
@@ -499,3 +487,122 @@ def run(quick: bool = False, device: str = "auto", only: Sequence[str] | None = 
         log(f"[dim]bench: {key} done in {time.perf_counter() - t:.1f}s[/]")
     return finite({"machine": machine(dev), "mode": "quick" if quick else "full", "rows": [asdict(r) for r in rows],
                    "seconds": round(time.perf_counter() - t0, 1), "warning": warning or busy_warning()})
+
+
+def _compile_probe(name: str, batch: int, device: torch.device, cache: str, repeats: int) -> dict[str, Any]:
+    """`benchmarks.compile_probe` in a fresh process with its on-disk compile cache in `cache`."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TICKETX_COMPILE": "on"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_probe", name, str(batch), str(device), str(repeats)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"compile probe exited {proc.returncode}: {tail[:160]}")
+    return json.loads(lines[-1])
+
+
+def bench_compile(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, int]] | None = None) -> list[Row]:
+    """ticketx's step with --compile on vs eager (resnet20, lenet_300_100 at their paper batches), with the compile cost.
+
+    Each model is compiled in two fresh processes sharing one new on-disk cache: the first
+    compile is cold, the second warm (cached), as a first and a later `ticketx find` would see
+    them. The first process then times compiled and eager steps interleaved. Break-even: the
+    steps a run must take before the faster steps have paid for a cached compilation.
+    """
+    rows = []
+    for name, batch in cases or (("resnet20", 128), ("lenet_300_100", 60)):
+        try:
+            with tempfile.TemporaryDirectory(prefix="ticketx-inductor-") as cache:
+                cold = _compile_probe(name, batch, device, cache, sz.compile_repeats)
+                warm = _compile_probe(name, batch, device, cache, 0)
+        except (RuntimeError, subprocess.TimeoutExpired) as err:  # a missing C++ toolchain must not sink the bench
+            rows.append(make_row(f"compile_{name}", f"{name} step: --compile on / eager", float("nan"), float("nan"),
+                                 "ms/step", float("nan"), "", f"torch.compile failed: {str(err)[:160]}"))
+            continue
+        r = ratios(cold["eager"], cold["compiled"])  # > 1: the compiled step is faster
+        step, eager = med(cold["compiled"]), med(cold["eager"])
+        saved = eager - step
+        even = warm["compile_seconds"] / saved if saved > 0 else float("inf")
+        even_text = f"{even:,.0f} steps" if math.isfinite(even) else "never (not faster)"
+        where = f"{cold['threads']} CPU thread(s)" if device.type == "cpu" else f"mode {cold['mode']}"
+        note = (f"batch {batch}, {where}; compile {cold['compile_seconds']:.1f} s cold, {warm['compile_seconds']:.1f} s "
+                f"cached; break-even after {even_text}")
+        rows.append(make_row(f"compile_{name}", f"{name} step: --compile on / eager (speedup)", 1e3 * step, 1e3 * eager,
+                             "ms/step", med(r), "", note, r, cold_compile_s=cold["compile_seconds"],
+                             warm_compile_s=warm["compile_seconds"], break_even_steps=even if math.isfinite(even) else None,
+                             mode=cold["mode"]))
+    return rows
+
+
+def _precision_cases() -> list[tuple[str, str, int]]:
+    """(model, data, image size): lenet_300_100 on digits 8x8, and on the real CIFAR-10 subset of the e2e
+    bench when the archive is there (far from the ceiling: about 40% test accuracy, 1 image = 0.02 points)."""
+    from benchmarks.e2e import E2EConfig, cifar10_archive, cifar10_subset
+
+    cases = [("lenet_300_100", "digits", 8)]
+    archive = cifar10_archive()
+    if archive is not None:
+        import platformdirs
+
+        cfg = E2EConfig()
+        folder = cifar10_subset(archive, Path(platformdirs.user_cache_dir("ticketx")) / "bench" /
+                                f"cifar10-jpg-{cfg.train_per_class}-{cfg.test_per_class}", cfg.train_per_class,
+                                cfg.test_per_class)
+        cases.append(("lenet_300_100", f"imagefolder:{folder}", 32))
+    return cases
+
+
+def bench_precision(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, str, int]] | None = None) -> list[Row]:
+    """Does bf16 autocast keep accuracy? Whole trainings, fp32 vs bf16, paired by seed.
+
+    Each seed trains the same initial weights on the same data order in both precisions
+    (`ticketx.train.train`, the model's paper recipe), so the paired difference measures what
+    bf16 changes; it is compared against twice its standard error over seeds and against the
+    test set's resolution (one image). `identical` counts the seeds whose two trainings ended
+    with the same loss to the last bit (bf16 changing nothing would show here).
+    """
+    import statistics
+
+    import platformdirs
+
+    from ticketx import train as trainer
+    from ticketx.data import load_data
+
+    rows = []
+    for name, data_text, size in cases if cases is not None else _precision_cases():
+        data = load_data(data_text, Path(platformdirs.user_cache_dir("ticketx")) / "bench" / "data", image_size=size)
+        label = "digits" if data_text == "digits" else "CIFAR-10 subset (2,000 train, 5,000 test)"
+        acc: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        loss: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        secs: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
+        for seed in range(sz.precision_seeds):
+            for precision in ("fp32", "bf16"):
+                torch.manual_seed(seed)
+                model = build_model(name, data.num_classes, data.train_x.shape[1], size)
+                spec = train_spec(name, length=f"{sz.precision_epochs}ep", eval_every=f"{sz.precision_epochs}ep",
+                                  precision=precision)
+                t0 = time.perf_counter()
+                res = trainer.train([trainer.Run.of(model, data_seed=seed)], trainer.Recipe.of(data, spec, device))[0]
+                secs[precision] += time.perf_counter() - t0
+                acc[precision].append(res.test_acc)
+                loss[precision].append(res.history[-1]["loss"])
+        diffs = [b - f for b, f in zip(acc["bf16"], acc["fp32"])]
+        n = len(diffs)
+        mean = statistics.mean(diffs)
+        se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else float("nan")
+        image = 1 / len(data.test_y)
+        within = abs(mean) <= max(2 * se, image) if n > 1 else None
+        identical = sum(a == b for a, b in zip(loss["fp32"], loss["bf16"]))
+        note = (f"{n} seeds x {sz.precision_epochs} epochs, batch {train_spec(name).batch_size}; bf16 - fp32 "
+                f"{100 * mean:+.2f} points (paired; 2 SE {100 * 2 * se:.2f}; 1 test image = {100 * image:.2f}): "
+                + ("within seed noise" if within else "beyond seed noise" if within is False else "one seed")
+                + f"; {identical} of {n} seeds ended with the same loss bit for bit"
+                + f"; time bf16 / fp32 {secs['bf16'] / max(1e-9, secs['fp32']):.2f}x")
+        rows.append(make_row(f"precision_{name}_{'digits' if data_text == 'digits' else 'cifar10'}",
+                             f"{name} on {label} {size}x{size}: bf16 autocast / fp32 (test accuracy)",
+                             100 * statistics.mean(acc["bf16"]), 100 * statistics.mean(acc["fp32"]), "% acc",
+                             statistics.mean(acc["bf16"]) / statistics.mean(acc["fp32"]), "", note,
+                             fp32=acc["fp32"], bf16=acc["bf16"], mean_difference=mean, two_se=2 * se,
+                             within_noise_of_seeds=within, identical_losses=identical,
+                             seconds_fp32=secs["fp32"], seconds_bf16=secs["bf16"]))
+    return rows

@@ -34,6 +34,7 @@ class Setup:
     step: Callable[[], Any]
     threads: int | None
     model: nn.Module
+    compile_mode: str | None = None  # the torch.compile mode of the step (None: eager)
 
 
 def train_spec(model_name: str, **over: Any) -> TrainSpec:
@@ -70,16 +71,18 @@ def _fixed_batch(batch: int, device: torch.device, channels_last: bool, seed: in
 
 def ticketx_setup(name: str, batch: int, device: torch.device, *, mask: M.Mask | None = None,
                   precision: str = "fp32", channels_last: bool | None = None, seed: int = 0,
-                  compile: bool = False, shape: Sequence[int] = (3, 32, 32)) -> Setup:
-    """`name` stepped exactly as `ticketx.train.train` steps it: `prepare`'s Stepper and train()'s threads."""
+                  compile: bool | str = False, shape: Sequence[int] = (3, 32, 32)) -> Setup:
+    """`name` stepped exactly as `ticketx.train.train` steps it: `prepare`'s Stepper and train()'s threads.
+
+    `compile`: as `prepare`'s (off/auto/on or a bool; default off, the eager step)."""
     torch.manual_seed(seed)
     model = build_model(name, 10, shape[0], shape[-1])
     threads = training_threads(model, tuple(shape), batch, device)
     s = prepare(model, train_spec(name, batch_size=batch, precision=precision), mask=mask, device=device,
-                channels_last=channels_last, compile=compile)
+                channels_last=channels_last, compile=compile, sample_shape=tuple(shape))
     x, y = _fixed_batch(batch, s.device, s.channels_last, seed, shape)
     model.train()
-    return Setup(lambda: s.stepper(x, y), threads, model)
+    return Setup(lambda: s.stepper(x, y), threads, model, s.stepper.compile_mode)
 
 
 def prune_setup(name: str, batch: int, device: torch.device, mask: M.Mask, threads: int | None) -> Setup:

@@ -223,6 +223,30 @@ def test_e2e_on_synthetic_data_when_the_archive_is_absent(tmp_path, monkeypatch)
     json.dumps(res)  # valid JSON
 
 
+@pytest.mark.slow
+def test_e2e_compiled_side_runs_find_with_compile_on(tmp_path, monkeypatch):
+    import functools
+    import os
+
+    from ticketx import train as TR
+
+    monkeypatch.setattr(E, "cifar10_archive", lambda: None)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # no C++ build in tests
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))  # e2e replaces it; restored afterwards
+    monkeypatch.delenv("TICKETX_COMPILE", raising=False)
+    modes: list = []
+    real = TR.Stepper.__init__
+    monkeypatch.setattr(TR.Stepper, "__init__", lambda self, *a, **k: (modes.append(k.get("compile")), real(self, *a, **k))[1])
+    cfg = E.E2EConfig(train_per_class=4, test_per_class=2, epochs=2, rounds=1, batch_size=8, seeds=(0, 1), compiled=True)
+    res = E.e2e(cfg, device="cpu", cache=tmp_path)
+    assert modes.count("default") == 4 and modes.count(False) == 4  # 2 seeds x 2 rounds, compiled and eager
+    assert "TICKETX_COMPILE" not in os.environ  # restored after each compiled search
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] != str(tmp_path / "before")  # a fresh cache: the first compile is cold
+    assert len(res["compiled_seconds"]) == 2 and _positive_finite(res["compiled_speedup"])
+    assert len(res["compiled_acc"]) == 2 and res["compiled_accuracy"]["seeds"] == 2
+    assert "--compile on" in str(E.render_e2e(res).caption)
+
+
 def test_same_within_noise_verdict():
     def rounds(tx, pl):
         return [{"ticketx_acc": a, "plain_acc": b, "ticketx_mean": sum(a) / len(a), "plain_mean": sum(b) / len(b)}
@@ -268,3 +292,64 @@ def test_cohort_setup_steps_the_same_networks_as_one_after_another():
     alone.step()
     together.step()
     assert not torch.equal(alone.model.fc.weight.detach(), before)
+
+
+def test_compile_rows_report_compile_cost_and_break_even(monkeypatch):
+    """The compile row's arithmetic on probe figures: speedup, cold/cached seconds, steps to earn them back."""
+    probes = []
+
+    def fake_probe(name, batch, device, cache, repeats):
+        probes.append((name, cache, repeats))
+        if repeats:  # the cold probe: 4 ms eager, 3 ms compiled; 20 s to compile
+            return {"first": 20.003, "mode": "default", "threads": 1, "compiled": [0.003] * 3, "eager": [0.004] * 3,
+                    "compile_seconds": 20.0}
+        return {"first": 2.003, "mode": "default", "threads": 1, "compiled": [0.003], "compile_seconds": 2.0}
+
+    monkeypatch.setattr(R, "_compile_probe", fake_probe)
+    rows = R.bench_compile(torch.device("cpu"), TINY, cases=(("lenet_300_100", 60),))
+    (row,) = rows
+    assert [p[2] for p in probes] == [TINY.compile_repeats, 0] and probes[0][1] == probes[1][1]  # one cache, cold then warm
+    assert row.key == "compile_lenet_300_100" and row.ratio == pytest.approx(4 / 3)
+    assert row.ticketx == pytest.approx(3.0) and row.baseline == pytest.approx(4.0)  # ms per step
+    assert row.extra["break_even_steps"] == pytest.approx(2.0 / 0.001)  # the cached compile over the time saved per step
+    assert "20.0 s cold, 2.0 s cached; break-even after 2,000 steps" in row.note
+
+    monkeypatch.setattr(R, "_compile_probe", lambda *a: {**fake_probe(*a), "eager": [0.003] * 3} if a[-1] else fake_probe(*a))
+    (slower,) = R.bench_compile(torch.device("cpu"), TINY, cases=(("lenet_300_100", 60),))
+    assert slower.extra["break_even_steps"] is None and "never (not faster)" in slower.note
+
+
+def test_compile_probe_failure_is_a_row_not_a_crash(monkeypatch):
+    def broken(*a):
+        raise RuntimeError("compile probe exited 1: no C++ compiler")
+
+    monkeypatch.setattr(R, "_compile_probe", broken)
+    (row,) = R.bench_compile(torch.device("cpu"), TINY, cases=(("resnet20", 2),))
+    assert math.isnan(row.ratio) and "no C++ compiler" in row.note
+
+
+def test_quick_bench_leaves_out_the_slow_rows_unless_named(monkeypatch):
+    called = []
+    monkeypatch.setattr(R, "bench_compile", lambda dev, sz: called.append("compile") or [])
+    monkeypatch.setattr(R, "bench_precision", lambda dev, sz: called.append("precision") or [])
+    monkeypatch.setattr(R.Sizes, "for_run", classmethod(lambda cls, quick, device: TINY))
+    R.run(quick=True, device="cpu", only=["compile", "precision"])
+    assert called == ["compile", "precision"]
+    for name in ("bench_data", "bench_mask", "bench_ticket", "bench_speed", "bench_threads", "bench_parallel", "bench_cohort"):
+        monkeypatch.setattr(R, name, lambda *a, **k: [])
+    called.clear()
+    R.run(quick=True, device="cpu")
+    assert called == []
+
+
+@pytest.mark.slow
+def test_precision_rows_pair_fp32_and_bf16_trainings(monkeypatch):
+    import dataclasses
+
+    sz = dataclasses.replace(TINY, precision_seeds=2, precision_epochs=1)
+    (row,) = R.bench_precision(torch.device("cpu"), sz, cases=(("lenet_300_100", "digits", 8),))
+    assert row.key == "precision_lenet_300_100_digits" and len(row.extra["fp32"]) == len(row.extra["bf16"]) == 2
+    assert row.extra["identical_losses"] == 0  # bf16 autocast did change the arithmetic
+    assert row.extra["mean_difference"] == pytest.approx(
+        sum(b - f for b, f in zip(row.extra["bf16"], row.extra["fp32"])) / 2)
+    assert 0 < row.baseline <= 100 and 0 < row.ticketx <= 100 and "2 seeds x 1 epochs" in row.note

@@ -146,6 +146,20 @@ Cohort = Annotated[str, typer.Option("--cohort", help=(
     "Networks trained together in one step: a number, or auto (a fixed rule by device and network kind, README "
     "\"Performance\"). Speed only: each network's numbers agree with its own training to float rounding, and run "
     "keys do not change \\[default: 1, one at a time]."))]
+CompileOpt = Annotated[Optional[str], typer.Option("--compile", metavar="off|auto|on", help=(
+    "torch.compile the training step: on, off, or auto (on only where it was measured to pay for a whole run, never "
+    "with --deterministic; README \"Performance\": at present nowhere). Speed only, like --cohort: run keys do not "
+    "change, float rounding may \\[default: $TICKETX_COMPILE, else auto]."))]
+
+
+def _compile(value: Optional[str]) -> None:
+    """--compile given: the process's setting ($TICKETX_COMPILE, so worker processes get it too)."""
+    if value is not None:
+        from ticketx.runtime import set_compile
+
+        set_compile(value)
+
+
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Bit-identical results for the same seeds: on CPU always, on CUDA where PyTorch allows (see runtime.set_deterministic).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Resize images to this size \\[default: the model's native size].")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data sets live \\[default: $TICKETX_DATA or the user cache].")]
@@ -251,6 +265,7 @@ def find(
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing ticket made with other settings.")] = False,
     tracker: TrackerOpt = None,
+    compile_: CompileOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Find a ticket by iterative magnitude pruning with rewinding; rerun the same command to resume."""
@@ -265,6 +280,7 @@ def find(
                         "retrain": retrain},
                         image_size=image_size, seed=seed, init_seed=init_seed, data_seed=data_seed, deterministic=deterministic,
                         width=width)
+    _compile(compile_)
     tracking = _tracker(tracker, out.parent, out.name.rsplit(".", 1)[0])
     with RichReporter(tracker=tracking) as rep:
         ticket = run_find(spec, out, data_dir=data_dir, device=device, reporter=rep, force=force)
@@ -305,6 +321,7 @@ def transfer(
     device: Device = "auto", deterministic: Deterministic = False, image_size: ImageSize = None, data_dir: DataDir = None,
     tracker: TrackerOpt = None,
     cohort: Cohort = "1",
+    compile_: CompileOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Retrain a ticket on a target data set next to its baselines (controls at the same density)."""
@@ -316,6 +333,7 @@ def transfer(
     from ticketx.ui import RichReporter, console
 
     together = cohorts.parse(cohort)
+    _compile(compile_)
     plan = resolve_transfer_options(
         ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
@@ -389,6 +407,7 @@ def stability(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write error along the path as a PNG.")] = None,
     device: Device = "auto", data_dir: DataDir = None, cohort: Cohort = "1",
     tracker: TrackerOpt = None,
+    compile_: CompileOpt = None,
     train: dict[str, Any] | None = None,
 ) -> None:
     """Linear mode connectivity (Frankle et al. 2020): train two copies, report the error barrier between them."""
@@ -400,6 +419,7 @@ def stability(
     from ticketx.ui import RichReporter, console
 
     together = cohorts.parse(cohort)
+    _compile(compile_)
     t = load_checked(ticket)
     tracking = _tracker(tracker, ticket.parent, f"{ticket.name.rsplit('.', 1)[0]}-stability")
     with RichReporter(tracker=tracking) as rep:
@@ -649,6 +669,7 @@ def study_run(
         "--tracker", metavar="NAME[:WHERE]",
         help="Log every network (and the study's summary and plots) to tensorboard[:DIR], wandb[:PROJECT] or "
              "mlflow[:URI] \\[default: the study's tracking: block; WHERE under the study folder].")] = None,
+    compile_: CompileOpt = None,
 ) -> None:
     """Run every cell of a study not done yet (rerun to resume), then report and check its claims (`expect:`).
 
@@ -664,6 +685,7 @@ def study_run(
     from ticketx.ui import RichReporter, console
 
     devs = parse_devices(devices) if devices is not None else None
+    _compile(compile_)  # before the workers start: they inherit it
     if device is not None and devs is not None:
         raise UsageError("give --device (one worker) or --devices (one worker per device), not both")
     s, out, _ = _load(study, sets, out)

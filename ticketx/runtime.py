@@ -64,6 +64,37 @@ def set_deterministic(on: bool) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+COMPILE_MODES = ("off", "auto", "on")
+
+
+def compile_mode(value: str | bool | None = None) -> str:
+    """'off', 'auto' or 'on': a --compile value, a bool, or (None) $TICKETX_COMPILE (unset: 'auto').
+
+    The environment variable also takes 1/0 (its meaning before `auto` existed: 1 = on).
+    What `auto` turns on is ticketx.train.COMPILE_AUTO's choice; never under --deterministic.
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    from_env = value is None
+    text = (os.environ.get("TICKETX_COMPILE", "") if from_env else str(value)).strip().lower()
+    if from_env and text in ("", "1", "0"):
+        text = {"": "auto", "1": "on", "0": "off"}[text]
+    if text not in COMPILE_MODES:
+        where = "TICKETX_COMPILE" if from_env else "--compile"
+        raise UsageError(f"{where} must be one of {', '.join(COMPILE_MODES)}, got {text!r}")
+    return text
+
+
+def set_compile(mode: str) -> None:
+    """Make `mode` the process's compile setting (and its worker processes': it is $TICKETX_COMPILE)."""
+    os.environ["TICKETX_COMPILE"] = compile_mode(mode)
+
+
+def deterministic_on() -> bool:
+    """Whether `set_deterministic(True)` (or torch.use_deterministic_algorithms) is in force in this process."""
+    return bool(torch.are_deterministic_algorithms_enabled())
+
+
 # ---- seed arithmetic -----------------------------------------------------------------------
 
 

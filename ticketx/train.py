@@ -26,12 +26,25 @@ from ticketx import distributed, interrupt, runtime, store
 from ticketx.errors import TicketxError, UsageError
 from ticketx.settings import TrainSpec
 from ticketx.steps import to_iterations
-from ticketx.threads import cpu_threads, training_threads
+from ticketx.threads import cpu_threads, forward_macs, training_threads
 
 if TYPE_CHECKING:
     from ticketx.data import Batches, ImageData, LabelNoise
 
 LOG_EVERY = 25  # iterations between host reads of the running loss (a device sync)
+
+# What `--compile auto` turns on, per device kind: a fixed table from measurements, never a timing, so
+# a run's float results never depend on how fast a machine happened to be. CPU (2-vCPU AMD EPYC, torch
+# 2.14.1, inductor; README "Performance", `python -m benchmarks --only compile`): the compiled step of
+# resnet20 at batch 128 ran at 0.98-1.04x eager after a 53 s cold compile (about 8 s from the on-disk
+# cache), lenet_300_100 at batch 60 at 0.90x: it never pays, off. CUDA: not yet measured on a GPU
+# (benchmarks/gpu_smoke.sh measures it): off until it is.
+COMPILE_AUTO: dict[str, bool] = {"cpu": False, "cuda": False}
+# On CUDA a compiled step of fewer FLOPs than this also runs as CUDA graphs (torch.compile
+# mode="reduce-overhead"): a small network's step is bound by kernel launches (several microseconds
+# of host time each), not arithmetic, and one graph replay launches them all. resnet20 at batch 128
+# is ~30 GFLOP; vgg19 at batch 64 is ~1.5 TFLOP (the arithmetic dominates there).
+CUDA_GRAPH_FLOPS = 1e11
 
 
 def eval_batch_size(device: torch.device, image_shape: Sequence[int]) -> int:
@@ -155,9 +168,12 @@ class Stepper:
 
     Returns the loss as a device tensor and never waits for the device, so the host queues the
     next step while this one runs (the loop reads the loss every LOG_EVERY steps). With
-    `compile`, the forward is torch.compile'd; the masks are applied outside the compiled code,
-    in place, so a later round on the same model reuses it without recompiling. `forward` is the
-    module to call when it is not `model` itself (its DistributedDataParallel wrapper).
+    `compile` (True, or a torch.compile mode: 'default', 'reduce-overhead' for CUDA graphs), the
+    forward and its backward are torch.compile'd; the optimizer and the masks run outside the
+    compiled code and update the parameters in place, so a later round on the same model reuses
+    the compiled code without recompiling (tests/test_compile.py counts the compilations).
+    `first_step_seconds` is then the first step's wall time, the compilation included.
+    `forward` is the module to call when it is not `model` itself (its DistributedDataParallel wrapper).
     """
 
     def __init__(
@@ -168,7 +184,7 @@ class Stepper:
         *,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
-        compile: bool = False,
+        compile: bool | str = False,
         forward: nn.Module | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
@@ -177,7 +193,11 @@ class Stepper:
         self.precision = precision
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         net = model if forward is None else forward
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if compile else net
+        self.compile_mode: str | None = ("default" if compile is True else compile) or None
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = (
+            net if not self.compile_mode else torch.compile(net) if self.compile_mode == "default"
+            else torch.compile(net, mode=self.compile_mode))
+        self.first_step_seconds: float | None = None  # compiled: the first step, compilation included
         self.correct: torch.Tensor | None = None  # training batches' correct answers since the last read (tracking)
         self.seen = 0
 
@@ -196,6 +216,18 @@ class Stepper:
         return acc
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float | None = None) -> torch.Tensor:
+        if self.compile_mode and self.first_step_seconds is None:
+            t0 = time.perf_counter()
+            loss = self.step(x, y, lr)
+            self.first_step_seconds = time.perf_counter() - t0
+            return loss
+        return self.step(x, y, lr)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float | None = None) -> torch.Tensor:
+        """The step itself (`__call__` also times the first one when it compiles)."""
+        if self.compile_mode == "reduce-overhead":
+            # CUDA graphs reuse their output memory: a new step begins, the last one's logits are consumed.
+            torch.compiler.cudagraph_mark_step_begin()
         if lr is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -275,6 +307,41 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---- Setup: what train() builds before the first step (the benchmarks time this same path) ----
 
 
+def compile_plan(mode: str | bool | None, device: torch.device | str, model: nn.Module,
+                 sample_shape: Sequence[int] | None = None, batch_size: int | None = None) -> str | None:
+    """The torch.compile mode a training step runs under ('default', or 'reduce-overhead': CUDA graphs), None for eager.
+
+    `mode` is --compile's off/auto/on (None: $TICKETX_COMPILE, unset = auto). `auto` compiles only
+    where COMPILE_AUTO says it pays, and never under --deterministic (compiled kernels round
+    differently from eager ones); `on` always compiles. On CUDA a step under CUDA_GRAPH_FLOPS
+    (3x the forward, from `sample_shape` and `batch_size`) also runs as CUDA graphs.
+    """
+    mode = runtime.compile_mode(mode)
+    device = torch.device(device)
+    if mode == "off" or (mode == "auto" and (runtime.deterministic_on() or not COMPILE_AUTO.get(device.type, False))):
+        return None
+    if device.type == "cuda" and sample_shape is not None and batch_size:
+        macs = forward_macs(model, sample_shape)
+        if macs is not None and 6 * macs * batch_size < CUDA_GRAPH_FLOPS:
+            return "reduce-overhead"
+    return "default"
+
+
+def inductor_cache_dir() -> str:
+    """Where torch.compile keeps its compiled code between processes: $TORCHINDUCTOR_CACHE_DIR, else torch's default."""
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if env:
+        return env
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # pragma: no cover - other torch versions
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return cache_dir()
+
+
 @dataclass
 class Setup:
     """A model on its device, with its optimizer, mask enforcement and step function."""
@@ -294,13 +361,15 @@ def prepare(
     mask: Mapping[str, torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
     channels_last: bool | None = None,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     frozen: Mapping[str, torch.Tensor] | None = None,
+    sample_shape: Sequence[int] | None = None,
 ) -> Setup:
     """Move `model` (in place) to `device` and its layout, apply `mask`, and build the optimizer and Stepper.
 
-    `channels_last` None = on for convolutional models; `compile` None = $TICKETX_COMPILE=1
-    (torch.compile, meant for GPUs). `frozen`: values some pruned weights are held at (MaskEnforcer).
+    `channels_last` None = on for convolutional models; `compile` is off/auto/on or a bool (None:
+    $TICKETX_COMPILE, unset = auto), resolved by `compile_plan` with `sample_shape` (one image's
+    shape) and the spec's batch. `frozen`: values some pruned weights are held at (MaskEnforcer).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -309,8 +378,7 @@ def prepare(
         # NHWC convolutions: tensor cores on CUDA, oneDNN's fastest kernels on CPU (measured:
         # resnet20 steps 0.73-0.89x the NCHW time on CPU, vgg16 about equal).
         channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if compile is None:
-        compile = os.environ.get("TICKETX_COMPILE", "").strip() not in ("", "0")
+    compile_as = compile_plan(compile, device, model, sample_shape, spec.batch_size)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -326,7 +394,8 @@ def prepare(
     # DDP: gradients are averaged over ranks, so the weights (and the masked zeros, re-applied
     # after every step) stay identical on every rank.
     net = distributed.wrap(model, device) if distributed.active() else None
-    stepper = Stepper(model, optimizer, enforce, device=device, precision=spec.precision, compile=compile, forward=net)
+    stepper = Stepper(model, optimizer, enforce, device=device, precision=spec.precision,
+                      compile=compile_as or False, forward=net)
     return Setup(model, optimizer, enforce, stepper, device, channels_last)
 
 
@@ -631,6 +700,23 @@ def tracked_config(run: "Run", recipe: "Recipe", start: "Start") -> dict[str, An
 
 
 @dataclass
+class CompileHook(Hook):
+    """Say once, after the first compiled step, what compiling cost and where its on-disk cache is."""
+
+    reporter: Any
+    label: str
+    stepper: Stepper
+    said: bool = False
+
+    def after_step(self, state: TrainState) -> None:
+        if self.said or self.stepper.first_step_seconds is None:
+            return
+        self.said = True
+        self.reporter.log(f"[dim]{self.label}: torch.compile (mode {self.stepper.compile_mode}): first step "
+                          f"{self.stepper.first_step_seconds:.1f} s, compilation included; cache {inductor_cache_dir()}[/]")
+
+
+@dataclass
 class CheckpointHook(Hook):
     """Save the state at every epoch end before the last (the finished run is its caller's to save)."""
 
@@ -728,7 +814,7 @@ class Recipe:
     steps: Steps
     device: torch.device
     channels_last: bool | None = None  # as in `prepare`
-    compile: bool | None = None
+    compile: bool | str | None = None  # as in `prepare`: off/auto/on, None = $TICKETX_COMPILE
     cohort: int | str = 1  # runs trained together in one step (ticketx.cohort): 1 = one at a time, or 'auto'
 
     @classmethod
@@ -809,7 +895,7 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
         raise UsageError("TICKETX_SYNC_BN=1 needs GPUs: PyTorch's SyncBatchNorm has no CPU kernel")
     with cpu_threads(threads), distributed.sync_batchnorm(model, sync_bn):
         setup = prepare(model, spec, mask=mask, device=device, channels_last=recipe.channels_last, compile=recipe.compile,
-                        frozen=start.frozen)
+                        frozen=start.frozen, sample_shape=tuple(data.train_x.shape[1:]))
         batches = make_batches(data, spec.batch_size, setup, val, augment=spec.augment)
         state = TrainState(model, setup.optimizer, setup.stepper.scaler, run.start_step, run.start_step,
                            RunningLoss(setup.device))
@@ -831,6 +917,8 @@ def _train_one(run: Run, recipe: Recipe, reporter: Any = None) -> TrainResult:
                                    since=(time.perf_counter(), state.step)))
         if checkpoint is not None:
             hooks.append(CheckpointHook(checkpoint, run.key, steps.total))
+        if setup.stepper.compile_mode:
+            hooks.append(CompileHook(reporter, run.label, setup.stepper))
         try:
             run_epochs(setup.stepper, steps, batches.train, state, hooks, run.data_seed)
         finally:
