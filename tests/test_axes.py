@@ -65,8 +65,8 @@ def _study(tmp_path: Path, extra: str) -> Path:
 
 
 def test_every_existing_axis_is_declared():
-    assert AXES.names() == ["model", "source", "search_optimizer", "criterion", "retrain_mode", "search_seed", "width",
-                            "search_noise", "target", "transfer_optimizer", "transfer_noise", "point", "seed"]
+    assert AXES.names() == ["model", "source", "search_optimizer", "criterion", "retrain_mode", "search_method",
+                            "search_seed", "width", "search_noise", "target", "transfer_optimizer", "transfer_noise", "point", "seed"]
     roles = {a.name: a.role for a in AXES.values()}
     assert roles["search_seed"] == "ticket" and roles["seed"] == "retrain" and roles["point"] == "x"
 

@@ -490,6 +490,11 @@ def supermask(
     mask_length: Annotated[str, typer.Option("--mask-length", help="Score-training steps per density, e.g. '20ep' or '300it'.")] = "20ep",
     mask_lr: Annotated[Optional[float], typer.Option("--mask-lr", help="Adam lr of the scores \\[default: bernoulli 0.1, edge-popup 0.01].")] = None,
     mask_batch_size: Annotated[int, typer.Option("--mask-batch-size", help="Batch size while learning the masks.", min=1)] = 60,
+    profile: Annotated[str, typer.Option("--profile", metavar="uniform|imp|TICKET.pt", help="How many weights each layer keeps: uniform (every layer at the density: Ramanujan et al. 2020), imp (the counts find's layerwise schedule gives at the round nearest each density, the output layer at its head rate: Frankle & Carbin 2019; shaped by --prune-rate, --head-rate, --prune-rates, --schedule) or a ticket file (its per-layer counts at its nearest round).")] = "uniform",
+    prune_rate: Annotated[Optional[float], field_option("PruneSpec", "rate", "--prune-rate", note="With --profile imp. \\[default: the model's]")] = None,
+    head_rate: Annotated[Optional[float], field_option("PruneSpec", "head_rate", note="With --profile imp. \\[default: the model's]")] = None,
+    prune_rates: Annotated[Optional[str], field_option("PruneSpec", "rates", "--prune-rates", note="With --profile imp.")] = None,
+    schedule: Annotated[Optional[str], field_option("PruneSpec", "schedule", note="With --profile imp. {PruneSpec.schedule:default}")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="Also report, per density, the target's test accuracy with only a new output layer trained (every other weight frozen).")] = None,
     probe_length: Annotated[str, typer.Option("--probe-length", help="Steps of training the new output layer on --target.")] = "20ep",
     out: TicketOut = Path("ticket.pt"),
@@ -506,9 +511,11 @@ def supermask(
         ticket, probes = write_supermask_ticket(
             method, data, model, densities, out, weights=weights, seed=seed, length=mask_length, lr=mask_lr,
             batch_size=mask_batch_size, target=target, probe_length=probe_length, device=device, image_size=image_size,
-            data_dir=data_dir, train=train or {}, reporter=rep)
+            data_dir=data_dir, train=train or {}, reporter=rep, profile=profile,
+            prune={"rate": prune_rate, "head_rate": head_rate, "rates": prune_rates, "schedule": schedule})
     console.print(round_table(ticket.rounds, title=f"{method} supermask over {weights} weights, {model} on "
-                                                    f"{ticket.meta['data']}: test accuracy of mask x weights, no weight trained"))
+                                                    f"{ticket.meta['data']}: test accuracy of mask x weights, no weight trained"
+                                                    f" ({ticket.meta['prune']['profile']} layer profile)"))
     for p in probes:
         console.print(f"{100 * p['density']:.2f}% weights remaining: {p['target']} test accuracy {100 * p['test_acc']:.2f}% "
                       "with only a new output layer trained")

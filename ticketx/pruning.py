@@ -75,6 +75,32 @@ def groups(
     return out
 
 
+def schedule_counts(
+    shapes: Mapping[str, tuple[int, ...]], rounds: int, rate: float, *, scope: str = "layerwise",
+    head: str | None = None, head_rate: float | None = None, keep_dense: tuple[str, ...] | list[str] = (),
+    rates: Mapping[str, float] | None = None,
+) -> list[dict[tuple[str, ...], int]]:
+    """The weights each pruning group keeps after rounds 0..rounds of iterative pruning, from shapes alone.
+
+    The exact-k arithmetic of `prune` (round(rate x remaining) per group and round), without any
+    weights: a group is a tuple of tensor names (one tensor each when 'layerwise'; a tensor in
+    `keep_dense` is a group of its own that keeps everything), so every ticket found with these
+    settings has exactly these counts, whatever its criterion.
+    """
+    names = list(shapes)
+    kinds = {n: kind_of(s) for n, s in shapes.items()}
+    size = {n: int(torch.Size(s).numel()) for n, s in shapes.items()}
+    pruned = groups(names, scope, head, head_rate, rate, set(keep_dense), rates, kinds)
+    kept = {tuple(g): sum(size[n] for n in g) for g, _ in pruned}
+    kept.update({(n,): size[n] for n in names if n in set(keep_dense)})
+    out = [dict(kept)]
+    for _ in range(rounds):
+        for g, r in pruned:
+            kept[tuple(g)] -= num_to_prune(kept[tuple(g)], r)
+        out.append(dict(kept))
+    return out
+
+
 def magnitude(
     weights: Mapping[str, torch.Tensor],
     mask: Mapping[str, torch.Tensor],

@@ -16,7 +16,11 @@ Zhou et al.'s "signed constant" and Ramanujan et al.'s "signed Kaiming constant"
 
 ticketx's departures, so that the result is an ordinary ticket (nested masks at exact densities):
 - every prunable layer (conv and linear weights, the output layer included) at each target
-  density, exactly round(density × its weights), layer by layer (Ramanujan et al.'s k% per layer);
+  density, exactly round(density × its weights), layer by layer (Ramanujan et al.'s k% per layer:
+  profile `uniform`, the default); or at the per-layer counts of an IMP ticket: profile `imp`, the
+  counts `find`'s layerwise pruning schedule gives at the round nearest each density (the output
+  layer at its head rate, as Frankle & Carbin 2019 prune it), or a ticket file's own per-layer
+  counts at its nearest round (`profile_counts`);
 - densities are learned in sequence: each continues from the previous density's scores and can
   only drop weights of its mask (Ramanujan et al. learn each density from scratch);
 - Bernoulli: the scores of each layer are shifted before every step so that the expected density
@@ -55,6 +59,10 @@ ZHOU = "Zhou, Lan, Liu & Yosinski 2019 (NeurIPS), Deconstructing lottery tickets
 RAMANUJAN = ("Ramanujan, Wortsman, Kembhavi, Farhadi & Rastegari 2020 (CVPR), What's hidden in a randomly weighted "
              "neural network?")
 WEIGHTS = ("init", "signed-constant")
+# How many weights each layer keeps: 'uniform' (every layer at the density: Ramanujan et al. 2020's
+# k% per layer) or 'imp' (the layerwise IMP schedule's counts: Frankle & Carbin 2019); a ticket
+# file's own counts are the third kind ('ticket').
+PROFILES = ("uniform", "imp")
 DEFAULT_LR = {"bernoulli": 0.1, "edge-popup": 0.01}  # Adam on the scores; measured on digits (README)
 
 
@@ -121,6 +129,63 @@ METHODS.add("bernoulli", Method("bernoulli", ZHOU, _bernoulli_init, _bernoulli_m
 METHODS.add("edge-popup", Method("edge-popup", RAMANUJAN, _popup_init, _popup_mask, lambda s: s.abs()))
 
 
+def nearest_rounds(candidates: Sequence[Mapping[str, int]], total: int, densities: Sequence[float],
+                   what: str) -> list[int]:
+    """For each density, the candidate round whose whole-network density is nearest (ties: the earlier
+    round; the rule of `transfer --density`, Ticket.round_for_density); two densities that land on
+    one round are refused (the masks must be nested)."""
+    whole = [sum(c.values()) / total for c in candidates]
+    chosen: list[int] = []
+    for d in densities:
+        r = min(range(len(whole)), key=lambda i: (abs(whole[i] - d), i))
+        if chosen and r <= chosen[-1]:
+            raise UsageError(f"densities {densities[len(chosen) - 1]:g} and {d:g} are both nearest round {chosen[-1]} "
+                             f"({100 * whole[chosen[-1]]:.2f}%) of {what}",
+                             "give one density per round: " + ", ".join(f"{w:.4g}" for w in whole[1:8]) + ", ...")
+        chosen.append(r)
+    return chosen
+
+
+def profile_counts(profile: str, shapes: Mapping[str, tuple[int, ...]], densities: Sequence[float], *,
+                   prune: Any = None, head: str | None = None, ticket: Any = None) -> tuple[list[dict[str, int]], dict[str, Any]]:
+    """Per density, the weights each layer keeps, and what the ticket records about the profile.
+
+    `uniform`: round(density × the layer's weights). `imp`: the counts of the layerwise pruning
+    schedule `prune` (rate, head_rate for the output layer `head`, rates, keep_dense:
+    pruning.schedule_counts) at the round nearest each density. `ticket`: the ticket's own counts
+    at its nearest round (its layers must be this model's). Each density must reach a later round
+    than the one before, so the counts only shrink.
+    """
+    total = sum(int(torch.Size(s).numel()) for s in shapes.values())
+    if profile == "uniform":
+        return [{n: int(round(d * torch.Size(s).numel())) for n, s in shapes.items()} for d in densities], \
+            {"profile": "uniform"}
+    if profile == "imp":
+        p = dict(prune.model_dump() if hasattr(prune, "model_dump") else prune or {})
+        if p.get("scope", "layerwise") != "layerwise":
+            raise UsageError("the imp profile follows the layerwise pruning schedule; with global pruning a layer's "
+                             "count depends on the weights", "give the ticket file itself as the profile")
+        # PruneSpec's most rounds (100): far below any density a supermask is learned at
+        groups = pruning.schedule_counts(shapes, 100, float(p.get("rate", 0.2)), head=head, head_rate=p.get("head_rate"),
+                                         keep_dense=list(p.get("keep_dense") or []), rates=p.get("rates") or {})
+        candidates = [{g[0]: k for g, k in c.items()} for c in groups]
+        rounds = nearest_rounds(candidates, total, densities, "the imp profile")
+        info = {"profile": "imp", "profile_rounds": rounds,
+                "schedule": {k: p.get(k) for k in ("rate", "head_rate", "rates", "keep_dense")}}
+        return [candidates[r] for r in rounds], info
+    if profile == "ticket":
+        names = list(ticket.names)
+        if sorted(names) != sorted(shapes) or any(tuple(ticket.shapes[n]) != tuple(shapes[n]) for n in names):
+            raise UsageError(f"the profile ticket's layers are not this model's ({ticket.meta.get('model')}, "
+                             f"{ticket.meta.get('image_size')} px)", "give a ticket of the same model, input size and width")
+        candidates = [{n: int(torch.Size(shapes[n]).numel()) for n in shapes}]
+        candidates += [{n: int(m.sum()) for n, m in ticket.mask(r).items()} for r in range(1, ticket.num_rounds + 1)]
+        rounds = nearest_rounds(candidates, total, densities, "the profile ticket")
+        return [candidates[r] for r in rounds], {"profile": "ticket", "profile_rounds": rounds,
+                                                 "profile_ticket": ticket.meta.get("fingerprint")}
+    raise UsageError(f"--profile must be uniform, imp or a ticket file, got {profile!r}")
+
+
 def frozen_weights(init: Mapping[str, torch.Tensor], names: Sequence[str], weights: str) -> dict[str, torch.Tensor]:
     """The state the mask is learned over: the initialisation, or its prunable tensors as sign(w)·σ_layer."""
     if weights not in WEIGHTS:
@@ -140,13 +205,15 @@ def masked_forward(model: nn.Module, masks: Mapping[str, torch.Tensor], x: torch
 
 
 def learn(model: nn.Module, data: Any, densities: Sequence[float], *, method: str, steps: int, lr: float,
-          batch_size: int, seed: int, device: torch.device | str = "cpu",
-          reporter: Any = None) -> tuple[list[M.Mask], list[dict[str, Any]]]:
+          batch_size: int, seed: int, device: torch.device | str = "cpu", reporter: Any = None,
+          counts: Sequence[Mapping[str, int]] | None = None,
+          data_seed: int | None = None) -> tuple[list[M.Mask], list[dict[str, Any]]]:
     """Nested supermasks of `model` (every parameter frozen as it is), one per density: (masks, per-density log).
 
     Each density trains the scores for `steps` steps on `data`'s training set (the data order and
-    augmentation of epoch e are runtime.data_order(seed, e), as in training) and ends with the
-    exact top-k of each layer's scores among the previous density's mask.
+    augmentation of epoch e are runtime.data_order(data seed, e), as in training) and ends with the
+    exact top-k of each layer's scores among the previous density's mask: k = round(density × the
+    layer's weights), or `counts[i][layer]` (a profile: profile_counts), which may never grow.
     """
     from ticketx.data import Batches
     from ticketx.models import prunable_names
@@ -158,6 +225,7 @@ def learn(model: nn.Module, data: Any, densities: Sequence[float], *, method: st
         p.requires_grad_(False)
     names = prunable_names(model)
     params = dict(model.named_parameters())
+    data_seed = seed if data_seed is None else data_seed
     gen = runtime.generator(runtime.seed_for(seed, runtime.salt("supermask")))
     scores = {n: m.init(params[n].detach(), gen).to(device).requires_grad_(True) for n in names}
     alive = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
@@ -168,14 +236,18 @@ def learn(model: nn.Module, data: Any, densities: Sequence[float], *, method: st
     log: list[dict[str, Any]] = []
     step = 0
     model.train()
-    for d in densities:
-        k = {n: int(round(d * alive[n].numel())) for n in names}
+    for i, d in enumerate(densities):
+        k = {n: int(round(d * alive[n].numel())) for n in names} if counts is None else {n: int(counts[i][n]) for n in names}
+        grown = [n for n in names if k[n] > int(alive[n].sum())]
+        if grown:
+            raise UsageError(f"layer {grown[0]} would keep {k[grown[0]]} weights at {d:g}, more than the "
+                             f"{int(alive[grown[0]].sum())} of the density before: the masks must be nested")
         opt = torch.optim.Adam(list(scores.values()), lr=lr)
         t0, losses = time.perf_counter(), []
         for _ in range(steps):
             epoch = step // ipe
             if step % ipe == 0:
-                it = iter(batches.epoch(runtime.data_order(seed, epoch)))
+                it = iter(batches.epoch(runtime.data_order(data_seed, epoch)))
             x, y = next(it)
             mk = {n: m.mask(scores[n], alive[n], k[n], gen) for n in names}
             loss = F.cross_entropy(masked_forward(model, mk, x), y)
@@ -258,12 +330,15 @@ def probe(ticket: Any, round_: int, target: Any, *, steps: int, lr: float = 1e-2
 def supermask_ticket(method: str, model_name: str, data: Any, densities: Sequence[float], *, weights: str = "init",
                      seed: int = 0, steps: int = 300, lr: float | None = None, batch_size: int = 60,
                      train: Mapping[str, Any] | None = None, device: torch.device | str = "cpu",
-                     reporter: Any = None) -> Any:
+                     reporter: Any = None, profile: str = "uniform", prune: Any = None, profile_ticket: Any = None,
+                     width: float = 1.0, data_seed: int | None = None) -> Any:
     """A ticket whose masks are supermasks learned over frozen weights: one round per density, rewind step 0.
 
     The network is built as `find` builds it (runtime.seed_weights(seed), then the model), so the
     `init` weights are those of an IMP ticket with the same init seed. `train` overrides the
-    model's default recipe recorded in the ticket (what `transfer` retrains with).
+    model's default recipe recorded in the ticket (what `transfer` retrains with). `profile`:
+    how many weights each layer keeps (profile_counts: 'uniform', 'imp' with the schedule `prune`,
+    or 'ticket' with `profile_ticket`); `data_seed` (default `seed`): the data order.
     """
     from ticketx import store
     from ticketx import ticket as ticketfile
@@ -278,12 +353,15 @@ def supermask_ticket(method: str, model_name: str, data: Any, densities: Sequenc
     lr = DEFAULT_LR[method] if lr is None else float(lr)
     train_spec = resolve_train(model_name, dict(train or {}))
     runtime.seed_weights(seed)
-    model = build_model(model_name, data.num_classes, data.channels, data.image_size)
+    model = build_model(model_name, data.num_classes, data.channels, data.image_size, width=width)
     names = prunable_names(model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n in names}
+    counts, profile_info = profile_counts(profile, shapes, dens, prune=prune, head=head_name(model), ticket=profile_ticket)
     model.load_state_dict(frozen_weights(state_copy(model), names, weights))
     frozen = state_copy(model)
     masks, log = learn(model, data, dens, method=method, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                       device=device, reporter=reporter)
+                       device=device, reporter=reporter, counts=None if profile == "uniform" else counts,
+                       data_seed=data_seed)
     # The parameters are the frozen ones, bit for bit (nothing trained them); the running statistics
     # of batch norm moved in train mode and are kept with them.
     rewind = state_copy(model)
@@ -291,14 +369,23 @@ def supermask_ticket(method: str, model_name: str, data: Any, densities: Sequenc
     accs = [accuracy(model, mk, data, device) for mk in masks]
     dense_acc = accuracy(model, None, data, device)
     steps_info = Steps.of(train_spec, len(data.train_y))
-    prune = {
+    prune_info = {
         "method": method, "criterion": f"supermask-{method}", "weights": weights, "rate": None, "densities": dens,
         "rounds": len(dens), "scope": "layerwise", "head_rate": None, "keep_dense": [], "rewind": "0",
         "steps_per_density": steps, "lr": lr, "batch_size": batch_size, "optimizer": "adam", "paper": m.paper,
         "frozen": "every parameter (weights, biases, normalisation); batch-norm running statistics updated while learning",
     }
+    data_seed = seed if data_seed is None else data_seed
     science = {"kind": "supermask", "model": model_name, "data": data.name, "image_size": data.image_size,
-               "channels": data.channels, "prune": prune, "train": train_spec.model_dump(), "init_seed": seed, "data_seed": seed}
+               "channels": data.channels, "prune": dict(prune_info), "train": train_spec.model_dump(), "init_seed": seed,
+               "data_seed": data_seed}
+    if width != 1:
+        science["width"] = width
+    # A uniform profile (every layer at the density) is what every supermask ticket had before
+    # profiles: its fingerprint, which seeds its transfer controls, stays.
+    prune_info.update(profile_info)
+    if profile != "uniform":
+        science["prune"] = dict(prune_info)
     records = [{"round": 0, "density": 1.0, "layer_density": {n: 1.0 for n in names}, "collapsed": [],
                 "test_acc": dense_acc, "val_acc": None, "seconds": 0.0, "steps": 0, "history": []}]
     records += [{"round": r, "density": M.density(mk), "target_density": d, "layer_density": M.layer_densities(mk),
@@ -308,8 +395,8 @@ def supermask_ticket(method: str, model_name: str, data: Any, densities: Sequenc
     meta = {
         "kind": "ticket", "found_by": "supermask", "model": model_name, "data": data.name, "classes": list(data.classes),
         "num_classes": data.num_classes, "image_size": data.image_size, "channels": data.channels,
-        "head": head_name(model), "train": train_spec.model_dump(), "prune": prune, "seed": seed, "init_seed": seed,
-        "data_seed": seed, "deterministic": False, "rewind_step": 0, "iterations_per_epoch": steps_info.iterations_per_epoch,
+        "head": head_name(model), "train": train_spec.model_dump(), "prune": prune_info, "seed": seed, "init_seed": seed,
+        "data_seed": data_seed, "width": width, "deterministic": False, "rewind_step": 0, "iterations_per_epoch": steps_info.iterations_per_epoch,
         "total_steps": steps_info.total, "rounds": records, "fingerprint": store.fingerprint(science), "spec": science,
         "device": str(device), "versions": store.versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -321,11 +408,14 @@ def write_supermask_ticket(method: str, data: str, model: str, densities: str, o
                            seed: int = 0, length: str = "20ep", lr: float | None = None, batch_size: int = 60,
                            target: str | None = None, probe_length: str = "20ep", device: str = "auto",
                            image_size: int | None = None, data_dir: Any = None, train: Mapping[str, Any] | None = None,
-                           reporter: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+                           reporter: Any = None, profile: str = "uniform",
+                           prune: Mapping[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """`ticketx supermask`: check the options, learn the masks, write the ticket; with `target`, probe each round.
 
     Returns (ticket, probes): probes are, per round, the target test accuracy with only a new output
-    layer trained; they are also recorded in the ticket's metadata (`probe`).
+    layer trained; they are also recorded in the ticket's metadata (`probe`). `profile`: uniform,
+    imp (the layerwise schedule of the model's pruning defaults under the overrides `prune`) or
+    the path of a ticket file.
     """
     from ticketx import store
     from ticketx import ticket as ticketfile
@@ -344,12 +434,36 @@ def write_supermask_ticket(method: str, data: str, model: str, densities: str, o
     info = model_info(model)
     dens = density_list(densities)
     length, probe_length = check_step(length), check_step(probe_length)
+    given = {k: v for k, v in (prune or {}).items() if v is not None}
+    if given and profile != "imp":
+        raise UsageError("--prune-rate, --head-rate, --prune-rates and --schedule shape the imp profile: give "
+                         "them with --profile imp")
+    schedule, profile_ticket, kind = None, None, profile
+    if profile == "imp":
+        from ticketx.settings import resolve_prune
+        from pydantic import ValidationError
+
+        try:
+            schedule = resolve_prune(model, {"scope": "layerwise", **given})
+        except ValidationError as err:
+            from ticketx.settings.base import describe_validation_error
+
+            raise UsageError(f"invalid option: {describe_validation_error(err)}") from None
+    elif profile not in PROFILES:
+        from pathlib import Path
+
+        if not Path(profile).is_file():
+            raise UsageError(f"--profile must be uniform, imp or a ticket file; {profile!r} is neither")
+        profile_ticket, kind = ticketfile.load(profile), "ticket"
     dev = resolve_device(device)
     store.check_writable(out)
     images = load_data(data, data_dir, image_size=image_size or info.image_size)
     ipe = max(1, len(images.train_y) // min(batch_size, len(images.train_y)))
     ticket = supermask_ticket(method, model, images, dens, weights=weights, seed=seed, steps=max(1, to_iterations(length, ipe)),
-                              lr=lr, batch_size=batch_size, train=train, device=dev, reporter=reporter)
+                              lr=lr, batch_size=batch_size, train=train, device=dev, reporter=reporter, profile=kind,
+                              prune=schedule, profile_ticket=profile_ticket)
+    if profile_ticket is not None:
+        ticket.meta["prune"]["profile_file"] = str(profile)
     probes: list[dict[str, Any]] = []
     if target is not None:
         tdata = load_data(target, data_dir, image_size=images.image_size, channels=images.channels)
@@ -361,3 +475,58 @@ def write_supermask_ticket(method: str, data: str, model: str, densities: str, o
         ticket.meta["probe"] = probes
     ticketfile.save(ticket, out)
     return ticket, probes
+
+
+def schedule_densities(shapes: Mapping[str, tuple[int, ...]], prune: Any, head: str | None) -> list[float]:
+    """The whole-network densities of rounds 1..prune.rounds of the IMP schedule `prune` (any scope:
+    the counts per pruning group follow from the shapes alone, pruning.schedule_counts)."""
+    total = sum(int(torch.Size(s).numel()) for s in shapes.values())
+    counts = pruning.schedule_counts(shapes, prune.rounds, prune.rate, scope=prune.scope, head=head,
+                                     head_rate=prune.head_rate, keep_dense=list(prune.keep_dense), rates=prune.rates)
+    return [sum(c.values()) / total for c in counts[1:]]
+
+
+def search(spec: Any, out: Any, *, data_dir: Any = None, device: str = "auto", reporter: Any = None) -> Any:
+    """A study's supermask search (SearchSpec with `supermask`): the ticket at `out`, learned at the
+    densities of the search's IMP schedule (one round per IMP round), or the one already there.
+
+    The init seed builds the frozen weights (those of the IMP ticket with this seed), the data seed
+    orders the data; the ticket's fingerprint is the search's key, as `find`'s is.
+    """
+    from pathlib import Path
+
+    from ticketx import store
+    from ticketx import ticket as ticketfile
+    from ticketx.data import load_data
+    from ticketx.errors import TicketxError
+    from ticketx.models import build_model, head_name, model_info, prunable_names
+    from ticketx.runtime import resolve_device, set_deterministic
+    from ticketx.steps import to_iterations
+
+    sm = spec.supermask
+    out = Path(out)
+    key = store.fingerprint(spec.science())
+    if out.exists():
+        try:
+            done = ticketfile.load(out)
+        except TicketxError:
+            done = None
+        if done is not None and done.meta.get("fingerprint") == key:
+            return done
+    dev = resolve_device(device)
+    set_deterministic(spec.deterministic)
+    data = load_data(spec.data, data_dir, image_size=spec.image_size or model_info(spec.model).image_size,
+                     channels=spec.channels)
+    init_seed, data_seed = spec.seeds
+    shape_model = build_model(spec.model, data.num_classes, data.channels, data.image_size, width=spec.width)
+    names = prunable_names(shape_model)
+    shapes = {n: tuple(p.shape) for n, p in shape_model.named_parameters() if n in names}
+    densities = schedule_densities(shapes, spec.prune, head_name(shape_model))
+    ipe = max(1, len(data.train_y) // min(sm.batch_size, len(data.train_y)))
+    ticket = supermask_ticket(sm.method, spec.model, data, densities, weights=sm.weights, seed=init_seed,
+                              data_seed=data_seed, steps=max(1, to_iterations(sm.length, ipe)), lr=sm.lr,
+                              batch_size=sm.batch_size, train=spec.train.model_dump(), device=dev, reporter=reporter,
+                              profile=sm.profile, prune=spec.prune, width=spec.width)
+    ticket.meta.update(fingerprint=key, deterministic=spec.deterministic, search=spec.model_dump())
+    ticketfile.save(ticket, out)
+    return ticket

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ticketx.errors import UsageError
 from ticketx.settings.base import Strict
+from ticketx.steps import check_step
 from ticketx.settings.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem
+
+
+class SupermaskSpec(Strict):
+    """A ticket search that learns supermasks over frozen weights instead of pruning trained ones
+    (ticketx.supermask; the study's `search.method` axis): at the densities of the search's IMP
+    schedule, so that both kinds of ticket are compared at the same densities."""
+
+    method: str  # a ticketx.supermask.METHODS name (checked by the study axis, which sees the registry)
+    weights: Literal["init", "signed-constant"] = "init"
+    profile: Literal["uniform", "imp"] = "imp"
+    length: str = "20ep"  # score-training steps per density
+    lr: Optional[float] = Field(None, gt=0)  # None: the method's default (supermask.DEFAULT_LR)
+    batch_size: int = Field(60, ge=1, le=1 << 20)
+
+    @field_validator("length", mode="before")
+    @classmethod
+    def _step(cls, v: Any) -> str:
+        try:
+            return check_step(v)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
 
 
 class SearchSpec(Strict):
@@ -25,6 +47,7 @@ class SearchSpec(Strict):
     init_seed: Optional[int] = Field(None, ge=0)  # weight initialisation; None = seed
     data_seed: Optional[int] = Field(None, ge=0)  # data order and augmentation; None = seed
     deterministic: bool = False
+    supermask: Optional[SupermaskSpec] = None  # None: iterative magnitude pruning (`find`)
 
     @model_validator(mode="after")
     def _rewind_before_end(self) -> "SearchSpec":
@@ -53,6 +76,8 @@ class SearchSpec(Strict):
         d["prune"].pop("schedule")
         if d["width"] == 1:  # tickets found before widths existed keep their keys
             d.pop("width")
+        if d["supermask"] is None:  # ... and IMP tickets, before supermask searches existed
+            d.pop("supermask")
         return d
 
     @property

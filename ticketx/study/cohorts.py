@@ -55,6 +55,8 @@ def batch_key(cell: Cell) -> str | None:
     from ticketx.search import lockstep_key
 
     if isinstance(cell, SearchCell):
+        if cell.find.supermask is not None:  # learned by ticketx.supermask, one network at a time
+            return None
         return "search:" + lockstep_key(cell.find)
     if isinstance(cell, TransferCell):
         values = {c: cell.info.get(c) for a in transfer_axes() if a.role not in SPANNED for c in a.columns}

@@ -238,7 +238,12 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
 
     here = cell_dir(out, cell)
     if isinstance(cell, SearchCell):
-        ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
+        if cell.find.supermask is not None:  # a mask learned over frozen weights (the search-method axis)
+            from ticketx.supermask import search as supermask_search
+
+            ticket = supermask_search(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
+        else:
+            ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
         return search_summary(ticket)
     if isinstance(cell, StabilityCell):
         return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter, cohort=cohort)
