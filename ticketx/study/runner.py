@@ -240,7 +240,7 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
     here = cell_dir(out, cell)
     if isinstance(cell, SearchCell):
         ticket = find(cell.find, here / "ticket.pt", data_dir=data_dir, device=device, reporter=reporter)
-        return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
+        return [{k: r.get(k) for k in ("round", "density", "weights", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
                 for r in ticket.rounds]
     if isinstance(cell, StabilityCell):
         return _run_stability(cell, out, here, device=device, data_dir=data_dir, reporter=reporter, cohort=cohort)
