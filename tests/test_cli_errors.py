@@ -239,7 +239,7 @@ def transfer_cases(ticket: Path, tmp: Path) -> list[tuple[list, int, str]]:
         ([*t[:2], "--to", "digitz", *t[4:]], 2, "did you mean 'digits'?"),
         ([*t, "--round", "7"], 2, "round 7 is not in the ticket (rounds 0..2)"),
         ([*t, "--round", "x"], 2, "--round expects round numbers"),
-        ([*t, "--round", "1", "--density", "0.5"], 2, "only one of --round, --density and --rounds"),
+        ([*t, "--round", "1", "--density", "0.5"], 2, "only one of --round, --density, --weights and --rounds"),
         ([*t, "--density", "1.5"], 2, "density"),
         ([*t, "--baselines", "random-mask,bogus"], 2, "baselines"),
         ([*t, "--seeds", "0,0"], 2, "seeds"),

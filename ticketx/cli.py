@@ -305,6 +305,7 @@ def transfer(
     to: Annotated[str, typer.Option("--to", help="Target data set, e.g. svhn, 'cifar10[5-9]', imagefolder:PATH.")],
     round_: Annotated[Optional[str], typer.Option("--round", help="Round(s) to transfer, e.g. '3' or '1,3,5' \\[default: the last].")] = None,
     density: Annotated[Optional[float], typer.Option("--density", help="Transfer the round whose density is closest to this (0-1].")] = None,
+    weights: Annotated[Optional[int], typer.Option("--weights", help="Transfer the pruned round whose remaining prunable weights are nearest this count (log scale).", min=1)] = None,
     rounds: Annotated[Optional[str], typer.Option("--rounds", help="'all' to transfer every pruned round (or a list like --round).")] = None,
     baselines: Annotated[Optional[str], typer.Option("--baselines", help="Comma-separated, of: {names:baselines}; or 'none'. \\[default: {default:baselines}]")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each trains every network once.")] = "0",
@@ -335,7 +336,7 @@ def transfer(
     together = cohorts.parse(cohort)
     _compile(compile_)
     plan = resolve_transfer_options(
-        ticket, to, round_=round_, density=density, rounds=rounds, baselines=baselines, seeds=seeds,
+        ticket, to, round_=round_, density=density, weights=weights, rounds=rounds, baselines=baselines, seeds=seeds,
         own_ticket=own_ticket or against, head=_head_rule(keep_head, new_head or reset_head), head_dense=head_dense,
         mask0=mask0, deterministic=deterministic, train=train, model=model, image_size=image_size, width=width, device=device)
     out = out or default_out(ticket, plan.spec.target)
@@ -865,14 +866,20 @@ def study_validate(study: StudyFile, sets: Sets = None) -> None:
     import json
 
     from ticketx.study import count, load_study
+    from ticketx.study.cells import images_to_train
     from ticketx.ui import console
 
     s = load_study(study, overrides=sets or [])
     c = count(s.cells)
+    cost = images_to_train(s.cells)
     stab = f", {c['stability']} stability cells" if c.get("stability") else ""
     console.print(f"[green]{study}{''.join(f' --set {o.text}' for o in s.overrides)}: valid.[/] study [bold]{s.name}[/]: "
                   f"{c['search']} search cells, {c['transfer']} transfer cells{stab}, {c['networks']} networks to train")
-    typer.echo(json.dumps(c))
+    by = ", ".join(f"{k} {v:.3g}" for k, v in cost["by_kind"].items())
+    unknown = f"; not counted (size known once loaded): {', '.join(cost['unknown'])}" if cost["unknown"] else ""
+    console.print(f"images to train: {cost['images']:.3g} ({by}; steps x batch, evaluation passes extra){unknown}. "
+                  "Hours = images / (images per second of one device) / 3600")
+    typer.echo(json.dumps({**c, "images": cost["images"]}))
 
 
 @study_app.command("check")

@@ -148,7 +148,7 @@ class Search:
             start_step=0 if r == 0 else self.rewind_step, data_seed=self.spec.seeds[1], noise_seed=self.spec.noise_seed,
             snapshot_steps=(self.rewind_step,) if r == 0 else (), experiment="search", keep_weights=True,
             config=self.spec.science(),
-            info={"round": r, "density": M.density(mask), "layer_density": M.layer_densities(mask),
+            info={"round": r, "density": M.density(mask), "weights": M.count(mask)[0], "layer_density": M.layer_densities(mask),
                   "collapsed": M.collapsed(mask)},
         )
 

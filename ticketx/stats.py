@@ -157,6 +157,25 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Interval:
     return interval([x - y for x, y in zip(a, b)])
 
 
+def welch(a: Sequence[float], b: Sequence[float], level: float = CONFIDENCE) -> tuple[Interval, float | None]:
+    """(mean(a) - mean(b) with Welch's t interval, its Welch-Satterthwaite df): two independent samples
+    (tickets of two widths are different tickets, with different spreads). No interval unless each has
+    2 values."""
+    na, nb = len(a), len(b)
+    if not na or not nb:
+        raise ValueError("no values")
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if na < 2 or nb < 2:
+        return Interval(diff, None, None, na + nb, None, level), None
+    va, vb = statistics.variance(a) / na, statistics.variance(b) / nb
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Interval(diff, diff, diff, na + nb, 0.0, level), float(na + nb - 2)
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    half = t_quantile(0.5 + level / 2, df) * se
+    return Interval(diff, diff - half, diff + half, na + nb, se, level), df
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A paired margin over tickets (the unit) and their retrains: the two-stage estimate.

@@ -79,6 +79,25 @@ class Ticket:
         """The round whose overall density is closest to `density`."""
         return min(range(len(self.rounds)), key=lambda r: (abs(self.rounds[r]["density"] - density), r))
 
+    def kept(self, round_: int) -> int:
+        """Prunable weights round `round_` keeps (its mask's ones over every prunable tensor; 0: all of them)."""
+        return self.num_weights if round_ == 0 else M.count(self.mask(round_))[0]
+
+    def round_for_weights(self, weights: int) -> int:
+        """The pruned round (1..R) whose remaining prunable weights are nearest to `weights`, on a log
+        scale (a count off by 2x either way is equally far: rounds shrink geometrically); ties: the
+        earlier round. The dense round 0 is not a ticket and is never picked."""
+        return nearest_count([self.kept(r) for r in range(self.num_rounds + 1)], weights)
+
+
+def nearest_count(kept: list[int], weights: int) -> int:
+    """Of the pruned rounds 1..R with `kept[r]` remaining weights, the one nearest `weights` on a log scale."""
+    import math
+
+    if len(kept) < 2:
+        raise UsageError("the ticket has no pruned round to pick by remaining weights")
+    return min(range(1, len(kept)), key=lambda r: (abs(math.log(max(kept[r], 1) / weights)), r))
+
 
 def match_round(ticket: Any, density: float, tol: float = 0.01) -> int | None:
     """The round of `ticket` whose density is within `tol` (relative) of `density`, else None.

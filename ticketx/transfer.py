@@ -96,7 +96,7 @@ class TransferJob:
             "resolution": resolution(len(data.test_y)),  # points of accuracy per test image
             "config": {"transfer": spec.model_dump(), "train": plan.train.model_dump()},
             "runs": runs_out,
-            **summarise(runs_out),  # summary (per round), family, tolerance
+            **with_ticket_weights(summarise(runs_out), ticket),  # summary (per round), family, tolerance
             "overlap": own_overlap(plan),
             "versions": store.versions(),
             "device": distributed.describe(self.device),
@@ -209,6 +209,15 @@ def summarise(runs: list[dict[str, Any]], tolerance: float = MATCH_TOLERANCE) ->
             "tolerance": tolerance}
 
 
+def with_ticket_weights(summary: dict[str, Any], ticket: Ticket) -> dict[str, Any]:
+    """Each summary row with `ticket_weights`: the prunable weights the ticket's mask keeps at that round, on
+    its source (output layer included): the count a weights point (`--weights`) is matched against. The
+    networks on the target keep their own counts (`weights` of each run: a new or dense output layer differs)."""
+    for row in summary["summary"]:
+        row["ticket_weights"] = ticket.kept(row["round"])
+    return summary
+
+
 def own_overlap(plan: TransferPlan) -> list[dict[str, Any]]:
     """Per round: how many of the ticket's kept weights the own ticket also keeps, vs chance.
 
@@ -226,6 +235,14 @@ def own_overlap(plan: TransferPlan) -> list[dict[str, Any]]:
         res = overlap({n: a[n] for n in common}, {n: b[n] for n in common})
         out.append({"round": r, "own_round": own_round, **res})
     return out
+
+
+def prunable_count(model: Any) -> int:
+    """Every prunable weight of `model` (what a dense network keeps)."""
+    from ticketx.models import prunable_names
+
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in prunable_names(model))
 
 
 def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageData, round_: int, seed: int,
@@ -256,6 +273,8 @@ def arm_run(*, name: str, baseline: Baseline, plan: TransferPlan, data: ImageDat
         mask = prep.mask
         return Start(prep.model, mask, {
             "density": M.density(mask) if mask is not None else 1.0,
+            # remaining weights over the masked tensors (the dense arm: every prunable weight)
+            "weights": M.count(mask)[0] if mask is not None else prunable_count(prep.model),
             "layer_density": M.layer_densities(mask) if mask is not None else {}, "head_reset": prep.head_reset},
             frozen=prep.frozen)
 

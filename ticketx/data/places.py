@@ -45,6 +45,7 @@ _PLACES_NATIVE = 256
         "val_256/",
     ),
     archives=("filelist_places365-standard.tar", "train_256_places365standard.tar", "val_256.tar"),
+    train_images=1_803_460,  # places365_train_standard.txt (Zhou et al. 2017)
 )
 def _places365(root: Path, download: bool, image_size: int | None) -> BaseSet:
     size = image_size or _PLACES_NATIVE

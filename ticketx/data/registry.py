@@ -31,6 +31,7 @@ class DatasetInfo:
     files: tuple[str, ...] = ()  # relative to data_root()/name; all must exist ('dir/' = a folder)
     archives: tuple[str, ...] = ()  # downloaded archives torchvision can extract without network
     aliases: tuple[str, ...] = ()
+    train_images: int = 0  # images in the standard training split (0: not known before loading); for cost estimates
 
 
 # (data root, download allowed, requested image size or None) -> the base set at its native size
@@ -54,6 +55,7 @@ def register(
     files: Sequence[str] = (),
     archives: Sequence[str] = (),
     aliases: Sequence[str] = (),
+    train_images: int = 0,
 ) -> Callable[[Loader], Loader]:
     """Decorator: add a loader `(root, download, image_size) -> BaseSet` to the registry under `name`."""
 
@@ -61,7 +63,8 @@ def register(
         if name in DATASETS or name in ALIASES:
             raise ValueError(f"data set {name!r} registered twice")
         DATASETS[name] = DatasetInfo(
-            name, num_classes, image_size, channels, flip, crop_padding, description, tuple(files), tuple(archives), tuple(aliases)
+            name, num_classes, image_size, channels, flip, crop_padding, description, tuple(files), tuple(archives), tuple(aliases),
+            train_images,
         )
         LOADERS[name] = loader
         for alias in aliases:

@@ -113,6 +113,7 @@ def _read_cifar(cls_name: str) -> Callable[[Path, bool], BaseSet]:
     files=("cifar-10-batches-py/",),
     archives=("cifar-10-python.tar.gz",),
     aliases=("cifar-10",),
+    train_images=50_000,
 )
 def _cifar10(root: Path, download: bool, image_size: int | None) -> BaseSet:
     return _cached_torchvision("cifar10", root, download, _read_cifar("CIFAR10"))
@@ -129,6 +130,7 @@ def _cifar10(root: Path, download: bool, image_size: int | None) -> BaseSet:
     files=("cifar-100-python/",),
     archives=("cifar-100-python.tar.gz",),
     aliases=("cifar-100",),
+    train_images=50_000,
 )
 def _cifar100(root: Path, download: bool, image_size: int | None) -> BaseSet:
     return _cached_torchvision("cifar100", root, download, _read_cifar("CIFAR100"))
@@ -170,6 +172,7 @@ def _idx_files(sub: str, suffix: str = "") -> tuple[str, ...]:
     description="MNIST: 28x28 handwritten digits, 60k train / 10k test (LeCun et al. 1998)",
     files=_idx_files("MNIST"),
     archives=_idx_files("MNIST", ".gz"),
+    train_images=60_000,
 )
 def _mnist(root: Path, download: bool, image_size: int | None) -> BaseSet:
     return _cached_torchvision("mnist", root, download, _read_mnist("MNIST"))
@@ -186,6 +189,7 @@ def _mnist(root: Path, download: bool, image_size: int | None) -> BaseSet:
     files=_idx_files("FashionMNIST"),
     archives=_idx_files("FashionMNIST", ".gz"),
     aliases=("fashion_mnist", "fmnist", "fashionmnist"),
+    train_images=60_000,
 )
 def _fashion_mnist(root: Path, download: bool, image_size: int | None) -> BaseSet:
     return _cached_torchvision("fashion-mnist", root, download, _read_mnist("FashionMNIST"))
@@ -219,6 +223,7 @@ def _read_svhn(folder: Path, fetch: bool) -> BaseSet:
     crop_padding=4,
     description="SVHN: 32x32 house-number digits, 73k train / 26k test (Netzer et al. 2011)",
     files=("train_32x32.mat", "test_32x32.mat"),
+    train_images=73_257,
 )
 def _svhn(root: Path, download: bool, image_size: int | None) -> BaseSet:
     return _cached_torchvision("svhn", root, download, _read_svhn)

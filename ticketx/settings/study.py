@@ -318,7 +318,8 @@ class ClaimSpec(Strict):
     search_accuracy: Optional[float] = None
     by: float = 0.0
     within: Optional[float] = None  # None: stats.MATCH_TOLERANCE (1 point)
-    rounds: Optional[list[int]] = None
+    rounds: Optional[list[int]] = None  # round points only (with `weights`, both kinds of point)
+    weights: Optional[list[int]] = None  # weights points (transfer.weights) only
     min_density: Optional[float] = Field(None, gt=0, le=1)
     max_density: Optional[float] = Field(None, gt=0, le=1)
 
@@ -327,7 +328,7 @@ class ClaimSpec(Strict):
     def _accuracy(cls, v: Any) -> Any:
         return None if v is None else parse_accuracy(v)
 
-    @field_validator("rounds", mode="before")
+    @field_validator("rounds", "weights", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return claim_values(v)

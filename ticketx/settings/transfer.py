@@ -28,6 +28,10 @@ class TransferSpec(Strict):
     target: str
     rounds: Optional[list[int]] = None  # None = `density`, else the ticket's last round
     density: Optional[float] = Field(None, gt=0, le=1)  # pick the round whose density is closest
+    # pick the pruned round whose remaining prunable weights are nearest (log scale): tickets of
+    # different widths compared at equal size, not only at equal density (Frankle & Carbin 2019
+    # compare networks by weights remaining)
+    weights: Optional[int] = Field(None, ge=1)
     all_rounds: bool = False
     train: Optional[TrainSpec] = None  # None = the ticket's own training settings
     baselines: list[str] = Field(default_factory=default_baselines)
@@ -63,8 +67,8 @@ class TransferSpec(Strict):
 
     @model_validator(mode="after")
     def _one_choice_of_rounds(self) -> "TransferSpec":
-        if sum([self.rounds is not None, self.density is not None, self.all_rounds]) > 1:
-            raise ValueError("give only one of --round, --density and --rounds")
+        if sum([self.rounds is not None, self.density is not None, self.weights is not None, self.all_rounds]) > 1:
+            raise ValueError("give only one of --round, --density, --weights and --rounds")
         return self
 
     @field_validator("seeds")
@@ -135,6 +139,8 @@ def choose_rounds(ticket: "Ticket", spec: TransferSpec) -> list[int]:
         return sorted(set(spec.rounds))
     if spec.density is not None:
         return [ticket.round_for_density(spec.density)]
+    if spec.weights is not None:
+        return [ticket.round_for_weights(spec.weights)]
     return [ticket.num_rounds]
 
 
@@ -248,7 +254,7 @@ def resolve_transfer_options(ticket_path: str | Path, target: str, *, round_: st
     all_rounds = rounds is not None and rounds.strip().lower() == "all"
     listed = round_ if round_ is not None else (None if all_rounds else rounds)
     if round_ is not None and rounds is not None:
-        raise UsageError("give only one of --round, --density and --rounds")
+        raise UsageError("give only one of --round, --density, --weights and --rounds")
     try:
         spec = TransferSpec(target=target, rounds=listed, density=density, all_rounds=all_rounds,
                             **{k: str(v) if isinstance(v, Path) else v for k, v in fields.items() if v is not None})

@@ -12,6 +12,7 @@ names an axis: each says where its value goes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Optional
@@ -360,6 +361,62 @@ def _stability_cell(study: Study, source: SearchCell, round_: int) -> StabilityC
               "points": st.points},
         networks=2, train=train, round=round_, seeds=seeds, points=st.points, source=source.id,
     )
+
+
+@functools.lru_cache(maxsize=1024)  # one per data set and recipe, not one per cell (a grid has up to millions)
+def training_steps(data: str, batch_size: int, length: str, val_split: float = 0.0) -> Optional[tuple[int, int, int]]:
+    """(steps, batch, steps per epoch) of one network's training, as the trainer counts them (`train.Steps`:
+    whole batches), from the data set's registered training-split size; a class subset is taken as its
+    share of the classes (the registered sets are balanced to within a few per cent). None: the size is
+    not known before loading (an image folder)."""
+    from ticketx.data import DATASETS, parse_data
+    from ticketx.steps import to_iterations
+
+    try:
+        d = parse_data(data)
+    except Exception:  # noqa: BLE001 - reported when the data set is loaded for real
+        return None
+    info = DATASETS.get(d.base)
+    if info is None or not info.train_images:
+        return None
+    n = info.train_images * (len(d.classes) / info.num_classes if d.classes is not None else 1.0)
+    n = max(1, int(round(n * (1 - val_split))))
+    batch = min(batch_size, n)
+    ipe = max(1, n // batch)
+    return max(1, to_iterations(length, ipe)), batch, ipe
+
+
+def images_to_train(cells: list[Cell]) -> dict[str, Any]:
+    """What a study costs before it runs: the images its networks train on (steps x batch; a search's
+    rounds after the first retrain from the rewind point), in all and by kind, and the data sets whose
+    size is only known once loaded. Evaluation passes (the test set every `eval_every`) and stability
+    cells' two copies and paths are extra."""
+    from ticketx.steps import to_iterations
+
+    out: dict[str, Any] = {"images": 0, "by_kind": {}, "unknown": []}
+    for c in cells:
+        images: Optional[int] = None
+        if isinstance(c, SearchCell):
+            t, data = c.find.train, c.find.data
+            steps = training_steps(data, t.batch_size, t.length, t.val_split)
+            if steps is not None:
+                total, batch, ipe = steps
+                rewind = to_iterations(c.find.prune.rewind, ipe)
+                images = batch * (total + c.find.prune.rounds * max(0, total - rewind))
+        elif isinstance(c, TransferCell):
+            t, data = c.transfer.train, c.transfer.target
+            steps = None if t is None else training_steps(data, t.batch_size, t.length, t.val_split)
+            if steps is not None:
+                images = steps[0] * steps[1] * c.networks
+        else:
+            continue
+        if images is None:
+            if data not in out["unknown"]:
+                out["unknown"].append(data)
+            continue
+        out["images"] += images
+        out["by_kind"][c.kind] = out["by_kind"].get(c.kind, 0) + images
+    return out
 
 
 def count(cells: list[Cell]) -> dict[str, int]:

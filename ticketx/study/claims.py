@@ -19,6 +19,8 @@ from ticketx.settings.search import SearchSpec
 from ticketx.settings.study import Study
 from ticketx.settings.yamlfile import Path_, line_of
 from ticketx.study.axes import AXES, Axis
+from ticketx.study.axes.point import model_sizes, round_weights
+from ticketx.ticket import nearest_count
 from ticketx.study.cells import SearchCell, TransferCell
 
 
@@ -61,8 +63,8 @@ def round_densities(study: Study, find: SearchSpec, target: Optional[str] = None
 
     prune = find.prune
     nominal = [(1 - prune.rate) ** r for r in range(prune.rounds + 1)]
-    shapes = _sizes(study, find, find.data)
-    out_head = _sizes(study, find, target) if target is not None else shapes
+    shapes = model_sizes(study, find, find.data)
+    out_head = model_sizes(study, find, target) if target is not None else shapes
     if shapes is None or out_head is None:
         return nominal
     sizes, names, head, kinds = shapes
@@ -89,29 +91,6 @@ def round_densities(study: Study, find: SearchSpec, target: Optional[str] = None
     return out
 
 
-def _sizes(study: Study, find: SearchSpec, data: str) -> Optional[tuple[dict[str, int], list[str], str, dict[str, str]]]:
-    """(prunable tensor sizes, their names, the output layer's name, their layer kinds) of the search's model
-    built for `data`."""
-    import torch
-
-    from ticketx.data import DATASETS, parse_data
-    from ticketx.models import build_model, head_name, model_info, prunable_names
-    from ticketx.pruning import kind_of
-
-    try:
-        d = parse_data(data)
-        info = model_info(find.model)
-        classes = len(d.classes) if d.classes is not None else DATASETS[d.base].num_classes
-        channels = study.channels or (DATASETS[d.base].channels if d.base in DATASETS else info.channels)
-        with torch.device("meta"):
-            net = build_model(find.model, classes, channels, study.spec.image_size or info.image_size, width=find.width)
-        names = prunable_names(net)
-        params = dict(net.named_parameters())
-        return ({n: params[n].numel() for n in names}, names, head_name(net), {n: kind_of(params[n].shape) for n in names})
-    except Exception:  # noqa: BLE001 - reported when the model is built for real
-        return None
-
-
 def _pick(study: Study, path: Path_, axis: Axis, names: list[Any], produced: list[str]) -> tuple[str, ...]:
     """Canonical values of `names`, each one the study produces (else a 'did you mean' error)."""
     out = []
@@ -136,11 +115,18 @@ def _points(study: Study, cell: Any, searches: dict[str, SearchCell], search: bo
     if search:
         dens = known.get((cell.id, None)) or known.setdefault((cell.id, None), round_densities(study, cell.find))
         return [(("round", r), dens[r], r) for r in range(cell.find.prune.rounds + 1)]
-    point = ("round", cell.info["round"]) if "round" in cell.info else ("density", cell.info["density"])
+    point = ("round", cell.info["round"]) if "round" in cell.info else ("density", cell.info["density"]) \
+        if "density" in cell.info else ("weights", cell.transfer.weights)
     if point[0] == "density":
         return [(point, point[1], None)]
     at = (cell.source, cell.transfer.target)
     dens = known.get(at) or known.setdefault(at, round_densities(study, searches[cell.source].find, cell.transfer.target))
+    if point[0] == "weights":  # the round the ticket will have nearest that count, from the shapes
+        find = searches[cell.source].find
+        kept = known.get((cell.source, "weights")) or known.setdefault((cell.source, "weights"),
+                                                                         round_weights(study, find) or [])
+        r = nearest_count([int(k) for k in kept], point[1]) if kept else find.prune.rounds
+        return [(point, dens[r], None)]  # judged at the round the ticket picked (its result.json)
     return [(point, dens[point[1]], point[1])]
 
 
@@ -192,15 +178,27 @@ def resolve_claims(study: Study) -> list[Claim]:
             wanted = c.rounds if c.rounds is not None else ([0] if c.min_density is None and c.max_density is None else None)
         else:
             wanted = c.rounds
+        weights = None if search else c.weights
+        if search and c.weights is not None:
+            raise study.error(at + ("weights",), "a search has no weights points: select its rounds")
+        if weights is not None:
+            have_w = sorted({p[1] for ps in points.values() for p, _, _ in ps if p[0] == "weights"})
+            missing = [w for w in weights if w not in have_w]
+            if missing:
+                raise study.error(at + ("weights",), f"{missing[0]} weights is not a point the study transfers at "
+                                  f"(transfer.weights: {', '.join(map(str, have_w)) or 'none'})")
         if wanted is not None:
             if any(p[0] == "density" for ps in points.values() for p, _, _ in ps):
                 raise study.error(at + ("rounds",), "the study transfers at densities (transfer.densities): select with min_density / max_density")
-            have = sorted({p[1] for ps in points.values() for p, _, _ in ps})
+            have = sorted({p[1] for ps in points.values() for p, _, _ in ps if p[0] == "round"})
             missing = [r for r in wanted if r not in have]
             if missing:
                 raise study.error(at + ("rounds",), f"round {missing[0]} is not one the study "
                                   f"{'searches' if search else 'transfers'} (rounds: {', '.join(map(str, have))})")
-            points = {k: [x for x in ps if x[0][1] in wanted] for k, ps in points.items()}
+        if wanted is not None or weights is not None:  # either kind of point, as the claim names them
+            points = {k: [x for x in ps if (wanted is not None and x[0][0] == "round" and x[0][1] in wanted)
+                          or (weights is not None and x[0][0] == "weights" and x[0][1] in weights)]
+                      for k, ps in points.items()}
         lo, hi = c.min_density, c.max_density
         picked = {k: [x for x in ps if (lo is None or x[1] >= lo * (1 - 1e-9)) and (hi is None or x[1] <= hi * (1 + 1e-9))]
                   for k, ps in points.items()}

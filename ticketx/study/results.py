@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ticketx.errors import UsageError
-from ticketx.study.axes import factors, search_axes, transfer_axes
+from ticketx.study.axes import factors, search_axes, transfer_axes, with_role
 from ticketx.study.axes.base import all_columns, factor_columns
 from ticketx.study.load import load_study
 from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done, provenance
@@ -17,8 +17,19 @@ from ticketx.study.runner import STUDY_FORMAT, STUDY_VERSION, cell_dir, is_done,
 
 def columns() -> list[str]:
     """results.csv: one row per trained network; the axes' columns come from their declarations."""
-    return ["study", "kind", *all_columns(), "round", "density", "arm", "test_acc", "train_acc", "memorised", "run_id",
-            "cell", "versions"]
+    return ["study", "kind", *all_columns(), "round", "density", "weights", "arm", "test_acc", "train_acc", "memorised",
+            "run_id", "cell", "versions"]
+
+
+def point_columns() -> list[str]:
+    """The point axis's own columns (a weights point's asked count): comparisons at them are kept apart."""
+    return [c for a in with_role("x") for c in a.columns]
+
+
+def is_point_row(row: dict[str, Any]) -> bool:
+    """Whether a summary row is a comparison at a point the point axis names by its own column (a weights
+    point), not at a round or density."""
+    return any(row.get(c) not in (None, "") for c in point_columns())
 
 
 # How well each network fits its training split (train.measure_fit): train accuracy for every run,
@@ -40,7 +51,7 @@ def comparison_key(columns: dict[str, Any], round_: int) -> tuple[Any, ...]:
     """What identifies one comparison (a summary row, before the control): every factor axis's
     columns and the round; the replication axes (search seed, transfer seed) are what it is
     summarised over."""
-    return (*(columns.get(c, "") for c in factor_columns()), round_)
+    return (*(columns.get(c, "") for c in factor_columns()), *(columns.get(c, "") for c in point_columns()), round_)
 
 
 def search_key(columns: dict[str, Any], round_: int) -> tuple[Any, ...]:
@@ -107,7 +118,7 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
         if c["kind"] == "search":
             for r in done["summary"]:
                 rows.append({"study": name, "kind": "search", **_search_row(info), "round": r["round"],
-                             "density": r["density"], "arm": "search", "test_acc": r["test_acc"],
+                             "density": r["density"], "weights": _measured(r, "weights"), "arm": "search", "test_acc": r["test_acc"],
                              **{k: _measured(r, k) for k in FIT_COLUMNS},
                              "run_id": f"{c['id']}/round_{r['round']:02d}", "cell": c["id"], "versions": versions})
             continue
@@ -130,13 +141,116 @@ def collect(out: str | Path, prov: Optional[dict[str, Any]] = None) -> tuple[dic
             if arm == "ticket" and info.get("own_of_itself"):
                 arm = "own-ticket"  # a source that is also a target is that target's own ticket
             rows.append({"study": name, "kind": "transfer", **row, "round": run["round"], "density": run["density"],
-                         "arm": arm, "test_acc": run["test_acc"], **{k: _measured(run, k) for k in FIT_COLUMNS}, "run_id": rid, "cell": c["id"], "versions": versions})
+                         "weights": _measured(run, "weights"), "arm": arm, "test_acc": run["test_acc"], **{k: _measured(run, k) for k in FIT_COLUMNS}, "run_id": rid, "cell": c["id"], "versions": versions})
     return prov, rows
+
+
+def histories(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """Every evaluation in the training histories of the searches' networks (every round) and of the
+    transferred tickets (the ticket arm): one row per (network, evaluation) with its axis columns, round,
+    density, epoch and test accuracy. The test accuracy a history records is measured every
+    `eval_every` and never chooses anything (ticketx.train.EvalHook)."""
+    from ticketx import store
+    from ticketx import ticket as ticketfile
+
+    out = Path(out)
+    prov = prov or load_provenance(out)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for c in prov["cells"]:
+        if c["kind"] not in ("search", "transfer") or not is_done(out, c):
+            continue
+        here = cell_dir(out, c)
+        info = c["info"]
+        if c["kind"] == "search":
+            if not (here / "ticket.pt").exists():
+                continue
+            for rec in ticketfile.load(here / "ticket.pt").rounds:
+                for h in rec.get("history") or []:
+                    rows.append({"kind": "search", **_search_row(info), "round": rec["round"], "density": rec["density"],
+                                 "arm": "search", "epoch": h["epoch"], "test_acc": h["test_acc"]})
+            continue
+        if info.get("own_of_itself"):  # its ticket networks are the target's own ticket's
+            continue
+        base = {col: info.get(col, "") for col in all_columns()}
+        for run in store.read_json(here / "result.json")["runs"]:
+            rid = f"{run['label']}-r{run['round']:02d}-s{run['seed']}-{run['key']}"  # not an axis: the run's folder
+            if run["label"] != "ticket" or rid in seen:
+                continue
+            seen.add(rid)
+            for h in run.get("history") or []:
+                rows.append({"kind": "transfer", **base, "round": run["round"], "density": run["density"], "arm": "ticket",
+                             "epoch": h["epoch"], "test_acc": h["test_acc"]})
+    return rows
+
+
+WIDTH_COLUMNS = ["wider", "narrower", "wider_round", "narrower_round", "wider_weights", "narrower_weights",
+                 "wider_density", "narrower_density", "wider_acc", "narrower_acc", "difference", "low", "high", "df",
+                 "wider_tickets", "narrower_tickets", "method"]
+
+
+def width_columns() -> list[str]:
+    """widths.csv: one row per comparison point and pair of widths."""
+    other = [c for a in factors() if a.curve != "width" for c in a.columns]
+    return ["study", *other, *point_columns(), "round", *WIDTH_COLUMNS]
+
+
+def width_contrasts(out: str | Path, prov: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """Transferred tickets of every pair of widths compared at one point: at a round (equal density, up to
+    the widths' rounding) and at a weights point (equal remaining weights, each width at its own round).
+
+    Tickets of two widths are different tickets (different networks, different initialisations): the
+    difference of their mean accuracies gets Welch's two-sample t interval over tickets (each ticket's
+    retrains averaged first), not an interval paired by search seed: a seed shares nothing between two
+    widths' networks but its number. Empty when the study has one width."""
+    from ticketx import store
+    from ticketx.stats import welch
+
+    out = Path(out)
+    prov = prov or load_provenance(out)
+    width = [a for a in factors() if a.curve == "width"]
+    if not width:
+        return []
+    wcol = width[0].columns[0]
+    other = [c for a in factors() if a.curve != "width" for c in a.columns]
+    groups: dict[tuple[Any, ...], dict[Any, dict[str, list[Any]]]] = {}
+    for c in prov["cells"]:
+        if c["kind"] != "transfer" or not is_done(out, c):
+            continue
+        info = c["info"]
+        point = tuple(info.get(col, "") for col in point_columns())
+        for row in store.read_json(cell_dir(out, c) / "result.json")["summary"]:
+            at = "" if any(v not in (None, "") for v in point) else row["round"]  # a weights point: rounds differ
+            key = (*(info.get(col, "") for col in other), *point, at)
+            per = groups.setdefault(key, {}).setdefault(info.get(wcol), {"acc": [], "round": [], "weights": [], "density": []})
+            per["acc"].append(row["ticket"]["mean"])  # one ticket (a source cell): its retrains' mean
+            per["round"].append(row["round"])
+            per["weights"].append(row.get("ticket_weights"))
+            per["density"].append(row["density"])
+    rows = []
+    for key, by_width in groups.items():
+        ws = sorted(by_width, key=float, reverse=True)
+        for i, wide in enumerate(ws):
+            for narrow in ws[i + 1:]:
+                a, b = by_width[wide], by_width[narrow]
+                iv, df = welch(a["acc"], b["acc"])
+                rounds = lambda x: " ".join(map(str, sorted(set(x["round"]))))  # noqa: E731
+                rows.append({"study": prov["name"], **dict(zip(other + point_columns(), key[:-1])), "round": key[-1],
+                             "wider": wide, "narrower": narrow, "wider_round": rounds(a), "narrower_round": rounds(b),
+                             "wider_weights": _mean_or_blank(a["weights"]), "narrower_weights": _mean_or_blank(b["weights"]),
+                             "wider_density": sum(a["density"]) / len(a["density"]),
+                             "narrower_density": sum(b["density"]) / len(b["density"]),
+                             "wider_acc": sum(a["acc"]) / len(a["acc"]), "narrower_acc": sum(b["acc"]) / len(b["acc"]),
+                             "difference": iv.mean, "low": "" if iv.low is None else iv.low,
+                             "high": "" if iv.high is None else iv.high, "df": "" if df is None else df,
+                             "wider_tickets": len(a["acc"]), "narrower_tickets": len(b["acc"]),
+                             "method": "Welch two-sample t over tickets, 95%"})
+    return rows
 
 
 def summary_columns() -> list[str]:
     """summary.csv: one row per comparison (the factor axes' columns and the round) and control."""
-    return ["study", *factor_columns(), "round", "density", "control", "tickets", "retrains", "scope", "ticket_acc",
+    return ["study", *factor_columns(), *point_columns(), "round", "density", "ticket_weights", "control", "tickets", "retrains", "scope", "ticket_acc",
             "ticket_low", "ticket_high", "control_acc", "margin", "margin_low", "margin_high", "level", "verdict",
             "margin_low_95", "margin_high_95", "p", "p_equivalence", "q", "q_equivalence", "sd_between", "sd_within",
             "family_tests", "family_discoveries", "tolerance", "own_ticket_init", "resolution"]
@@ -171,6 +285,7 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
     groups: dict[tuple[Any, ...], list[tuple[str, tuple[Any, ...], dict[str, float], float]]] = {}
     once: dict[tuple[Any, ...], dict[str, float]] = {}  # round-free controls, by pair
     meta: dict[tuple[Any, ...], dict[str, Any]] = {}
+    kept: dict[tuple[Any, ...], list[Any]] = {}  # the tickets' remaining weights (their masks), per comparison
     for c in prov["cells"]:
         if c["kind"] != "transfer" or not is_done(out, c):
             continue
@@ -186,9 +301,10 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
                     once.setdefault(pair, {})[arm] = acc
             key = comparison_key(info, row["round"])
             groups.setdefault(key, []).append((ticket, pair, accs, row["density"]))
+            kept.setdefault(key, []).append(row.get("ticket_weights"))
             meta[key] = {"own_ticket_init": info.get("own_ticket_init"), "resolution": result.get("resolution")}
     rows, items = [], []
-    cols = factor_columns()
+    cols = factor_columns() + point_columns()
     for key, found in groups.items():
         for _, pair, accs, _ in found:
             for arm, acc in once.get(pair, {}).items():
@@ -197,6 +313,7 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
         arms = list(dict.fromkeys(a for *_, accs, _ in found for a in accs if a != "ticket"))
         base = {"study": prov["name"], **dict(zip(cols, key[:-1])), "round": key[-1],
                 "density": sum(d for *_, d in found) / len(found),
+                "ticket_weights": _mean_or_blank(kept.get(key, [])),
                 "ticket_acc": ticket.mean, "ticket_low": ticket.low, "ticket_high": ticket.high, **meta[key]}
         for arm in arms:
             both = [(t, accs) for t, _, accs, _ in found if arm in accs]
@@ -218,6 +335,11 @@ def paired_summary(out: str | Path, prov: Optional[dict[str, Any]] = None) -> li
                     "family_tests": fam.m, "family_discoveries": fam.discoveries, "tolerance": MATCH_TOLERANCE})
     rows.sort(key=layout_order(prov))
     return rows
+
+
+def _mean_or_blank(values: list[Any]) -> Any:
+    have = [float(v) for v in values if v not in (None, "")]
+    return sum(have) / len(have) if len(have) == len(values) and have else ""
 
 
 def _by_ticket(pairs: Any) -> dict[str, list[float]]:
@@ -343,9 +465,9 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
     """Write results.csv and the plots of `<out>`, print the transfer matrices; return what was written."""
     from ticketx import report as R
     from ticketx import store
-    from ticketx.study.curves import curve_plots
+    from ticketx.study.curves import curve_plots, epoch_plots, weights_plots
     from ticketx.study.plots import study_plots
-    from ticketx.study.tables import overlap_table, stability_table, study_tables
+    from ticketx.study.tables import overlap_table, stability_table, study_tables, width_table
     from ticketx.ui import console
 
     out = Path(out)
@@ -373,10 +495,18 @@ def report(out: str | Path, *, density: Optional[float] = None, plots: bool = Tr
         written["stability"] = out / "stability.csv"
         store.write_text(out / "stability.csv", R.csv_text(stab, stability_columns()))
         console.print(stability_table(stab))
-    if plots and summary:
-        written["plots"] = study_plots(rows, summary, out / "plots")
-    if plots:  # double descent and memorisation, when the study has the axes that draw them
+    widths = width_contrasts(out, prov)
+    if widths:
+        written["widths"] = out / "widths.csv"
+        store.write_text(out / "widths.csv", R.csv_text(widths, width_columns()))
+        console.print(width_table(widths))
+    plain = [r for r in summary if not is_point_row(r)]  # the round and density points: the usual plots
+    if plots and plain:
+        written["plots"] = study_plots(rows, plain, out / "plots")
+    if plots:  # double descent, memorisation, training curves, equal weights: when the study has the axes they need
         written["plots"] += curve_plots(rows, out / "plots")
+        written["plots"] += epoch_plots(histories(out, prov), out / "plots")
+        written["plots"] += weights_plots([r for r in summary if is_point_row(r)], out / "plots", summary_columns())
     state = "[green]complete[/]" if done == total else f"[yellow]{done} of {total} cells done[/] (partial results)"
     console.print(f"study [bold]{prov['name']}[/]: {state}; {len(rows)} trained networks in {csv_path}, "
                   f"paired margins in {out / 'summary.csv'}")

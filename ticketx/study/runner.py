@@ -255,7 +255,7 @@ def run_cell(cell: Cell, out: Path, *, device: str, data_dir: Any, reporter: Any
 
 def search_summary(ticket: Any) -> list[dict[str, Any]]:
     """A search cell's summary for done.json: each round's density and accuracies."""
-    return [{k: r.get(k) for k in ("round", "density", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
+    return [{k: r.get(k) for k in ("round", "density", "weights", "test_acc", "val_acc", "train_acc", "memorised", "seconds")}
             for r in ticket.rounds]
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ticketx.report import coloured, family_caption, pct, pct_interval
 from ticketx.stats import FDR
-from ticketx.study.axes import Axis, factors, search_axes
+from ticketx.study.axes import Axis, factors, search_axes, with_role
 
 
 def _shown(axes: list[Axis], rows: list[Mapping[str, Any]]) -> list[Axis]:
@@ -28,9 +28,12 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
 
     splits = [a for a in factors() if a.table]
     within = [a for a in factors() if not a.table]
+    points = [c for a in with_role("x") for c in a.columns]  # a weights point: one table, each ticket at its own round
+    at_point = lambda r: next((r[c] for c in points if r.get(c) not in (None, "")), None)  # noqa: E731
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for r in summary:
-        groups.setdefault((*(r[a.columns[0]] for a in splits), r["round"]), []).append(r)
+        groups.setdefault((*(r[a.columns[0]] for a in splits), r["round"] if at_point(r) is None else f"w{at_point(r)}"),
+                          []).append(r)
     if density is not None and groups:
         dens = {k: sum(r["density"] for r in v) / len(v) for k, v in groups.items()}
         best = min(dens, key=lambda k: abs(dens[k] - density))
@@ -57,10 +60,16 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
         if init:
             caption += f"; own ticket: {init} initialisation"
         head = ", ".join(a.describe(v) for a, v in zip(splits, values))
-        t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(head)}: round {round_}, "
-                        f"{100 * dens:.2f}% weights remaining", title_justify="left", caption=escape(caption), caption_justify="left")
+        count = at_point(rows[0])
+        where = (f"round {round_}, {100 * dens:.2f}% weights remaining" if count is None else
+                 f"{count} remaining weights (each ticket at its round nearest that count)")
+        t = Table(title=f"{escape(title) + ': ' if title else ''}{escape(head)}: {where}", title_justify="left",
+                  caption=escape(caption), caption_justify="left")
         for a in shown:
             t.add_column(a.header or a.name.replace("_", " "))
+        if count is not None:
+            for col in ("round", "ticket's weights", "% weights remaining"):
+                t.add_column(col, justify="right")
         t.add_column("tickets × retrains", justify="right")
         t.add_column("ticket", justify="right")
         for a in arms:
@@ -73,6 +82,10 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
             ticket = {"mean": any_row["ticket_acc"], "low": any_row["ticket_low"], "high": any_row["ticket_high"],
                       "n": any_row["tickets"], "sd": None}
             cells = [escape(a.text(any_row[a.columns[0]])) for a in shown]
+            if count is not None:
+                kept = any_row.get("ticket_weights")
+                cells += [str(any_row["round"]), "-" if kept in (None, "") else f"{float(kept):,.0f}",
+                          f"{100 * float(any_row['density']):.2f}"]
             k = max(int(r["tickets"]) for r in at.values())
             cells += [f"{k} × {max(int(r['retrains']) for r in at.values()) / k:g}", pct_interval(ticket)]
             for a in arms:
@@ -82,6 +95,34 @@ def study_tables(summary: list[Mapping[str, Any]], title: str = "", density: flo
             t.add_row(*cells)
         tables.append(t)
     return tables
+
+
+def width_table(rows: list[Mapping[str, Any]]) -> Table:
+    """Transferred tickets of a wider vs a narrower network, at each round and weights point (widths.csv)."""
+    width = next(a for a in factors() if a.curve == "width")
+    other = [a for a in factors() if a.curve != "width"]
+    shown = [a for a in other if len({r.get(a.columns[0]) for r in rows}) > 1]
+    points = [c for a in with_role("x") for c in a.columns]
+    t = Table(title="tickets from wider vs narrower networks, transferred (test accuracy of the ticket arm)",
+              title_justify="left", caption="difference: wider - narrower, points; [Welch two-sample 95% t interval over "
+              "tickets]: tickets of two widths are different tickets, not pairs; at a round: equal density (up to rounding); "
+              "at a weights point: equal remaining weights, each width at its own round", caption_justify="left")
+    for a in shown:
+        t.add_column(a.header or a.name.replace("_", " "))
+    for col in ("at", "wider", "narrower", "rounds", "tickets' weights", "% weights remaining", "accuracy %", "difference"):
+        t.add_column(col, justify="left" if col == "at" else "right")
+    f = lambda v: "-" if v in (None, "") else f"{float(v):,.0f}"  # noqa: E731
+    for r in rows:
+        count = next((r[c] for c in points if r.get(c) not in (None, "")), None)
+        iv = {"mean": r["difference"], "low": r["low"] if r["low"] != "" else None,
+              "high": r["high"] if r["high"] != "" else None, "n": 2, "sd": None}
+        t.add_row(*(escape(a.text(r[a.columns[0]])) for a in shown),
+                  f"round {r['round']}" if count is None else f"{count} weights",
+                  escape(width.text(r["wider"])), escape(width.text(r["narrower"])),
+                  f"{r['wider_round']} / {r['narrower_round']}", f"{f(r['wider_weights'])} / {f(r['narrower_weights'])}",
+                  f"{100 * r['wider_density']:.2f} / {100 * r['narrower_density']:.2f}",
+                  f"{pct(r['wider_acc'])} / {pct(r['narrower_acc'])}", pct_interval(iv, sign=True))
+    return t
 
 
 def _margin_cell(r: Mapping[str, Any]) -> str:
