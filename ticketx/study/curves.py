@@ -28,6 +28,7 @@ imported here only, with the Agg canvas.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -100,19 +101,39 @@ def _values(pts: list[dict[str, Any]], a: Axis) -> list[Any]:
     return list(dict.fromkeys(p[a.columns[0]] for p in pts))
 
 
-def _kind_plots(axes: list[Axis], pts: list[dict[str, Any]], folder: Path, kind: str) -> list[Path]:
+@dataclass
+class _Figure:
+    """The points of one figure: those sharing every value of the axes that are not curves."""
+
+    group: list[dict[str, Any]]
+    width: list[Axis]  # the width axes (the x of model-wise curves)
+    noise: list[Axis]  # the noise axes (a line per level)
+    widths: list[Any]  # the widths among the points
+    noisy: bool  # some point has label noise
+    where: str  # the other axes' values that vary in the study, in words ('' if none)
+    stem: str  # the file name's part after the kind of plot
+
+
+def _figures(axes: list[Axis], pts: list[dict[str, Any]], kind: str) -> list[_Figure]:
+    """`pts` split into figures by the axes that are not curves (width, noise), in the order they come."""
     width = [a for a in axes if a.curve == "width"]
     noise = [a for a in axes if a.curve == "noise"]
     other = [a for a in axes if not a.curve]
-    figures: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    varying = [len(_values(pts, a)) > 1 for a in other]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for p in pts:
-        figures.setdefault(tuple(p[a.columns[0]] for a in other), []).append(p)
+        groups.setdefault(tuple(p[a.columns[0]] for a in other), []).append(p)
+    return [_Figure(group, width, noise, [w for a in width for w in _values(group, a)],
+                    any((_number(p[a.columns[0]]) or 0) > 0 for a in noise for p in group),
+                    ", ".join(d for a, v, on in zip(other, key, varying) if on and (d := a.describe(v))),
+                    slug("-".join([kind, *(a.text(v) for a, v, on in zip(other, key, varying) if on)])))
+            for key, group in groups.items()]
+
+
+def _kind_plots(axes: list[Axis], pts: list[dict[str, Any]], folder: Path, kind: str) -> list[Path]:
     written: list[Path] = []
-    for key, group in figures.items():
-        widths = [w for a in width for w in _values(group, a)]
-        noisy = any((_number(p[a.columns[0]]) or 0) > 0 for a in noise for p in group)
-        where = ", ".join(d for a, v in zip(other, key) if len(_values(pts, a)) > 1 and (d := a.describe(v)))
-        stem = slug("-".join([kind, *(a.text(v) for a, v in zip(other, key) if len(_values(pts, a)) > 1)]))
+    for f in _figures(axes, pts, kind):
+        group, width, noise, widths, noisy, where, stem = f.group, f.width, f.noise, f.widths, f.noisy, f.where, f.stem
         # A line per noise level; its label names the noise axes that vary here (else all of them).
         named = [i for i, a in enumerate(noise) if len(_values(group, a)) > 1] or list(range(len(noise)))
         line = lambda p: tuple(p[a.columns[0]] for a in noise)  # noqa: E731
@@ -290,20 +311,11 @@ def epoch_plots(history: list[Mapping[str, Any]], folder: Any) -> list[Path]:
 
 
 def _epoch_figures(axes: list[Axis], pts: list[dict[str, Any]], folder: Path, kind: str) -> list[Path]:
-    width = [a for a in axes if a.curve == "width"]
-    noise = [a for a in axes if a.curve == "noise"]
-    other = [a for a in axes if not a.curve]
-    figures: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for p in pts:
-        figures.setdefault(tuple(p[a.columns[0]] for a in other), []).append(p)
     written: list[Path] = []
-    for key, group in figures.items():
-        widths = [w for a in width for w in _values(group, a)]
-        noisy = any((_number(p[a.columns[0]]) or 0) > 0 for a in noise for p in group)
-        if len(widths) < 2 and not noisy:
+    for f in _figures(axes, pts, kind):
+        group, width, noise, where, stem = f.group, f.width, f.noise, f.where, f.stem
+        if len(f.widths) < 2 and not f.noisy:
             continue
-        where = ", ".join(d for a, v in zip(other, key) if len(_values(pts, a)) > 1 and (d := a.describe(v)))
-        stem = slug("-".join([kind, *(a.text(v) for a, v in zip(other, key) if len(_values(pts, a)) > 1)]))
         title = ("epoch-wise double descent, " + ("searches (dense networks)" if kind == "search" else "tickets transferred")
                  + (f": {where}" if where else ""))
         written.append(_epoch_figure(group, width, noise, title, folder / f"epoch-wise-{stem}.png", epoch_columns(axes)))
