@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from ticketx.errors import UsageError
 from ticketx.settings.base import Strict
-from ticketx.steps import check_step
-from ticketx.settings.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem
+from ticketx.settings.train import PruneSpec, TrainSpec, resolve_prune, resolve_train, rewind_problem, step_value
 
 
 class SupermaskSpec(Strict):
@@ -20,17 +19,10 @@ class SupermaskSpec(Strict):
     method: str  # a ticketx.supermask.METHODS name (checked by the study axis, which sees the registry)
     weights: Literal["init", "signed-constant"] = "init"
     profile: Literal["uniform", "imp"] = "imp"
-    length: str = "20ep"  # score-training steps per density
+    length: Annotated[str, BeforeValidator(step_value)] = "20ep"  # score-training steps per density
     lr: Optional[float] = Field(None, gt=0)  # None: the method's default (supermask.DEFAULT_LR)
     batch_size: int = Field(60, ge=1, le=1 << 20)
 
-    @field_validator("length", mode="before")
-    @classmethod
-    def _step(cls, v: Any) -> str:
-        try:
-            return check_step(v)
-        except UsageError as err:
-            raise ValueError(str(err)) from None
 
 
 class SearchSpec(Strict):

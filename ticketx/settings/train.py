@@ -20,7 +20,8 @@ from ticketx.steps import check_step, to_iterations
 DEFAULT_LR = {"sgd": 0.1, "adam": 3e-4}
 
 
-def _step(v: Any) -> str:
+def step_value(v: Any) -> str:
+    """A step count as written ('20ep', '1000it', 500), checked; a ValueError pydantic can locate."""
     try:
         return check_step(v)
     except UsageError as err:  # pydantic locates ValueErrors, not our own errors
@@ -85,7 +86,7 @@ class TrainSpec(Strict):
     @field_validator("length", "warmup", "eval_every", mode="before")
     @classmethod
     def _step(cls, v: Any) -> str:
-        return _step(v)
+        return step_value(v)
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -102,7 +103,7 @@ class TrainSpec(Strict):
         v = as_list(v)
         if not isinstance(v, list):
             raise ValueError("expected a list of steps, e.g. [80ep, 120ep]")
-        return [_step(s) for s in v]
+        return [step_value(s) for s in v]
 
     @field_validator("length", "eval_every")
     @classmethod
@@ -187,7 +188,7 @@ class PruneSpec(Strict):
     @field_validator("rewind", mode="before")
     @classmethod
     def _step(cls, v: Any) -> str:
-        return _step(v)
+        return step_value(v)
 
     @field_validator("keep_dense", mode="before")
     @classmethod

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from ticketx.errors import UsageError
 from ticketx.settings.base import Strict, as_list
 from ticketx.settings.search import SupermaskSpec
-from ticketx.steps import check_step
+from ticketx.settings.train import step_value
 from ticketx.study.axes.base import Axis, Draft, axis
 
 IMP = "imp"
@@ -66,17 +66,10 @@ class SupermaskBlock(Strict):
                        AfterValidator(_distinct)] = Field(default_factory=lambda: ["init"])
     profile: Annotated[list[Literal["uniform", "imp"]], BeforeValidator(as_list),
                        AfterValidator(_distinct)] = Field(default_factory=lambda: ["imp"])
-    length: str = "20ep"
+    length: Annotated[str, BeforeValidator(step_value)] = "20ep"
     lr: Optional[float] = Field(None, gt=0)
     batch_size: int = Field(60, ge=1, le=1 << 20)
 
-    @field_validator("length", mode="before")
-    @classmethod
-    def _step(cls, v: Any) -> str:
-        try:
-            return check_step(v)
-        except UsageError as err:
-            raise ValueError(str(err)) from None
 
 
 @axis
