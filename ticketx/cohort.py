@@ -447,11 +447,10 @@ class Tools:
     result: Callable[..., Any]  # TrainResult
     eval_batch_size: Callable[[torch.device, Sequence[int]], int]
     log_every: int
-    track: Callable[..., Any] | None = None  # train.track: a run's tracker run, or None
-    tracked_config: Callable[..., Any] | None = None  # train.tracked_config: what the tracker shows of a run
-    # train.training_split: (data, validation split, label noise) of a run; None: the recipe's data, no noise
-    training_split: Callable[..., Any] | None = None
-    measure_fit: Callable[..., Any] | None = None  # train.measure_fit: (train accuracy, memorisation) at the end
+    track: Callable[..., Any]  # train.track: a run's tracker run (None when no tracker is on)
+    tracked_config: Callable[..., Any]  # train.tracked_config: what the tracker shows of a run
+    training_split: Callable[..., Any]  # train.training_split: (training data, validation split, label noise) of a run
+    measure_fit: Callable[..., Any]  # train.measure_fit: (train accuracy, memorisation) at the end
 
 
 def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, done: Callable[[Any, Any], None] | None,
@@ -462,20 +461,15 @@ def train_group(group: Sequence[tuple[Any, Any]], recipe: Any, reporter: Any, do
     between two of a cohort's checkpoint writes) train as separate cohorts, each from its step.
     A run that diverged is reported after the others are done: one TicketxError naming each.
     """
-    from ticketx.data import split_validation
     from ticketx.ui import Reporter
 
     reporter = reporter if reporter is not None else Reporter()
-    spec, steps = recipe.spec, recipe.steps
+    steps = recipe.steps
     for run, _ in group:
         if run.start_step >= steps.total:
             raise UsageError(f"the rewind point (step {run.start_step}) is not before the end of training ({steps.total} steps)")
-    data, val, noise = recipe.data, None, None
-    run0 = group[0][0]
-    if tools.training_split is not None:  # every run of a cohort has the same training set (`signature`)
-        data, val, noise = tools.training_split(recipe, run0)
-    elif spec.val_split > 0:
-        data, val = split_validation(data, spec.val_split, run0.data_seed if run0.split_seed is None else run0.split_seed)
+    # Every run of a cohort has the same training set (`signature`): the first run's.
+    data, val, noise = tools.training_split(recipe, group[0][0])
     checkpoints = [_checkpoint(run) for run, _ in group]
     at = [ck["step"] if ck is not None else run.start_step for ck, (run, _) in zip(checkpoints, group)]
     results: dict[int, Any] = {}
@@ -583,9 +577,8 @@ class Cohort:
             for m in members:
                 m.task = reporter.start(m.run.label, steps.total)
                 reporter.update(m.task, step)
-                if tools.track is not None and tools.tracked_config is not None:
-                    m.tracked = tools.track(reporter, m.run.label, tools.tracked_config(m.run, recipe, m.start),
-                                            folder=m.run.folder, key=m.run.key, kind=m.run.experiment or "network")
+                m.tracked = tools.track(reporter, m.run.label, tools.tracked_config(m.run, recipe, m.start),
+                                        folder=m.run.folder, key=m.run.key, kind=m.run.experiment or "network")
             if any(m.tracked is not None for m in members):
                 self.step.count_correct()
             started = time.perf_counter()
@@ -612,10 +605,9 @@ class Cohort:
             self.stack.write_back(i, m.start.model)
             final = m.history[-1]
             fit: dict[str, Any] = {}
-            if tools.measure_fit is not None:  # as a run alone measures it: eval mode, its whole training split
-                with cpu_threads(self.threads):
-                    fit["train_acc"], fit["memorised"] = tools.measure_fit(m.start.model, batches, self.noise, spec.precision)
-                fit["noise"] = None if self.noise is None else self.noise.as_dict()
+            with cpu_threads(self.threads):  # as a run alone measures it: eval mode, its whole training split
+                fit["train_acc"], fit["memorised"] = tools.measure_fit(m.start.model, batches, self.noise, spec.precision)
+            fit["noise"] = None if self.noise is None else self.noise.as_dict()
             results.append(tools.result(
                 test_acc=final["test_acc"], val_acc=final.get("val_acc"), history=m.history, snapshots=m.snapshots,
                 seconds=m.elapsed + share, steps=steps.total - m.run.start_step,
