@@ -3,7 +3,9 @@ process, no network for data sets, and a guard that fails if any data set is loa
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,33 @@ def no_md5(monkeypatch):
 
     for module in (cifar, svhn, places365):
         monkeypatch.setattr(module, "check_integrity", exists)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny nets: one CPU thread is much faster than two on shared cores (and deterministic).
+    A module takes it for every test with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a `python -m ticketx` child process: one thread, this checkout first on the path."""
+    env = dict(os.environ, TICKETX_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def worker_events(out: Path, what: str) -> Counter:
+    """How many times each cell had event `what` (start, done, takeover) in all worker logs of study folder `out`."""
+    n: Counter = Counter()
+    for log in (out / "logs").glob("*.log"):
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[3] == what:
+                n[parts[4]] += 1
+    return n

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,18 +19,12 @@ from ticketx import study as S
 from ticketx.study.cells import SearchCell, TransferCell
 from ticketx.study.cohorts import groups
 
-from conftest import tiny_find_spec
+from conftest import child_env, tiny_find_spec, worker_events
 from datafiles import ci_grid
 
-REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _study_file(folder: Path, cohort: int | str, length: str = "1ep", name: str = "grid") -> Path:
@@ -245,29 +237,18 @@ def test_a_cell_leased_elsewhere_falls_out_of_its_group(tmp_path):
         other.release_all()
 
 
-def _events(out: Path, what: str) -> Counter:
-    n: Counter = Counter()
-    for log in (out / "logs").glob("*.log"):
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5 and parts[3] == what:
-                n[parts[4]] += 1
-    return n
-
-
 def test_two_workers_with_cohorts_train_each_cell_once(one_at_a_time, tmp_path, monkeypatch, cli):
-    env = dict(os.environ, TICKETX_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = child_env()
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "two"
     code, stdout, stderr = cli("study", "run", _study_file(tmp_path, 16), "--out", out, "--workers", "2",
                                "--lease-timeout", "3")
     assert code == 0, stderr
-    starts = _events(out, "start")
+    starts = worker_events(out, "start")
     cells = [c["id"] for c in S.load_provenance(out)["cells"]]
     assert sorted(starts) == sorted(cells) and set(starts.values()) == {1}  # each cell trained exactly once
-    assert sum(_events(out, "cohort").values()) >= 2  # cells were trained in groups
+    assert sum(worker_events(out, "cohort").values()) >= 2  # cells were trained in groups
     assert not list((out / "leases").iterdir())
     # which cells fall out of a group depends on the workers' timing: equal to float tolerance (here, bit for bit)
     assert (out / "results.csv").read_bytes() == (one_at_a_time / "results.csv").read_bytes()

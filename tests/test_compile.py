@@ -30,7 +30,7 @@ def test_compile_mode_parses_values_bools_and_the_environment(monkeypatch):
 def test_auto_compiles_only_where_the_table_says_and_never_when_deterministic(monkeypatch):
     model = build_model("lenet_300_100", 10, 1, 8)
     before = torch.are_deterministic_algorithms_enabled()
-    torch._C._set_deterministic_algorithms(False)  # an earlier test of the session may have left it on
+    torch._C._set_deterministic_algorithms(False)  # an earlier test in this process may have left it on
     try:
         assert TR.COMPILE_AUTO["cpu"] is False  # measured not to pay on CPU (README "Performance")
         assert TR.compile_plan("auto", "cpu", model) is None

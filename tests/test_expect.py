@@ -19,14 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "studies" / "ci.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _claim(kind: str, threshold: float, arm: str | None = None) -> Claim:

@@ -39,15 +39,7 @@ targets:
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one CPU thread is much faster than two on shared cores (and deterministic)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _study(tmp_path: Path, stability: str, rounds: int = 2, name: str = "s.yaml") -> Path:

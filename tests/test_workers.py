@@ -21,6 +21,7 @@ import pytest
 
 from ticketx import study as S
 
+from conftest import child_env, worker_events
 from datafiles import ci_grid
 from ticketx.study.local import parse_devices, worker_slots
 from ticketx.study.slurm import launch_settings, parse_extra
@@ -43,24 +44,6 @@ def _grid(folder: Path) -> Path:
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _env() -> dict[str, str]:
-    """Child processes import this tree (not another checkout installed editable)."""
-    env = dict(os.environ, TICKETX_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return env
-
-
-def _events(out: Path, what: str) -> Counter:
-    """How many times each cell had event `what` (start, done, takeover) in all worker logs."""
-    n: Counter = Counter()
-    for log in (out / "logs").glob("*.log"):
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5 and parts[3] == what:
-                n[parts[4]] += 1
-    return n
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +115,13 @@ def test_bad_launcher_block_names_file_and_line(cli, tmp_path):
 def test_three_workers_match_one_and_train_each_cell_once(grid, tmp_path, monkeypatch, cli):
     path, single = grid
     out = tmp_path / "three"
-    for k, v in _env().items():
+    for k, v in child_env().items():
         monkeypatch.setenv(k, v)
     code, stdout, stderr = cli("study", "run", path, "--out", out, "--workers", "3", "--lease-timeout", str(TIMEOUT))
     assert code == 0, stderr
     assert stdout.strip() == str(out)
     assert _rows(out / "results.csv") == _rows(single / "results.csv")
-    starts = _events(out, "start")
+    starts = worker_events(out, "start")
     cells = [c["id"] for c in S.load_provenance(out)["cells"]]
     assert sorted(starts) == sorted(cells) and set(starts.values()) == {1}  # each cell trained exactly once
     workers = [p for p in (out / "logs").glob("*.log")]
@@ -193,7 +176,7 @@ def test_a_worker_killed_mid_cell_is_taken_over_and_results_are_identical(grid, 
     out = tmp_path / "killed"
     marker = tmp_path / "in-training"
     args = ["study", "run", str(path), "--out", str(out), "--no-report", "--lease-timeout", str(TIMEOUT)]
-    env = _env()
+    env = child_env()
     victim = subprocess.Popen([sys.executable, "-c", HOOK, str(marker), *args], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -213,10 +196,10 @@ def test_a_worker_killed_mid_cell_is_taken_over_and_results_are_identical(grid, 
         for p in [victim, *locals().get("others", [])]:
             if p.poll() is None:
                 p.kill()
-    starts, takeovers, done = _events(out, "start"), _events(out, "takeover"), _events(out, "done")
+    starts, takeovers, done = worker_events(out, "start"), worker_events(out, "takeover"), worker_events(out, "done")
     victim_log = next(log for log in (out / "logs").glob("*.log") if f"pid={victim.pid} " in log.read_text())
     killed = [line.split()[4] for line in victim_log.read_text().splitlines() if line.split()[3] == "start"]
-    assert len(killed) == 1 and _events(out, "done")[killed[0]] == 1
+    assert len(killed) == 1 and worker_events(out, "done")[killed[0]] == 1
     assert takeovers == Counter({killed[0]: 1})  # taken over once, after the lease went stale
     assert "no heartbeat for 3s" in "".join(log.read_text() for log in (out / "logs").glob("*.log"))
     cells = [c["id"] for c in S.load_provenance(out)["cells"]]
@@ -232,7 +215,7 @@ def test_submit_runs_end_to_end_on_submitits_local_executor(grid, tmp_path, monk
     pytest.importorskip("submitit")
     path, single = grid
     out = tmp_path / "submitted"
-    for k, v in _env().items():
+    for k, v in child_env().items():
         monkeypatch.setenv(k, v)
     code, stdout, stderr = cli("study", "submit", path, "--local", "--workers", "2", "--lease-timeout", str(TIMEOUT),
                                "--out", out, "--time", "30")
@@ -251,7 +234,7 @@ def test_submit_runs_end_to_end_on_submitits_local_executor(grid, tmp_path, monk
 
         outcome, value = pickle.loads((out / "slurm" / f"{j}_0_result.pkl").read_bytes())
         assert outcome == "success", value
-    assert set(_events(out, "start").values()) == {1}
+    assert set(worker_events(out, "start").values()) == {1}
     S.report(out, plots=False)
     assert _rows(out / "results.csv") == _rows(single / "results.csv")
     code, stdout, stderr = cli("study", "submit", path, "--local", "--out", out)  # all done: nothing to submit
