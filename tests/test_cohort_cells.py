@@ -112,6 +112,24 @@ def test_groups_are_fixed_by_the_study_file(tmp_path):
     assert all(len(g) == 1 for g in groups(S.load_study(conv), "cpu").values())  # auto trains conv nets alone on CPU
 
 
+def test_groups_are_as_few_as_filling_gives_and_even():
+    from ticketx.study.cohorts import _next_fit, balanced
+
+    loads = lambda widths, chunks: [sum(widths[i] for i in c) for c in chunks]  # noqa: E731
+    assert loads([2] * 17, balanced([2] * 17, 16)) == [12, 12, 10]  # not 16/16/2
+    assert loads([7] * 5, balanced([7] * 5, 16)) == [14, 14, 7]  # 3 groups are needed; none can be evener
+    assert balanced([20, 1, 1], 16) == [[0], [1, 2]]  # wider than the cohort: alone
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        widths = torch.randint(1, 9, (int(torch.randint(1, 30, (1,), generator=g)),), generator=g).tolist()
+        limit = int(torch.randint(1, 20, (1,), generator=g))
+        got, greedy = balanced(widths, limit), _next_fit(widths, limit)
+        assert [i for c in got for i in c] == list(range(len(widths)))  # consecutive, every cell once
+        assert len(got) == len(greedy)  # as few groups as filling each to the cohort size
+        assert max(loads(widths, got)) <= max(loads(widths, greedy))
+        assert all(len(c) == 1 or sum(widths[i] for i in c) <= limit for c in got)
+
+
 # ---- searches of several seeds in lockstep ----
 
 
@@ -251,6 +269,28 @@ def test_two_workers_with_cohorts_train_each_cell_once(one_at_a_time, tmp_path, 
     assert sum(worker_events(out, "cohort").values()) >= 2  # cells were trained in groups
     assert not list((out / "leases").iterdir())
     # which cells fall out of a group depends on the workers' timing: equal to float tolerance (here, bit for bit)
+    assert (out / "results.csv").read_bytes() == (one_at_a_time / "results.csv").read_bytes()
+
+
+def test_a_failed_group_is_retried_cell_by_cell_and_each_cell_starts_once(one_at_a_time, tmp_path, monkeypatch):
+    import ticketx.study.worker as W
+
+    real, failed = W.run_cells, []
+
+    def fail_first(cells, *a, **k):
+        if not failed:
+            failed.extend(c.id for c in cells)
+            raise RuntimeError("boom")
+        return real(cells, *a, **k)
+
+    monkeypatch.setattr(W, "run_cells", fail_first)
+    out = _run(_study_file(tmp_path, 16), tmp_path / "out")
+    assert len(failed) == 3  # the first group: three seeds' searches in lockstep
+    starts, retries = worker_events(out, "start"), worker_events(out, "retry")
+    cells = [c["id"] for c in S.load_provenance(out)["cells"]]
+    assert sorted(starts) == sorted(cells) and set(starts.values()) == {1}  # a retried cell's start is logged once
+    assert sorted(retries) == sorted(failed) and set(retries.values()) == {1}
+    assert not any((out / "cells" / cid / "failed.json").exists() for cid in cells)
     assert (out / "results.csv").read_bytes() == (one_at_a_time / "results.csv").read_bytes()
 
 

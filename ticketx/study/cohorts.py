@@ -15,7 +15,8 @@ With `cohort: 1` (the default) every cell is its own group and trains exactly as
 - stability cells of one ticket (its rounds; the same recipe, the ticket's own): up to the cohort
   size in networks (two copies per pair of seeds).
 
-Groups are consecutive in expansion order among the cells of one key, chunked greedily. The
+Groups are consecutive in expansion order among the cells of one key: as few as filling each to
+the cohort size gives, evened out (`balanced`: 14/16/4 networks become 12/12/10). The
 size of `auto` is `ticketx.cohort.AUTO` for the device kind and the model's kind (a fixed table).
 """
 
@@ -86,6 +87,36 @@ def _width(cell: Cell) -> int:
     return max(1, cell.networks)
 
 
+def _next_fit(widths: list[int], limit: int) -> list[list[int]]:
+    """Consecutive chunks of positions in `widths`: a chunk closes when the next one would pass `limit`
+    (a position wider than `limit` is a chunk of its own)."""
+    chunks: list[list[int]] = []
+    used = 0
+    for i, w in enumerate(widths):
+        if not chunks or used + w > limit:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(i)
+        used += w
+    return chunks
+
+
+def balanced(widths: list[int], limit: int) -> list[list[int]]:
+    """As few consecutive chunks as filling each up to `limit` gives, with the largest chunk as small as
+    possible: networks 14/16/4 under 16 become 12/12/10, so no group is left a small remainder (a small
+    cohort amortises less per step) and workers get equal shares. Deterministic: widths and limit only."""
+    fewest = len(_next_fit(widths, limit))
+    hi = max(limit, 1)
+    lo = min(hi, max(1, -(-sum(widths) // fewest)))  # cells wider than the limit can lift the mean past it
+    while lo < hi:  # the chunk count of next fit never grows with the limit: bisect for the smallest that keeps it
+        mid = (lo + hi) // 2
+        if len(_next_fit(widths, mid)) <= fewest:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _next_fit(widths, lo)
+
+
 def groups(study: Study, device_type: str) -> dict[str, tuple[str, ...]]:
     """Each cell's group (the ids of its cells, in study order; one id: trained alone)."""
     cells = study.cells
@@ -94,25 +125,19 @@ def groups(study: Study, device_type: str) -> dict[str, tuple[str, ...]]:
         return {c.id: (c.id,) for c in cells}
     by_id = {c.id: c for c in cells}
     sizes: dict[str, int] = {}
-    open_: dict[str, tuple[list[str], int]] = {}  # key -> (the group being filled, its networks)
     out: dict[str, tuple[str, ...]] = {}
-    chunks: list[list[str]] = []
+    by_key: dict[str, list[Cell]] = {}
     for c in cells:
         key = batch_key(c)
         if key is None:
-            chunks.append([c.id])
-            continue
-        model = _model(c, by_id)
+            out[c.id] = (c.id,)
+        else:
+            by_key.setdefault(key, []).append(c)
+    for members in by_key.values():
+        model = _model(members[0], by_id)  # one key, one model
         limit = sizes.setdefault(model, size(setting, device_type, model))
-        width = _width(c)
-        group, used = open_.get(key, (None, 0))
-        if group is None or used + width > limit:
-            group, used = [], 0
-            chunks.append(group)
-        group.append(c.id)
-        open_[key] = (group, used + width)
-    for chunk in chunks:
-        for cid in chunk:
-            out[cid] = tuple(chunk)
+        for chunk in balanced([_width(c) for c in members], limit):
+            ids = tuple(members[i].id for i in chunk)
+            for cid in ids:
+                out[cid] = ids
     return out
-

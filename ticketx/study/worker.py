@@ -346,7 +346,7 @@ class Worker:
                 self.log(f"cohort of {len(cells)} cells failed ({' '.join(str(err).split()) or type(err).__name__}): "
                          "each cell alone")
                 self.watch = set()
-                return {c.id for c in cells if self._run(c)}
+                return {c.id for c in cells if self._run(c, retry=True)}
             seconds = (time.perf_counter() - t0) / len(cells)  # a cell's share of the group's time
             for cell, summary in zip(cells, summaries):
                 here = cell_dir(self.out, cell)
@@ -363,8 +363,9 @@ class Worker:
             for name in names:
                 self.leases.release(name)
 
-    def _run(self, cell: Cell) -> bool:
-        """Train a claimed cell; record done.json or failed.json; always give its leases back."""
+    def _run(self, cell: Cell, retry: bool = False) -> bool:
+        """Train a claimed cell; record done.json or failed.json; always give its leases back. `retry`: the
+        cell's group failed and it runs again alone; its start is logged and counted once (as the group's)."""
         from ticketx import store
 
         here = cell_dir(self.out, cell)
@@ -373,8 +374,11 @@ class Worker:
         t0 = time.perf_counter()
         try:
             store.write_json(here / "config.json", {"key": cell.key, "kind": cell.kind, "config": cell.config, "info": cell.info})
-            self.log(f"start {cell.id}")
-            self.trained.append(cell.id)
+            if retry:
+                self.log(f"retry {cell.id} alone")
+            else:
+                self.log(f"start {cell.id}")
+                self.trained.append(cell.id)
             try:
                 summary = run_cell(cell, self.out, device=self.device, data_dir=self.data_dir, reporter=self.reporter,
                                    cohort=self.study.spec.cohort)
