@@ -49,6 +49,20 @@ def test_eval_batch_size_keeps_cpu_activations_in_cache():
     assert TR.eval_batch_size(cpu, (10, 3, 32, 32)) == 256
     assert TR.eval_batch_size(cpu, (10, 1, 8, 8)) == 1024
     assert TR.eval_batch_size(cpu, (10, 3, 224, 224)) == 16
+    assert TR.eval_batch_size(cpu, (10, 3, 32, 32), conv=True) == 64  # a conv net's activations are larger
+    assert TR.eval_batch_size(cpu, (10, 3, 16, 16), conv=True) == 256
+    assert TR.eval_batch_size(gpu, (10, 3, 32, 32), conv=True) == 1024
+
+
+def test_a_conv_nets_accuracy_does_not_depend_on_its_evaluation_batch():
+    from ticketx.data import Batches
+
+    torch.manual_seed(0)
+    model = build_model("conv2", 10, 3, 32).to(memory_format=torch.channels_last)
+    data = _random_images(8, 300)
+    accs = {bs: TR.evaluate(model, Batches(data.test_x, data.test_y, batch_size=bs, mean=data.mean, std=data.std,
+                                           train=False, channels_last=True)) for bs in (64, 256)}
+    assert accs[64] == accs[256]
 
 
 def test_mask_enforcer_keeps_channels_last_layout_and_zeros():
@@ -266,3 +280,76 @@ def test_train_state_loads_only_its_own_checkpoint(tmp_path):
     torch.save(ck, tmp_path / "old.pt")
     old = state(0)
     assert old.load(tmp_path / "old.pt", "key-a") and old.step == 7 and old.running.count == 0
+
+
+# ---- evaluation with batch norms folded; the models' in-place ReLUs ----
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg11"])
+def test_evaluation_folds_batch_norm_into_the_convolutions_and_answers_the_same(name, monkeypatch):
+    from torch.fx import GraphModule
+
+    from ticketx import runtime
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, 3, 32).to(memory_format=torch.channels_last)
+    model.train()
+    with torch.no_grad():  # batch statistics away from the initial ones, so folding has something to fold
+        for _ in range(3):
+            model(torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    model.eval()
+    monkeypatch.setattr(runtime, "deterministic_on", lambda: False)
+    net = TR.folded(model)
+    assert isinstance(net, GraphModule) and net is not model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = model(x), net(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+    assert torch.equal(a.argmax(1), b.argmax(1))
+    monkeypatch.setattr(runtime, "deterministic_on", lambda: True)  # --deterministic: the eager network itself
+    assert TR.folded(model) is model
+
+
+def test_models_without_batch_norm_or_that_fx_cannot_trace_are_evaluated_as_they_are(monkeypatch):
+    from ticketx import runtime
+
+    monkeypatch.setattr(runtime, "deterministic_on", lambda: False)
+    lenet = build_model("lenet_300_100", 10, 1, 8)
+    assert TR.folded(lenet) is lenet
+
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                return self.bn(self.conv(x))
+            return self.conv(x)
+
+    net = Branchy().eval()
+    assert TR.folded(net) is net and Branchy in TR._UNFOLDABLE
+    assert TR.folded(net) is net
+
+
+def test_resnet_blocks_in_place_relus_give_the_out_of_place_floats():
+    import torch.nn.functional as F
+
+    from ticketx.models.resnet import _BasicBlock
+
+    torch.manual_seed(0)
+    for c_in, c_out, stride in ((8, 8, 1), (8, 16, 2)):
+        block = _BasicBlock(c_in, c_out, stride).train()
+        x = torch.randn(4, c_in, 8, 8, requires_grad=True)
+
+        def reference(x):
+            out = F.relu(block.bn1(block.conv1(x)))
+            return F.relu(block.bn2(block.conv2(out)) + block.shortcut(x))
+
+        grads = []
+        for fn in (block, reference):
+            out = fn(x)
+            grads.append((out.detach(), *torch.autograd.grad(out.square().sum(), [x, *block.parameters()])))
+        for a, b in zip(*grads):
+            assert torch.equal(a, b)

@@ -94,7 +94,9 @@ def parse(value: Any) -> int | str:
 
 def network_kind(model: nn.Module) -> str:
     """'conv' for networks with convolutions, else 'mlp' (the two kinds `AUTO` tells apart)."""
-    return "conv" if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()) else "mlp"
+    from ticketx.models import is_conv
+
+    return "conv" if is_conv(model) else "mlp"
 
 
 def size(setting: int | str, device: torch.device, model: nn.Module) -> int:
@@ -445,7 +447,7 @@ class Tools:
 
     make_optimizer: Callable[..., torch.optim.Optimizer]  # one network's optimizer: its checkpoint's layout
     result: Callable[..., Any]  # TrainResult
-    eval_batch_size: Callable[[torch.device, Sequence[int]], int]
+    eval_batch_size: Callable[[torch.device, Sequence[int], bool], int]
     log_every: int
     track: Callable[..., Any]  # train.track: a run's tracker run (None when no tracker is on)
     tracked_config: Callable[..., Any]  # train.tracked_config: what the tracker shows of a run
@@ -565,7 +567,7 @@ class Cohort:
                     m.count, m.last = int(r[1]), float(r[2])
             reporter.log(f"[dim]cohort of {self.n} runs trained together: {', '.join(m.run.label for m in members)}[/]")
             common = dict(mean=data.mean, std=data.std, device=device, channels_last=False)
-            eval_bs = tools.eval_batch_size(device, tuple(data.test_x.shape))
+            eval_bs = tools.eval_batch_size(device, tuple(data.test_x.shape), network_kind(self.step.template) == "conv")
             if device.type == "cpu":  # n networks' activations at once: keep the whole batch in cache
                 eval_bs = max(16, eval_bs // self.n)
             batches = Batches(data.train_x, data.train_y, batch_size=spec.batch_size, train=True,

@@ -229,6 +229,7 @@ def _measure(ticket: Any, round: int, data: Any, spec: Any, outcomes: list[Any],
     """The error along the path between the two trained copies (`outcomes`), and its barriers."""
     from ticketx.data import Batches
     from ticketx.models import build_model
+    from ticketx.models import is_conv
     from ticketx.train import eval_batch_size
 
     meta = ticket.meta
@@ -240,7 +241,7 @@ def _measure(ticket: Any, round: int, data: Any, spec: Any, outcomes: list[Any],
     model = build_model(meta["model"], meta["num_classes"], meta["channels"], meta["image_size"], width=width)
     model.to(dev)
     use_bn = has_batch_norm(model) if bn_reset is None else bool(bn_reset and has_batch_norm(model))
-    ebs = eval_batch_size(dev, tuple(data.test_x.shape))
+    ebs = eval_batch_size(dev, tuple(data.test_x.shape), is_conv(model))
     tx, ty = _subset(data.train_x, data.train_y, train_eval_samples, a_seed)
     evals = {
         "train": Batches(tx, ty, batch_size=ebs, mean=data.mean, std=data.std, train=False, device=dev),

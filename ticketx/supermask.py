@@ -270,11 +270,12 @@ def learn(model: nn.Module, data: Any, densities: Sequence[float], *, method: st
 def accuracy(model: nn.Module, mask: Mapping[str, torch.Tensor] | None, data: Any, device: torch.device | str = "cpu") -> float:
     """Test accuracy of mask ⊙ weights as they are (no training); eval mode."""
     from ticketx.data import Batches
+    from ticketx.models import is_conv
     from ticketx.train import eval_batch_size
 
     device = torch.device(device)
     model.to(device).eval()
-    b = Batches(data.test_x, data.test_y, batch_size=eval_batch_size(device, tuple(data.test_x.shape)), train=False,
+    b = Batches(data.test_x, data.test_y, batch_size=eval_batch_size(device, tuple(data.test_x.shape), is_conv(model)), train=False,
                 mean=data.mean, std=data.std, device=device)
     masks = {n: v.to(device=device, dtype=torch.float32) for n, v in (mask or {}).items()}
     correct = n = 0

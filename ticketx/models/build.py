@@ -20,6 +20,12 @@ from ticketx.models.timm_models import TIMM_PREFIX, build_timm, is_timm_model, t
 from ticketx.models.width import check_width
 
 
+def is_conv(model: nn.Module) -> bool:
+    """Whether `model` has convolutions: a conv net (the CPU evaluation batch, channels_last and the
+    cohort size depend on it), else a fully connected one."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name` (a local model or 'timm:<name>'); a copy, safe to change."""
     if name.startswith(TIMM_PREFIX):

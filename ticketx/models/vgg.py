@@ -23,7 +23,7 @@ class _ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu(self.bn(self.conv(x)), inplace=True)  # batch norm's backward needs its input, not its output
 
 
 class CifarVGG(nn.Module):
