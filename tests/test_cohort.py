@@ -322,6 +322,25 @@ def test_what_trains_alone_says_why():
     assert [[r.label for r, _ in g] for g in C.plan(runs, recipe)] == [["held"], ["run 1", "run 2"]]
 
 
+def test_compile_on_with_a_cohort_says_the_cohort_trains_eager(monkeypatch):
+    from ticketx.ui import Reporter
+
+    class Said(Reporter):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    monkeypatch.setattr(C, "train_group", lambda group, *a, **k: [None] * len(group))  # no training: what is said
+    data = _digits()
+    for mode, told in (("on", 1), ("off", 0), ("auto", 0)):
+        said = Said()
+        recipe = TR.Recipe.of(data, TrainSpec(batch_size=60, length="5it"), "cpu", cohort=4, compile=mode)
+        TR.train(_runs(_lenet, [0, 1, 2], [0, 1, 2]), recipe, said)
+        assert sum("cohorts train eager" in line for line in said.lines) == told, mode
+
+
 def test_cohort_one_is_todays_path(monkeypatch):
     monkeypatch.setattr(C, "plan", lambda *a, **k: pytest.fail("cohort 1 must not plan cohorts"))
     data = _digits()

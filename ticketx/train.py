@@ -884,7 +884,15 @@ def _train_cohorts(runs: Sequence[Run], recipe: Recipe, reporter: Any = None,
     tools = cohort.Tools(make_optimizer, TrainResult, eval_batch_size, LOG_EVERY, track, tracked_config,
                          training_split, measure_fit)
     results: list[TrainResult] = []
+    told = False
     for group in cohort.plan(runs, recipe):
+        if len(group) > 1 and not told and runtime.compile_mode(recipe.compile) == "on":
+            from ticketx.ui import Reporter
+
+            told = True  # asked for explicitly: say why it is not honoured here (README "Cohorts")
+            (reporter if reporter is not None else Reporter()).log(
+                "[yellow]--compile on: cohorts train eager (their compiled vmapped step ran slower than eager); "
+                "runs trained alone are compiled[/]")
         if len(group) == 1:
             run, start = group[0]
             results.append(_train_one(dataclasses.replace(run, start=lambda start=start: start), recipe, reporter))
