@@ -197,6 +197,11 @@ def test_a_weights_study_end_to_end(tmp_path):
     assert [rec["weights"] for rec in t.rounds] == [t.kept(r) for r in range(3)]  # the search records its counts
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert all(r["weights"] != "" and int(r["weights"]) > 0 for r in rows)
+    # what `study validate` counts is what trained: a weights point at a round point's round trains nothing new
+    from ticketx.study import count
+
+    assert len({r["run_id"] for r in rows}) == count(study.cells)["networks"]
+    assert any(c.networks == 0 for c in study.cells if c.kind == "transfer" and c.transfer.weights)
     widths = list(csv.DictReader(open(out / "widths.csv")))
     [eq] = [r for r in widths if r["at_weights"] == "10000"]
     assert (eq["wider"], eq["narrower"]) == ("1.0", "0.5") and eq["wider_tickets"] == eq["narrower_tickets"] == "2"

@@ -243,6 +243,7 @@ def _expand(study: Study) -> list[Cell]:
     sources = {t.key for t in tickets}
     transfers: dict[str, TransferCell] = {}
     own_runs: set[str] = set()
+    at_round: dict[tuple[str, int], tuple[str, TransferCell]] = {}  # (ticket, transfer values but the point, round) -> (kind of point, cell)
     stabs: dict[str, StabilityCell] = {}
     points = with_role("x", "transfer")
     owns: dict[str, SearchCell] = {}
@@ -270,6 +271,7 @@ def _expand(study: Study) -> list[Cell]:
                 if run in own_runs:
                     c.networks -= 1
                 own_runs.add(run)
+            _count_once(study, ticket, td, c, at_round)
             transfers[c.key] = c
         if study.spec.stability is not None:
             for r in _stability_rounds(study, ticket):
@@ -280,6 +282,29 @@ def _expand(study: Study) -> list[Cell]:
     if not transfers:
         raise study.error(("transfer",), "no cells: the study expands to no transfer")
     return cells
+
+
+def _count_once(study: Study, ticket: SearchCell, td: Draft, cell: TransferCell,
+                at_round: dict[tuple[str, int], tuple[str, TransferCell]]) -> None:
+    """A weights point whose ticket round (known from the shapes) is also a round point of the same
+    ticket, seed and transfer values trains the round point's networks (the same run keys: the runner
+    trains them once and both cells read them), so only one of the two cells counts them: the round
+    point's, whose networks include the dense baseline's where it is the first point."""
+    from ticketx.study.axes.point import point_round
+
+    point = td.values.get("point")
+    r = None if point is None else point_round(study, ticket.find, point)
+    if r is None:
+        return
+    at = (store.fingerprint([ticket.key, {k: v for k, v in td.values.items() if k != "point"}]), r)
+    held = at_round.get(at)
+    if held is None:
+        at_round[at] = (point[0], cell)
+    elif point[0] == "weights":
+        cell.networks = 0
+    elif held[0] == "weights":  # a weights point came first: the round point counts the networks
+        held[1].networks = 0
+        at_round[at] = (point[0], cell)
 
 
 def is_own_of_itself(source: SearchCell, transfer: Draft) -> bool:

@@ -102,14 +102,32 @@ def model_sizes(study: Any, find: Any, data: Optional[str]) -> Optional[tuple[di
 _KEPT: dict[tuple[Any, ...], Optional[list[float]]] = {}
 
 
-def within(study: Any, find: Any, weights: int, ratio: float) -> bool:
-    """Whether the search `find`'s ticket has a pruned round within `ratio` (either way) of `weights`
-    remaining weights (from the shapes; True when the model cannot be built here: the run picks the nearest)."""
-    key = (study.spec.image_size, study.channels, find.model, find.data, find.width, repr(find.prune))  # a model per kind of ticket
+def _kept(study: Any, find: Any) -> Optional[list[float]]:
+    """`round_weights`, built once per kind of ticket (model, data, width, prune settings)."""
+    key = (study.spec.image_size, study.channels, find.model, find.data, find.width, repr(find.prune))
     if key not in _KEPT:
         _KEPT.clear() if len(_KEPT) > 256 else None
         _KEPT[key] = round_weights(study, find)
-    kept = _KEPT[key]
+    return _KEPT[key]
+
+
+def point_round(study: Any, find: Any, point: tuple[str, Any]) -> Optional[int]:
+    """The round of the search `find`'s ticket a point transfers, known before anything trains: a round
+    point's own, a weights point's nearest (from the shapes); None for a density point or a model that
+    cannot be built here."""
+    what, v = point
+    if what == "round":
+        return int(v)
+    if what == "weights":
+        kept = _kept(study, find)
+        return nearest_count([int(k) for k in kept], v) if kept else None
+    return None
+
+
+def within(study: Any, find: Any, weights: int, ratio: float) -> bool:
+    """Whether the search `find`'s ticket has a pruned round within `ratio` (either way) of `weights`
+    remaining weights (from the shapes; True when the model cannot be built here: the run picks the nearest)."""
+    kept = _kept(study, find)
     if not kept:
         return True
     got = kept[nearest_count([int(k) for k in kept], weights)]
