@@ -8,7 +8,8 @@ Rows (goals from issue 5):
   speed     resnet20 images/s: plain fp32 NCHW eager loop vs ticketx's default, bf16   >= 1x
   mfu       CUDA: images/s x training FLOPs per image / the device's peak
   precision (only when asked for, or in the full bench) accuracy: bf16 autocast vs fp32, whole trainings of
-            lenet_300_100 on digits and on the e2e bench's real CIFAR-10 subset, paired by seed
+            lenet_300_100 on digits and on the e2e bench's real CIFAR-10 subset, paired by seed; on
+            that subset also resnet20 (half the epochs) where bf16 is native (a GPU; avx512_bf16, AMX)
   compile   (only when asked for, or in the full bench) resnet20 and lenet_300_100 steps with --compile on
             vs eager, the cold and the cached compile seconds, and the steps it takes to earn them back
   threads   CPU: 1 thread vs torch's default count (the evidence for the thread policy)
@@ -45,7 +46,7 @@ from ticketx import pruning
 from ticketx import ticket as ticketfile
 from ticketx.data import Batches
 from ticketx.errors import UsageError
-from ticketx.models import build_model, prunable_names
+from ticketx.models import build_model, is_conv, prunable_names
 from ticketx.threads import cpu_threads
 from ticketx.runtime import resolve_device
 from ticketx.train import state_copy
@@ -285,10 +286,17 @@ def bench_speed(device: torch.device, sz: Sizes, with_mfu: bool = True) -> list[
     return rows
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is native on `device`: a GPU, or a CPU with avx512_bf16 or AMX."""
+    if device.type != "cpu":
+        return True
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _bf16_note(device: torch.device) -> str:
     if device.type == "cpu":
-        flags = cpu_flags()
-        native = "avx512_bf16" in flags or "amx_bf16" in flags
+        native = native_bf16(device)
         return "CPU " + ("with" if native else "without") + " native bf16 (avx512_bf16/amx): autocast " + \
             ("uses it" if native else "emulates it, so fp32 is the fast path here")
     return "bf16 autocast on tensor cores"
@@ -534,9 +542,10 @@ def bench_compile(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, in
     return rows
 
 
-def _precision_cases() -> list[tuple[str, str, int]]:
+def _precision_cases(device: torch.device) -> list[tuple[str, str, int]]:
     """(model, data, image size): lenet_300_100 on digits 8x8, and on the real CIFAR-10 subset of the e2e
-    bench when the archive is there (far from the ceiling: about 40% test accuracy, 1 image = 0.02 points)."""
+    bench when the archive is there (far from the ceiling: about 40% test accuracy, 1 image = 0.02 points);
+    there also resnet20 (batch norm, convolutions) where bf16 is native (emulated, it is ~10x slower)."""
     from benchmarks.e2e import E2EConfig, cifar10_archive, cifar10_subset
 
     cases = [("lenet_300_100", "digits", 8)]
@@ -549,6 +558,8 @@ def _precision_cases() -> list[tuple[str, str, int]]:
                                 f"cifar10-jpg-{cfg.train_per_class}-{cfg.test_per_class}", cfg.train_per_class,
                                 cfg.test_per_class)
         cases.append(("lenet_300_100", f"imagefolder:{folder}", 32))
+        if native_bf16(device):
+            cases.append(("resnet20", f"imagefolder:{folder}", 32))
     return cases
 
 
@@ -569,9 +580,12 @@ def bench_precision(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, 
     from ticketx.data import load_data
 
     rows = []
-    for name, data_text, size in cases if cases is not None else _precision_cases():
+    for name, data_text, size in cases if cases is not None else _precision_cases(device):
         data = load_data(data_text, Path(platformdirs.user_cache_dir("ticketx")) / "bench" / "data", image_size=size)
         label = "digits" if data_text == "digits" else "CIFAR-10 subset (2,000 train, 5,000 test)"
+        # a conv net's training costs ~100x an MLP's on a CPU: half the epochs (at least 1)
+        conv = is_conv(build_model(name, data.num_classes, data.train_x.shape[1], size))
+        epochs = max(1, sz.precision_epochs // 2) if conv else sz.precision_epochs
         acc: dict[str, list[float]] = {"fp32": [], "bf16": []}
         loss: dict[str, list[float]] = {"fp32": [], "bf16": []}
         secs: dict[str, float] = {"fp32": 0.0, "bf16": 0.0}
@@ -579,8 +593,7 @@ def bench_precision(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, 
             for precision in ("fp32", "bf16"):
                 torch.manual_seed(seed)
                 model = build_model(name, data.num_classes, data.train_x.shape[1], size)
-                spec = train_spec(name, length=f"{sz.precision_epochs}ep", eval_every=f"{sz.precision_epochs}ep",
-                                  precision=precision)
+                spec = train_spec(name, length=f"{epochs}ep", eval_every=f"{epochs}ep", precision=precision)
                 t0 = time.perf_counter()
                 res = trainer.train([trainer.Run.of(model, data_seed=seed)], trainer.Recipe.of(data, spec, device))[0]
                 secs[precision] += time.perf_counter() - t0
@@ -593,7 +606,7 @@ def bench_precision(device: torch.device, sz: Sizes, cases: Sequence[tuple[str, 
         image = 1 / len(data.test_y)
         within = abs(mean) <= max(2 * se, image) if n > 1 else None
         identical = sum(a == b for a, b in zip(loss["fp32"], loss["bf16"]))
-        note = (f"{n} seeds x {sz.precision_epochs} epochs, batch {train_spec(name).batch_size}; bf16 - fp32 "
+        note = (f"{n} seeds x {epochs} epochs, batch {train_spec(name).batch_size}; bf16 - fp32 "
                 f"{100 * mean:+.2f} points (paired; 2 SE {100 * 2 * se:.2f}; 1 test image = {100 * image:.2f}): "
                 + ("within seed noise" if within else "beyond seed noise" if within is False else "one seed")
                 + f"; {identical} of {n} seeds ended with the same loss bit for bit"
