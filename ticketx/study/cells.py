@@ -271,7 +271,7 @@ def _expand(study: Study) -> list[Cell]:
                 if run in own_runs:
                     c.networks -= 1
                 own_runs.add(run)
-            _count_once(study, ticket, td, c, at_round)
+            _count_once(ticket, td, c, at_round)
             transfers[c.key] = c
         if study.spec.stability is not None:
             for r in _stability_rounds(study, ticket):
@@ -284,27 +284,27 @@ def _expand(study: Study) -> list[Cell]:
     return cells
 
 
-def _count_once(study: Study, ticket: SearchCell, td: Draft, cell: TransferCell,
+def _count_once(ticket: SearchCell, td: Draft, cell: TransferCell,
                 at_round: dict[tuple[str, int], tuple[str, TransferCell]]) -> None:
     """A weights point whose ticket round (known from the shapes) is also a round point of the same
     ticket, seed and transfer values trains the round point's networks (the same run keys: the runner
     trains them once and both cells read them), so only one of the two cells counts them: the round
     point's, whose networks include the dense baseline's where it is the first point."""
-    from ticketx.study.axes.point import point_round
+    from ticketx.study.axes.point import transferred_round
 
-    point = td.values.get("point")
-    r = None if point is None else point_round(study, ticket.find, point)
-    if r is None:
+    at_point = transferred_round(td)
+    if at_point is None:
         return
-    at = (store.fingerprint([ticket.key, {k: v for k, v in td.values.items() if k != "point"}]), r)
+    kind, r, others = at_point
+    at = (store.fingerprint([ticket.key, others]), r)
     held = at_round.get(at)
     if held is None:
-        at_round[at] = (point[0], cell)
-    elif point[0] == "weights":
+        at_round[at] = (kind, cell)
+    elif kind == "weights":
         cell.networks = 0
     elif held[0] == "weights":  # a weights point came first: the round point counts the networks
         held[1].networks = 0
-        at_round[at] = (point[0], cell)
+        at_round[at] = (kind, cell)
 
 
 def is_own_of_itself(source: SearchCell, transfer: Draft) -> bool:

@@ -196,3 +196,14 @@ class Point(Axis):
 
     def row(self, info: dict[str, Any]) -> dict[str, Any]:
         return {"at_weights": info.get("at_weights", "")}  # results rows carry each network's own round and density
+
+
+def transferred_round(draft: Draft) -> Optional[tuple[str, int, dict[str, Any]]]:
+    """(the kind of point, the ticket round a transfer draft's point transfers, the draft's other axis
+    values), known before anything trains; None where the round is not (a density point, a model that
+    cannot be built here)."""
+    point = draft.values.get(Point.name)
+    r = None if point is None else point_round(draft.study, draft.source.find, point)
+    if r is None:
+        return None
+    return point[0], r, {k: v for k, v in draft.values.items() if k != Point.name}
