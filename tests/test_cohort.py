@@ -156,6 +156,40 @@ def test_bn_conv_net_with_sgd_momentum_keeps_each_runs_statistics(monkeypatch):
         assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in (mask or {}).items())
 
 
+def _resnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("resnet20", 10, 3, 12, width=0.25)  # 4/8/16 channels: the real blocks, small
+
+
+def test_a_resnet_cohort_follows_single_runs_as_closely_as_another_memory_layout(monkeypatch):
+    """ResNet-20 (residual blocks, in-place ReLUs and adds, 1x1 shortcut convs, 19 batch norms) in a cohort of 3.
+
+    Its loss curve amplifies any last-bit difference step by step (~10x a step here), so after the first
+    steps the yardstick is the float noise of one network itself: the same runs alone in NCHW instead of
+    channels_last (the cohort's layout is NCHW)."""
+    data = _images()
+    spec = TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=32, length="10it",
+                     eval_every="5it")
+    rec = _Losses(monkeypatch)
+    masks = [_mask(_resnet(0), 0.5, 0), None, _mask(_resnet(2), 0.2, 1)]
+    TR.train(_runs(_resnet, [0, 1, 2], [0, 1, 2], masks), TR.Recipe.of(data, spec, "cpu", channels_last=False))
+    TR.train(_runs(_resnet, [0, 1, 2], [0, 1, 2], masks), TR.Recipe.of(data, spec, "cpu"))
+    together = TR.train(_runs(_resnet, [0, 1, 2], [0, 1, 2], masks), TR.Recipe.of(data, spec, "cpu", cohort=3))
+    solo = rec.solo_runs()
+    nchw, nhwc, cohort = solo[:3], solo[3:], rec.cohort_runs()
+    assert len(cohort) == 3 and all(len(c) == 10 for c in cohort)
+    for a, b in zip(nchw, cohort):
+        assert b[:4] == pytest.approx(a[:4], rel=1e-5)  # the first steps: tight
+    gap = lambda x, y: max(abs(p - q) / abs(p) for p, q in zip(x, y))  # noqa: E731
+    layout = max(gap(a, b) for a, b in zip(nchw, nhwc))  # one network, another memory layout
+    assert max(gap(a, b) for a, b in zip(nchw, cohort)) <= max(3 * layout, 1e-5)
+    means = [r.model.blocks[-1].bn2.running_mean for r in together]
+    assert not torch.allclose(means[0], means[1])  # each run its own statistics
+    for res, mask in zip(together, masks):
+        params = dict(res.model.named_parameters())
+        assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in (mask or {}).items())
+
+
 def test_a_runs_result_does_not_depend_on_the_other_runs_of_its_cohort():
     data = _digits()
     spec = TrainSpec(optimizer="adam", lr=3e-3, batch_size=60, length="20it", eval_every="20it")
