@@ -100,13 +100,14 @@ class Sizes:
                            cohort_conv_repeats=3, **gpu)
             return cls(8192, 512, 5, 512, 256, 9, 20, 512, 9, 20, 3, 0, True, mask_budget=15.0, cohort_repeats=7,
                        cohort_conv_repeats=7, **gpu)
-        # CPU: conv nets at batch 32 (N=16 cohorts of the paper batches take minutes per sample here)
+        # CPU: conv nets at batch 32 (N=16 cohorts of the paper batches take minutes per sample here;
+        # N=64 at batch 32 holds ~3-5 GB of activations)
         if quick:
             return cls(1024, 128, 3, 16, 16, 9, 1, 16, 5, 1, 1, 3, False, mask_budget=6.0, cohort_mlp=(1, 2, 4, 16),
                        cohort_conv=(1, 4), cohort_conv_batch=16, cohort_repeats=5, cohort_conv_repeats=3, cohort_inner=10,
                        cohort_runs=16, compile_repeats=5)
         return cls(4096, 128, 5, 64, 32, 9, 1, 64, 5, 1, 3, 5, True, mask_budget=20.0, cohort_mlp=(1, 2, 4, 16, 64),
-                   cohort_conv=(1, 4, 16), cohort_conv_batch=32, cohort_repeats=7, cohort_conv_repeats=3, cohort_inner=20,
+                   cohort_conv=(1, 4, 16, 64), cohort_conv_batch=32, cohort_repeats=7, cohort_conv_repeats=3, cohort_inner=20,
                    cohort_runs=16, compile_repeats=9)
 
 

@@ -19,8 +19,8 @@ registered network without per-model code; a hand-written "wide" MLP (batched ma
 faster than vmap once the linear weights are stored transposed and the optimizer is fused
 (below); a grouped-conv "wide" conv net is what vmap's convolution rule runs anyway;
 torch.compile of the vmapped step compiled for 88 s on CPU and then ran slower than eager. On
-this project's CPU a cohort of LeNet-300-100s trains 1.37x (N = 4) to 2.1x (N = 64) as many
-networks per second as one run after another; conv nets are slower in a cohort (0.35-0.68x idle),
+this project's CPU a cohort of LeNet-300-100s trains 1.40x (N = 4) to 2.2x (N = 64) as many
+networks per second as one run after another; conv nets are slower in a cohort (0.23-0.69x idle),
 so `auto` picks cohorts only where the benchmark shows one (`AUTO`).
 
 Equivalence: each run follows its one-network trajectory to float tolerance, not bit for bit
@@ -59,13 +59,13 @@ MAX_COHORT = 1024
 
 # `--cohort auto`: runs per cohort by (device kind, network kind), from `python -m benchmarks --only
 # cohort` (README "Performance"). CPU (2 vCPU AMD EPYC, torch 2.14.1, idle): lenet_300_100 on 8x8
-# digits trains 1.37x (N=4), 2.06x (N=16) and 2.13x (N=64) as many networks per second as one at a
+# digits trains 1.40x (N=4), 1.94x (N=16) and 2.19x (N=64) as many networks per second as one at a
 # time (loaded: 1.35x, 1.92x, 2.26x); 16, not 64: at 28x28 input a cohort of 64 crosses the thread
-# policy's one-thread line and measured 0.75x (16: 1.81x). conv4 and resnet20 measured 0.35-0.68x
-# idle (every interval below 1; loaded 0.93-1.20x, intervals across 1), so conv nets train alone there. CUDA: not yet measured on a GPU (benchmarks/gpu_smoke.sh prints the
-# rows that would change this); a cohort of MLPs replaces N launch-bound steps by one, so they form
-# cohorts, conv nets wait for the measurement. A fixed table, never a timing: a rerun forms the
-# same cohorts.
+# policy's one-thread line and measured 0.75x (16: 1.81x). conv4 and resnet20 measured 0.23-0.69x
+# at N=4-64 idle (every interval below 1; loaded 0.93-1.20x, intervals across 1), so conv nets train
+# alone there. CUDA: not yet measured on a GPU (benchmarks/gpu_smoke.sh prints the rows that would
+# change this); a cohort of MLPs replaces N launch-bound steps by one, so they form cohorts, conv nets
+# wait for the measurement. A fixed table, never a timing: a rerun forms the same cohorts.
 AUTO: dict[tuple[str, str], int] = {
     ("cpu", "mlp"): 16,
     ("cpu", "conv"): 1,
