@@ -38,7 +38,7 @@ import torch
 
 from benchmarks.harness import (Row, busy_warning, cpu_flags, device_peak, finite, interleave, machine, make_row, med,
                                 ratios, sync)
-from benchmarks.setups import (CIFAR_MEAN, CIFAR_STD, ArrayImages, cohort_setup, has_conv, one_after_another, plain_setup,
+from benchmarks.setups import (CIFAR_MEAN, CIFAR_STD, ArrayImages, cohort_setup, one_after_another, plain_setup,
                                prune_setup, random_mask, synthetic_images, ticketx_setup, torchvision_transform,
                                train_flops_per_image, train_spec)
 from ticketx import masks as M
@@ -263,7 +263,7 @@ def bench_speed(device: torch.device, sz: Sizes, with_mfu: bool = True) -> list[
                    inner=sz.speed_inner, warmup=2, threads={"ticketx": fp32.threads, "bf16": bf16.threads})
     ips = {k: batch / med(v) for k, v in t.items()}
     threads = fp32.threads or torch.get_num_threads()
-    layout = "channels_last" if has_conv(fp32.model) else "NCHW"
+    layout = "channels_last" if is_conv(fp32.model) else "NCHW"
     where = f"{threads} CPU thread(s)" if device.type == "cpu" else "cudnn.benchmark"
     r = ratios(t["plain"], t["ticketx"])
     rb = ratios(t["ticketx"], t["bf16"])

@@ -16,7 +16,7 @@ from torch import nn
 
 from ticketx import masks as M
 from ticketx import pruning
-from ticketx.models import build_model, prunable_names
+from ticketx.models import build_model, is_conv, prunable_names
 from ticketx.settings import TrainSpec, resolve_train
 from ticketx.threads import training_threads
 from ticketx.train import prepare
@@ -40,10 +40,6 @@ class Setup:
 def train_spec(model_name: str, **over: Any) -> TrainSpec:
     """The model's paper recipe with `over` applied (as `ticketx find` resolves it)."""
     return resolve_train(model_name, over)
-
-
-def has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def synthetic_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +145,7 @@ def train_flops_per_image(model: nn.Module, device: torch.device) -> float:
     """Forward + backward FLOPs per 32x32 image, counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    fmt = torch.channels_last if has_conv(model) else torch.contiguous_format
+    fmt = torch.channels_last if is_conv(model) else torch.contiguous_format
     x = torch.randn(2, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     with FlopCounterMode(display=False) as counter:
         model(x).float().sum().backward()

@@ -53,6 +53,7 @@ from torch import nn
 
 from ticketx import distributed, interrupt, runtime, store
 from ticketx.errors import TicketxError, UsageError
+from ticketx.models import is_conv
 from ticketx.threads import cpu_threads, training_threads
 
 MAX_COHORT = 1024
@@ -94,8 +95,6 @@ def parse(value: Any) -> int | str:
 
 def network_kind(model: nn.Module) -> str:
     """'conv' for networks with convolutions, else 'mlp' (the two kinds `AUTO` tells apart)."""
-    from ticketx.models import is_conv
-
     return "conv" if is_conv(model) else "mlp"
 
 
@@ -567,7 +566,7 @@ class Cohort:
                     m.count, m.last = int(r[1]), float(r[2])
             reporter.log(f"[dim]cohort of {self.n} runs trained together: {', '.join(m.run.label for m in members)}[/]")
             common = dict(mean=data.mean, std=data.std, device=device, channels_last=False)
-            eval_bs = tools.eval_batch_size(device, tuple(data.test_x.shape), network_kind(self.step.template) == "conv")
+            eval_bs = tools.eval_batch_size(device, tuple(data.test_x.shape), is_conv(self.step.template))
             if device.type == "cpu":  # n networks' activations at once: keep the whole batch in cache
                 eval_bs = max(16, eval_bs // self.n)
             batches = Batches(data.train_x, data.train_y, batch_size=spec.batch_size, train=True,

@@ -33,6 +33,7 @@ from torch import nn
 from ticketx import masks as M
 from ticketx import store
 from ticketx.errors import UsageError
+from ticketx.models import has_batch_norm
 from ticketx.runtime import evaluation_subset
 
 # Frankle et al. 2020 §3 call a network stable when its error barrier is under 2 percentage
@@ -60,10 +61,6 @@ def barrier(errors: Sequence[float]) -> float:
     if len(errors) < 2:
         raise ValueError("a path needs at least its two endpoints")
     return float(max(errors) - (errors[0] + errors[-1]) / 2)
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @torch.no_grad()
@@ -228,8 +225,7 @@ def _measure(ticket: Any, round: int, data: Any, spec: Any, outcomes: list[Any],
              train_eval_samples: int | None) -> dict[str, Any]:
     """The error along the path between the two trained copies (`outcomes`), and its barriers."""
     from ticketx.data import Batches
-    from ticketx.models import build_model
-    from ticketx.models import is_conv
+    from ticketx.models import build_model, is_conv
     from ticketx.train import eval_batch_size
 
     meta = ticket.meta

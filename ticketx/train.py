@@ -24,7 +24,7 @@ from torch import nn
 
 from ticketx import distributed, interrupt, runtime, store
 from ticketx.errors import TicketxError, UsageError
-from ticketx.models import is_conv
+from ticketx.models import has_batch_norm, is_conv
 from ticketx.settings import TrainSpec
 from ticketx.steps import to_iterations
 from ticketx.threads import cpu_threads, forward_macs, training_threads
@@ -265,8 +265,7 @@ def folded(model: nn.Module) -> nn.Module:
     bits (logits ~1e-5 apart: a test image whose two top classes tie that closely can flip), so under
     --deterministic the network is evaluated as it is, as it is for a model fx cannot trace.
     """
-    if (runtime.deterministic_on() or type(model) in _UNFOLDABLE
-            or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())):
+    if runtime.deterministic_on() or type(model) in _UNFOLDABLE or not has_batch_norm(model):
         return model
     from torch.fx.experimental.optimization import fuse
 

@@ -23,7 +23,7 @@ from ticketx.models import lenet  # noqa: F401  # isort: skip
 from ticketx.models import conv  # noqa: F401  # isort: skip
 from ticketx.models import vgg  # noqa: F401  # isort: skip
 from ticketx.models import resnet  # noqa: F401  # isort: skip
-from ticketx.models.build import build_model, check_model_width, is_conv, model_info, model_rows, prunable_names_of, width_problem
+from ticketx.models.build import build_model, check_model_width, has_batch_norm, is_conv, model_info, model_rows, prunable_names_of, width_problem
 from ticketx.models.prunable import head_name, prunable_names
 from ticketx.models.registry import MODELS, ModelInfo, register
 from ticketx.models.timm_models import TIMM_PREFIX
@@ -34,6 +34,7 @@ __all__ = [
     "ModelInfo",
     "build_model",
     "check_model_width",
+    "has_batch_norm",
     "head_name",
     "is_conv",
     "model_info",

@@ -26,6 +26,11 @@ def is_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether `model` has batch norm layers (folded for evaluation; re-estimated along a stability path)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name` (a local model or 'timm:<name>'); a copy, safe to change."""
     if name.startswith(TIMM_PREFIX):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ticketx.report import slug
 from ticketx.study.axes import Axis, factors, with_role
@@ -87,14 +87,20 @@ def points(rows: list[Mapping[str, Any]], kind: str) -> tuple[list[Axis], list[d
     return axes, out
 
 
-def curve_plots(rows: list[Mapping[str, Any]], folder: Any) -> list[Path]:
-    """Every curve the study's axes call for (module docstring): the PNGs written (a CSV beside each)."""
+def _per_kind(records: list[Mapping[str, Any]], folder: Any, points_of: Callable[..., tuple[list[Axis], list[dict[str, Any]]]],
+              draw: Callable[[list[Axis], list[dict[str, Any]], Path, str], list[Path]]) -> list[Path]:
+    """`draw` the points `points_of` finds in `records`, kind by kind (searches, transfers): the PNGs written."""
     written: list[Path] = []
     for kind in KINDS:
-        axes, pts = points(rows, kind)
+        axes, pts = points_of(records, kind)
         if pts:
-            written += _kind_plots(axes, pts, Path(folder), kind)
+            written += draw(axes, pts, Path(folder), kind)
     return written
+
+
+def curve_plots(rows: list[Mapping[str, Any]], folder: Any) -> list[Path]:
+    """Every curve the study's axes call for (module docstring): the PNGs written (a CSV beside each)."""
+    return _per_kind(rows, folder, points, _kind_plots)
 
 
 def _values(pts: list[dict[str, Any]], a: Axis) -> list[Any]:
@@ -302,12 +308,7 @@ def epoch_plots(history: list[Mapping[str, Any]], folder: Any) -> list[Path]:
     """Epoch-wise curves (`epoch-wise-*`): test error vs epoch, a line per width, a panel per noise level
     (columns) and round (rows), for the searches' dense networks and the transferred tickets; drawn when
     widths vary or a noise level is above 0. A CSV of the points beside each PNG."""
-    written: list[Path] = []
-    for kind in KINDS:
-        axes, pts = epoch_points(history, kind)
-        if pts:
-            written += _epoch_figures(axes, pts, Path(folder), kind)
-    return written
+    return _per_kind(history, folder, epoch_points, _epoch_figures)
 
 
 def _epoch_figures(axes: list[Axis], pts: list[dict[str, Any]], folder: Path, kind: str) -> list[Path]:
